@@ -1,0 +1,69 @@
+"""The LightningModule: training logic around any architecture in the catalogue."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torchmetrics
+
+from models.catalogue import create_model
+from models.tasks import loss_target, make_loss, predict
+
+
+def build_optimizer(params, optim: dict[str, Any]) -> torch.optim.Optimizer:
+    name, lr, wd = optim["optimizer"], optim["lr"], optim.get("weight_decay", 0.0)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=optim.get("momentum", 0.9), weight_decay=wd)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=optim.get("momentum", 0.0), weight_decay=wd)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+class TaskModule(pl.LightningModule):
+    """Hyperparameters are plain dicts (no pickled modules), so checkpoints load weights-only."""
+
+    def __init__(self, model_spec: dict[str, Any], optim: dict[str, Any], task: str, loss: str, n_classes: int | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = create_model(model_spec["family"], **model_spec)
+        self.task, self.loss_name = task, loss
+        self.loss_fn = make_loss(loss)
+        # torchmetrics objects sync across DDP ranks by themselves at epoch end.
+        self.val_loss = torchmetrics.MeanMetric()
+        self.train_loss = torchmetrics.MeanMetric()
+        if task == "regression":
+            self.val_score = torchmetrics.MeanSquaredError(squared=False)
+            self.score_name = "val/rmse"
+        else:
+            self.val_score = torchmetrics.Accuracy(task="multiclass", num_classes=max(2, n_classes or 2))
+            self.score_name = "val/accuracy"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(x)
+        return self.loss_fn(logits, loss_target(self.loss_name, y)), logits
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss, _ = self._loss(x, y)
+        # Accumulated on-device, reduced once per epoch: no per-step host sync.
+        self.train_loss.update(loss.detach(), weight=x.shape[0])
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        loss, logits = self._loss(x, y)
+        self.val_loss.update(loss, weight=x.shape[0])
+        point, _ = predict(logits, self.task, self.loss_name)
+        self.val_score.update(point, y.view(-1).to(point.dtype))
+        self.log("val/loss", self.val_loss, on_epoch=True, prog_bar=True)
+        self.log(self.score_name, self.val_score, on_epoch=True, prog_bar=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return build_optimizer(self.parameters(), self.hparams.optim)

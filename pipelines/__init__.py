@@ -1,0 +1,1 @@
+"""Stages, config, the Ray launcher, the model registry and the Prefect flow."""

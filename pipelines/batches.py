@@ -1,0 +1,45 @@
+"""In-memory batches sliced by index: small datasets never go through a per-sample DataLoader."""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+
+
+class TensorBatches:
+    """Iterate (x, y) batches of this rank's shard of in-memory tensors.
+
+    Every epoch the training set is reshuffled with (seed, epoch), then each of
+    `world` ranks takes an equal slice, so all ranks run the same number of
+    steps (DDP needs that) and together see the whole epoch's permutation.
+    Evaluation shards are strided and unshuffled.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1):
+        if len(x) != len(y):
+            raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
+        self.x, self.y = x, y
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world = rank, world
+        self.epoch = 0
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.x)
+        if not self.shuffle:
+            return torch.arange(self.rank, n, self.world, device=self.x.device)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(n, generator=gen).to(self.x.device)
+        per_rank = n // self.world
+        return order[self.rank * per_rank : (self.rank + 1) * per_rank]
+
+    def __len__(self) -> int:
+        n = len(self.x)
+        per_rank = n // self.world if self.shuffle else len(range(self.rank, n, self.world))
+        return math.ceil(per_rank / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        idx = self._indices()
+        for start in range(0, len(idx), self.batch_size):
+            sel = idx[start : start + self.batch_size]
+            yield self.x[sel], self.y[sel]

@@ -1,0 +1,53 @@
+"""Lightning callbacks used inside Ray workers."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+
+
+def _epoch_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+class EpochHistory(pl.Callback):
+    """Per-epoch metrics kept in the checkpoint, so the latest one holds the learning curve."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+        self._epoch_started = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_started = time.perf_counter()
+        batches = getattr(pl_module, "train_batches", None)
+        if batches is not None:
+            batches.epoch = trainer.current_epoch  # same shuffles after a resume
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        row = {"epoch": trainer.current_epoch, "epoch_seconds": time.perf_counter() - self._epoch_started}
+        row.update(_epoch_metrics(trainer))
+        self.rows = [r for r in self.rows if r["epoch"] < trainer.current_epoch] + [row]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])
+
+
+class EpochPrinter(pl.Callback):
+    """One line per epoch from rank 0: the user's view of training progress."""
+
+    def __init__(self, name: str, max_epochs: int) -> None:
+        self.name, self.max_epochs = name, max_epochs
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_rank != 0:
+            return
+        shown = " ".join(f"{k}={v:.4f}" for k, v in sorted(_epoch_metrics(trainer).items()))
+        # sys.__stdout__, not print(): Ray Train V2 patches print() in workers
+        # and would echo every line twice.
+        sys.__stdout__.write(f"[{self.name}] epoch {trainer.current_epoch + 1}/{self.max_epochs} {shown}\n")
+        sys.__stdout__.flush()

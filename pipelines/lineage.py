@@ -1,0 +1,43 @@
+"""Where a model came from: git commit, DVC data hash, package versions."""
+from __future__ import annotations
+
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from pipelines import paths
+
+PACKAGES = ("torch", "pytorch-lightning", "ray", "torchmetrics", "prefect", "dvc", "numpy", "pandas")
+
+
+def git_commit() -> dict[str, object]:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return {"commit": None, "dirty": None}
+
+
+def dvc_output_hash(stage: str, out_path: Path) -> str | None:
+    """The md5 DVC recorded in dvc.lock for one stage output (None outside a DVC run)."""
+    if not paths.DVC_LOCK.exists():
+        return None
+    lock = yaml.safe_load(paths.DVC_LOCK.read_text()) or {}
+    for out in lock.get("stages", {}).get(stage, {}).get("outs", []):
+        if Path(out["path"]) == out_path:
+            return out.get("md5")
+    return None
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions

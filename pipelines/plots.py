@@ -1,0 +1,51 @@
+"""PNG plots (DVC's HTML plots load JavaScript from a CDN and stay blank offline)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def learning_curves(histories: dict[str, pd.DataFrame], out: Path) -> None:
+    metrics = ["train/loss", "val/loss"] + sorted({c for h in histories.values() for c in h.columns if c.startswith("val/") and c != "val/loss"})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for name, hist in histories.items():
+            if metric in hist:
+                ax.plot(hist["epoch"] + 1, hist[metric], marker=".", label=name)
+        ax.set(title=metric, xlabel="epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def confusion_matrix(cm: list[list[int]], classes: list[str], title: str, out: Path) -> None:
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * n, 1 + 0.6 * n))
+    ax.imshow(cm, cmap="Blues")
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(cm[i][j]), ha="center", va="center", color="black")
+    ax.set(xticks=range(n), yticks=range(n), xticklabels=classes, yticklabels=classes, xlabel="predicted", ylabel="actual", title=title)
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def predicted_vs_true(actual, predicted, title: str, out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(actual, predicted, s=10, alpha=0.6)
+    lo, hi = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
+    ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", label="perfect")
+    ax.set(xlabel="true", ylabel="predicted", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,234 @@
+"""Everything Ray: starting or joining a cluster and running one distributed fit.
+
+Ray Train V2 (the default in Ray 2.60): a TorchTrainer runs `train_worker` in
+N worker processes; inside each, a Lightning Trainer with RayDDPStrategy does
+the training and RayTrainReportCallback reports metrics + a checkpoint every
+epoch, of which Ray keeps the top-k. Re-running with the same RunConfig(name,
+storage_path) resumes from the latest checkpoint (`ray.train.get_checkpoint()`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Each ray.train.report waits for the controller's next health check (2 s by
+# default): on small epochs that poll interval, not compute, sets the pace.
+RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", "RAY_DEDUP_LOGS": "1"}
+
+
+@dataclass
+class TrainJob:
+    """Everything a worker needs, as plain data (it crosses a process boundary)."""
+
+    candidate: str
+    model_spec: dict[str, Any]
+    optim: dict[str, Any]
+    task: str
+    loss: str
+    n_classes: int | None
+    data_dir: str  # absolute: workers run in their own working directory
+    seed: int
+    epochs: int
+    batch_size: int  # global; each worker takes batch_size // num_workers
+    monitor: str
+    mode: str
+    patience: int
+    use_gpu: bool = False
+
+    def fingerprint(self, data_hash: str) -> str:
+        """Same job on the same data -> same Ray run name -> a re-run resumes it."""
+        blob = json.dumps({**asdict(self), "data": data_hash}, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+
+@dataclass
+class Scaling:
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    placement_strategy: str = "PACK"
+
+
+@dataclass
+class FitOutcome:
+    best_checkpoint_dir: Path  # holds checkpoint.ckpt (a full Lightning checkpoint)
+    best_metrics: dict[str, float]
+    history: list[dict[str, float]]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def ensure_ray(address: str | None = None) -> float:
+    """Start a local Ray instance, or join RAY_ADDRESS. Returns the seconds it took."""
+    import ray
+
+    if ray.is_initialized():
+        return 0.0
+    os.environ.update({k: os.environ.get(k, v) for k, v in RAY_ENV.items()})
+    started = time.perf_counter()
+    ray.init(
+        address=address or os.environ.get("RAY_ADDRESS"),
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=True,
+        runtime_env={
+            "env_vars": {k: os.environ[k] for k in RAY_ENV},
+            "worker_process_setup_hook": "pipelines.ray_logging.quiet",
+        },
+    )
+    return time.perf_counter() - started
+
+
+def shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def fit(job: TrainJob, scaling: Scaling, storage_path: str, run_name: str, keep: int = 2, max_failures: int = 2) -> FitOutcome:
+    """Run one distributed training; return its best checkpoint (by job.monitor)."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    started = time.perf_counter()
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=asdict(job),
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker={"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})},
+            placement_strategy=scaling.placement_strategy,
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=keep, checkpoint_score_attribute=job.monitor, checkpoint_score_order=job.mode
+            ),
+            failure_config=FailureConfig(max_failures=max_failures),
+            # Ray Train's INFO/WARNING chatter (every checkpoint, state-API polls
+            # without a dashboard) drowns the epoch lines; its log files keep it all.
+            logging_config=LoggingConfig(log_level="ERROR"),
+        ),
+    )
+    result = trainer.fit()
+    best = result.get_best_checkpoint(job.monitor, job.mode)
+    if best is None:
+        raise RuntimeError(f"{job.candidate}: Ray Train finished without a checkpoint")
+    best_metrics = next(m for c, m in result.best_checkpoints if c.path == best.path)
+    history = _history_from_checkpoint(result.checkpoint)
+    return FitOutcome(
+        best_checkpoint_dir=_local_dir(best),
+        best_metrics={k: float(v) for k, v in best_metrics.items() if isinstance(v, (int, float))},
+        history=history,
+        timings={"fit_s": time.perf_counter() - started},
+    )
+
+
+def remove_run(storage_path: str, run_name: str) -> None:
+    """Drop a finished run's Ray checkpoints (its best one was exported already)."""
+    if "://" in storage_path:
+        import pyarrow.fs
+
+        fs, root = pyarrow.fs.FileSystem.from_uri(storage_path)
+        try:
+            fs.delete_dir(f"{root.rstrip('/')}/{run_name}")
+        except (FileNotFoundError, OSError):
+            pass
+    else:
+        shutil.rmtree(Path(storage_path) / run_name, ignore_errors=True)
+
+
+def _local_dir(checkpoint) -> Path:
+    path = Path(checkpoint.path)
+    if path.exists():
+        return path
+    return Path(checkpoint.to_directory())  # remote storage (S3): download once
+
+
+def _history_from_checkpoint(checkpoint) -> list[dict[str, float]]:
+    """The latest checkpoint carries the whole per-epoch history (EpochHistory's state)."""
+    import torch
+
+    if checkpoint is None:
+        return []
+    ckpt = torch.load(_local_dir(checkpoint) / "checkpoint.ckpt", map_location="cpu", weights_only=True)
+    for key, state in ckpt.get("callbacks", {}).items():
+        if key.startswith("EpochHistory"):
+            return list(state["rows"])
+    return []
+
+
+# ----------------------------------------------------------------- worker side
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """Runs inside each Ray Train worker process."""
+    import numpy as np
+    import pytorch_lightning as pl
+    import ray.train
+    import torch
+    from pytorch_lightning.callbacks import EarlyStopping
+    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, RayTrainReportCallback, prepare_trainer
+
+    import models  # noqa: F401  (registers the families)
+    from models.task_module import TaskModule
+    from pipelines.batches import TensorBatches
+    from pipelines.callbacks import EpochHistory, EpochPrinter
+
+    from pipelines.ray_logging import quiet
+
+    quiet()  # Ray Train configures its loggers after the setup hook ran
+    job = TrainJob(**config)
+    pl.seed_everything(job.seed, workers=True, verbose=False)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device() if job.use_gpu else torch.device("cpu")
+
+    def split(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        with np.load(Path(job.data_dir) / f"{name}.npz") as arrays:
+            # Resident on the training device; batches are index slices.
+            return torch.from_numpy(arrays["x"]).to(device), torch.from_numpy(arrays["y"]).to(device)
+
+    per_worker = max(1, job.batch_size // world)
+    train = TensorBatches(*split("train"), per_worker, shuffle=True, seed=job.seed, rank=rank, world=world)
+    val = TensorBatches(*split("val"), max(per_worker, 1024), shuffle=False, rank=rank, world=world)
+
+    module = TaskModule(job.model_spec, job.optim, job.task, job.loss, job.n_classes)
+    trainer = pl.Trainer(
+        max_epochs=job.epochs,
+        accelerator="gpu" if job.use_gpu else "cpu",
+        devices="auto",
+        strategy=RayDDPStrategy(),
+        plugins=[RayLightningEnvironment()],
+        # Order matters: history and printing see the epoch before the report.
+        callbacks=[
+            EarlyStopping(monitor=job.monitor, mode=job.mode, patience=job.patience),
+            EpochHistory(),
+            EpochPrinter(job.candidate, job.epochs),
+            RayTrainReportCallback(),
+        ],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=False,
+        use_distributed_sampler=False,  # TensorBatches shards by rank itself
+        num_sanity_val_steps=0,
+    )
+    trainer = prepare_trainer(trainer)
+    module.train_batches = train  # lets the module reseed shuffling per epoch
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
+    else:
+        with checkpoint.as_directory() as ckpt_dir:
+            trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=str(Path(ckpt_dir) / RayTrainReportCallback.CHECKPOINT_NAME))

@@ -1,0 +1,41 @@
+"""Keep Ray's console chatter out of the user's way (Ray's log files still hold it all).
+
+`quiet()` runs as Ray's worker_process_setup_hook in every Ray worker process,
+Ray Train's controller and helper actors included.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+
+NOISY_MESSAGES = (
+    # Without the dashboard (ray[default]) the State API is absent; harmless locally.
+    "Failed to query Ray Train Controller actor state",
+    "Reporting training result",
+    "Checkpoint successfully created",
+)
+QUIET_LOGGERS = (
+    "ray.train.v2._internal.execution.context",  # "Reporting training result ..." every epoch
+    "ray.train.v2._internal.execution.storage",  # "Checkpoint successfully created ..."
+    "pytorch_lightning.utilities.rank_zero",  # "GPU available: False", tips
+    "lightning.pytorch.utilities.rank_zero",
+)
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(noise in message for noise in NOISY_MESSAGES)
+
+
+def quiet() -> None:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    drop = _DropNoise()
+    for name in ("ray.train", "ray.train.v2._internal.execution.controller.placement_group_cleaner"):
+        logging.getLogger(name).addFilter(drop)
+    for logger in (logging.getLogger(), logging.getLogger("ray"), logging.getLogger("ray.train")):
+        for handler in logger.handlers:
+            handler.addFilter(drop)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
