@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import yaml
-from prefect import flow, get_run_logger, task
+
+# No network here and none needed: keep Prefect's and DVC's telemetry off.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+from prefect import flow, get_run_logger, task  # noqa: E402
 
 from pipelines import paths
 from pipelines.atomic import atomic_path, read_json
@@ -26,6 +32,7 @@ from pipelines.config import PipelineParams, load_params, validate_params
 from pipelines.errors import PipelineInputError
 
 FLOW_NAME = "training-pipeline"
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class StageFailed(RuntimeError):
@@ -70,7 +77,7 @@ def run_stage(stage: str, workdir: str) -> dict:
     skipped = False
     assert proc.stdout is not None
     for line in proc.stdout:
-        line = line.rstrip()
+        line = ANSI_ESCAPE.sub("", line).rstrip()
         if not line:
             continue
         skipped |= "didn't change, skipping" in line

@@ -1,0 +1,35 @@
+# Two commands for a new user (see README):
+#   make run    create .venv, install the locked dependencies, run the pipeline
+#   make test   install the development dependencies too, run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+# Stages run `python` and `dvc` from PATH: make them the venv's.
+RUN    := PATH="$(BIN):$$PATH"
+
+.PHONY: run test test-fast bench ui lock clean-outputs
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(RUN) $(BIN)/python -m pipelines.flow $(ARGS)
+
+test: $(VENV)/.installed-dev
+	$(RUN) $(BIN)/python -m pytest $(ARGS)
+
+test-fast: $(VENV)/.installed-dev
+	$(RUN) $(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+bench: $(VENV)/.installed
+	$(RUN) $(BIN)/python -m pipelines.benchmark $(ARGS)
+
+lock: $(VENV)/.installed-dev
+	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > constraints.txt.new
+	mv constraints.txt.new constraints.txt

@@ -1,0 +1,58 @@
+"""Shared fixtures: a throwaway copy of the project that is a real git + DVC repo."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def project_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env["DVC_NO_ANALYTICS"] = "1"
+    return env
+
+
+def copy_project(dest: Path, params: dict | None = None) -> Path:
+    """Copy the tracked files of this repo into `dest` and make it a fresh git repo."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    for p in ("data/raw", "data/prepared", "data/train", "data/evaluate", "data/register", "dvc.lock"):
+        target = dest / p
+        shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+    if params is not None:
+        (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.email=test@example.com", "-c", "user.name=test"]
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
+    subprocess.run(git + ["commit", "-qm", "test copy"], cwd=dest, check=True)
+    return dest
+
+
+def small_params(**train_overrides) -> dict:
+    """The real default params, shrunk so a whole pipeline run takes about a minute."""
+    from pipelines.config import PipelineParams
+
+    params = PipelineParams().model_dump(mode="json")
+    params["train"].update({"epochs": 4, "batch_size": 64, **train_overrides})
+    return params
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run a test with the current directory set to an empty temp dir."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -1,0 +1,93 @@
+import http.server
+import threading
+from functools import partial
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines import paths
+from pipelines.config import IngestParams, PrepareParams
+from pipelines.errors import PipelineInputError
+from pipelines.ingest import ingest
+from pipelines.prepare import prepare
+
+
+def write_csv(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def assert_no_output():
+    assert not paths.RAW_DIR.exists()
+    assert not any(p.name.startswith(".raw") for p in paths.RAW_DIR.parent.glob(".*")) if paths.RAW_DIR.parent.exists() else True
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("a,b,target\n1,2,0\n3,4,1\n", "label column 'label' (ingest.label) not found; columns are: a, b, target"),
+        ("a,b,label\n1,2,0\n3,x,1\n", "column 'b', row 2: 'x' is not a number"),
+        ("", "the file is empty"),
+        ("a,b,label\n", "no data rows"),
+        ("a,b,label\n1,,0\n3,4,1\n", "row 1, column 'b': missing value"),
+    ],
+)
+def test_bad_files_are_refused_with_a_clear_message_and_no_output(in_tmp, content, message):
+    src = write_csv(in_tmp / "input.csv", content)
+    with pytest.raises(PipelineInputError) as err:
+        ingest(IngestParams(source=src, label="label"))
+    assert message in str(err.value)
+    assert src in str(err.value)
+    assert_no_output()
+
+
+def test_a_missing_file_is_named(in_tmp):
+    with pytest.raises(PipelineInputError, match=r"nope\.csv: file does not exist"):
+        ingest(IngestParams(source="nope.csv"))
+    assert_no_output()
+
+
+def test_unknown_builtin_lists_the_choices(in_tmp):
+    with pytest.raises(PipelineInputError, match="sklearn:breast_cancer"):
+        ingest(IngestParams(source="sklearn:nope"))
+
+
+def test_missing_values_can_be_dropped(in_tmp):
+    src = write_csv(in_tmp / "input.csv", "a,b,label\n1,,0\n3,4,1\n5,6,0\n7,8,1\n")
+    info = ingest(IngestParams(source=src, label="label", missing="drop"))
+    assert info["rows"] == 3 and info["task"] == "binary"
+
+
+def test_csv_parquet_and_http_sources_give_the_same_table(in_tmp):
+    frame = pd.DataFrame({"x1": np.arange(40.0), "x2": np.arange(40.0) ** 2, "y": np.linspace(0, 1, 40)})
+    frame.to_csv(in_tmp / "t.csv", index=False)
+    frame.to_parquet(in_tmp / "t.parquet", index=False)
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(in_tmp))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        tables = []
+        for src in ("t.csv", "t.parquet", f"http://127.0.0.1:{server.server_address[1]}/t.csv"):
+            info = ingest(IngestParams(source=src, label="y"))
+            assert info["task"] == "regression"
+            tables.append(pd.read_parquet(paths.RAW_TABLE))
+    finally:
+        server.shutdown()
+    for table in tables[1:]:
+        pd.testing.assert_frame_equal(table, tables[0])
+
+
+def test_prepare_is_deterministic_and_normalizes_on_train_only(in_tmp):
+    ingest(IngestParams(source="sklearn:wine"))
+    meta = prepare(IngestParams(source="sklearn:wine"), PrepareParams(seed=7))
+    first = {s: np.load(paths.split_file(s))["x"] for s in ("train", "val", "test")}
+    prepare(IngestParams(source="sklearn:wine"), PrepareParams(seed=7))
+    for split, x in first.items():
+        np.testing.assert_array_equal(np.load(paths.split_file(split))["x"], x)
+    assert meta["task"] == "multiclass" and meta["out_features"] == 3
+    assert sum(meta["sizes"].values()) == 178
+    # Train features are standardized with their own statistics; val/test are not re-fitted.
+    np.testing.assert_allclose(first["train"].mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(first["train"].std(axis=0), 1, atol=1e-4)
+    assert np.abs(first["test"].mean(axis=0)).max() > 1e-3
