@@ -18,15 +18,21 @@ class EpochHistory(pl.Callback):
     def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
         self._epoch_started = 0.0
+        self._epoch_wall_start = 0.0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_started = time.perf_counter()
+        self._epoch_wall_start = time.time()  # comparable across processes (benchmark)
         batches = getattr(pl_module, "train_batches", None)
         if batches is not None:
             batches.epoch = trainer.current_epoch  # same shuffles after a resume
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        row = {"epoch": trainer.current_epoch, "epoch_seconds": time.perf_counter() - self._epoch_started}
+        row = {
+            "epoch": trainer.current_epoch,
+            "epoch_seconds": time.perf_counter() - self._epoch_started,
+            "epoch_start_time": self._epoch_wall_start,
+        }
         row.update(_epoch_metrics(trainer))
         self.rows = [r for r in self.rows if r["epoch"] < trainer.current_epoch] + [row]
 

@@ -47,7 +47,7 @@ def stage_order(workdir: Path) -> list[str]:
     with Repo(str(workdir)) as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         ordered = reversed(list(nx.topological_sort(graph)))
-        return [stage.addressing for stage in ordered if getattr(stage, "cmd", None)]  # skip `dvc add` files
+        return [stage.name for stage in ordered if getattr(stage, "cmd", None)]  # skip `dvc add` files
 
 
 def _stage_env() -> dict[str, str]:
