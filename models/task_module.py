@@ -44,6 +44,13 @@ class TaskModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        # Our batches are slices of tensors already resident on the device;
+        # skip Lightning's generic (per-step, Python-level) collection walk.
+        if all(isinstance(t, torch.Tensor) and t.device == device for t in batch):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(x)
         return self.loss_fn(logits, loss_target(self.loss_name, y)), logits
