@@ -27,11 +27,13 @@ def learning_curves(histories: dict[str, pd.DataFrame], out: Path) -> None:
 
 def confusion_matrix(cm: list[list[int]], classes: list[str], title: str, out: Path) -> None:
     n = len(classes)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * n, 1 + 0.6 * n))
+    side = max(4.5, 1.5 + 0.6 * n)
+    fig, ax = plt.subplots(figsize=(side, side))
     ax.imshow(cm, cmap="Blues")
+    peak = max(max(row) for row in cm) or 1
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, str(cm[i][j]), ha="center", va="center", color="black")
+            ax.text(j, i, str(cm[i][j]), ha="center", va="center", color="white" if cm[i][j] > peak / 2 else "black")
     ax.set(xticks=range(n), yticks=range(n), xticklabels=classes, yticklabels=classes, xlabel="predicted", ylabel="actual", title=title)
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
     fig.tight_layout()
