@@ -11,6 +11,7 @@ from pipelines import paths, plots
 from pipelines.atomic import atomic_dir, atomic_path, read_json, write_json
 from pipelines.config import EvaluateParams, load_params
 from pipelines.errors import cli_entry
+from pipelines.prepare import load_split
 from pipelines.metrics import PRIMARY_METRIC, classification_metrics, confusion_matrix, regression_metrics
 
 
@@ -40,7 +41,7 @@ def evaluate(params: EvaluateParams) -> dict:
     task, classes = meta["task"], meta.get("classes")
     summary = read_json(paths.TRAIN_SUMMARY)
     primary, mode = PRIMARY_METRIC[task]
-    splits = {name: _load(name) for name in ("val", "test")}
+    splits = {name: load_split(name) for name in ("val", "test")}
     report: dict = {"task": task, "primary_metric": primary, "mode": mode, "candidates": {}}
     histories = {}
 
@@ -74,11 +75,6 @@ def evaluate(params: EvaluateParams) -> dict:
     report["best"] = {"candidate": ranked[0], **{f"test_{k}": v for k, v in report["candidates"][ranked[0]]["test"].items() if isinstance(v, float)}}
     write_json(paths.METRICS_FILE, report)
     return report
-
-
-def _load(split: str) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(paths.split_file(split)) as arrays:
-        return arrays["x"], arrays["y"]
 
 
 @cli_entry
