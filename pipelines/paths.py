@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PROJECT_ROOT = Path.cwd()
 PARAMS_FILE = Path("params.yaml")
 DVC_LOCK = Path("dvc.lock")
 

@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,6 @@ class FitOutcome:
     best_checkpoint_dir: Path  # holds checkpoint.ckpt (a full Lightning checkpoint)
     best_metrics: dict[str, float]
     history: list[dict[str, float]]
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 def ensure_ray(address: str | None = None) -> float:
@@ -97,7 +96,6 @@ def fit(job: TrainJob, scaling: Scaling, storage_path: str, run_name: str, keep:
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    started = time.perf_counter()
     trainer = TorchTrainer(
         train_worker,
         train_loop_config=asdict(job),
@@ -129,7 +127,6 @@ def fit(job: TrainJob, scaling: Scaling, storage_path: str, run_name: str, keep:
         best_checkpoint_dir=_local_dir(best),
         best_metrics={k: float(v) for k, v in best_metrics.items() if isinstance(v, (int, float))},
         history=history,
-        timings={"fit_s": time.perf_counter() - started},
     )
 
 
