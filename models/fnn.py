@@ -25,10 +25,13 @@ class FNN(nn.Module):
         layers.append(nn.Linear(width, out_features))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in_features) -> (B, out_features)
-        return self.net(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, *input_shape) -> (B, out_features)
+        return self.net(x.flatten(1))
 
 
-@register_family("fnn", tasks=("regression", "binary", "multiclass"))
-def build_fnn(*, in_features: int, out_features: int, hidden: list[int], activation: str = "relu", dropout: float = 0.0, **_: object) -> FNN:
+@register_family("fnn", tasks=("regression", "binary", "multiclass", "forecast"))
+def build_fnn(*, input_shape: list[int], out_features: int, hidden: list[int], activation: str = "relu", dropout: float = 0.0, **_: object) -> FNN:
+    in_features = 1
+    for size in input_shape:  # images and windows are flattened
+        in_features *= size
     return FNN(in_features, out_features, list(hidden), activation, dropout)

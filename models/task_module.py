@@ -8,7 +8,20 @@ import torch
 import torchmetrics
 
 from models.catalogue import create_model
-from models.tasks import loss_target, make_loss, predict
+from models.tasks import REGRESSION_LIKE, loss_target, make_loss, predict
+
+# The validation score each task logs beside val/loss (and can early-stop on).
+VAL_SCORE = {"regression": "val/rmse", "forecast": "val/rmse", "binary": "val/accuracy", "multiclass": "val/accuracy", "next_word": "val/perplexity"}
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, optim: dict[str, Any], max_epochs: int):
+    """Optional per-epoch learning-rate schedule (None when lr_schedule is 'none')."""
+    kind = optim.get("lr_schedule", "none")
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, max_epochs))
+    if kind == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=optim.get("lr_step_size", 10), gamma=optim.get("lr_gamma", 0.5))
+    return None
 
 
 def build_optimizer(params, optim: dict[str, Any]) -> torch.optim.Optimizer:
@@ -34,12 +47,13 @@ class TaskModule(pl.LightningModule):
         # torchmetrics objects sync across DDP ranks by themselves at epoch end.
         self.val_loss = torchmetrics.MeanMetric()
         self.train_loss = torchmetrics.MeanMetric()
-        if task == "regression":
+        self.score_name = VAL_SCORE[task]
+        if task in REGRESSION_LIKE:
             self.val_score = torchmetrics.MeanSquaredError(squared=False)
-            self.score_name = "val/rmse"
+        elif task == "next_word":
+            self.val_score = torchmetrics.text.Perplexity()
         else:
             self.val_score = torchmetrics.Accuracy(task="multiclass", num_classes=max(2, n_classes or 2))
-            self.score_name = "val/accuracy"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -67,10 +81,18 @@ class TaskModule(pl.LightningModule):
         x, y = batch
         loss, logits = self._loss(x, y)
         self.val_loss.update(loss, weight=x.shape[0])
-        point, _ = predict(logits, self.task, self.loss_name)
-        self.val_score.update(point, y.view(-1).to(point.dtype))
+        if self.task == "next_word":
+            self.val_score.update(logits.float().unsqueeze(1), y.view(-1, 1))  # (B, 1, V) vs (B, 1)
+        else:
+            point, _ = predict(logits, self.task, self.loss_name)
+            self.val_score.update(point, y.view(-1).to(point.dtype))
         self.log("val/loss", self.val_loss, on_epoch=True, prog_bar=True)
         self.log(self.score_name, self.val_score, on_epoch=True, prog_bar=True)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return build_optimizer(self.parameters(), self.hparams.optim)
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.parameters(), self.hparams.optim)
+        max_epochs = self.trainer.max_epochs if self._trainer is not None else 1
+        scheduler = build_scheduler(optimizer, self.hparams.optim, max_epochs or 1)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

@@ -4,9 +4,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-DEFAULT_LOSS = {"regression": "mse", "binary": "bce", "multiclass": "cce"}
+DEFAULT_LOSS = {"regression": "mse", "forecast": "mse", "binary": "bce", "multiclass": "cce", "next_word": "cce"}
 # Which losses can train which task; anything else is refused before training.
-COMPATIBLE_LOSSES = {"regression": ("mse",), "binary": ("bce", "cce"), "multiclass": ("cce",)}
+COMPATIBLE_LOSSES = {
+    "regression": ("mse",),
+    "forecast": ("mse",),
+    "binary": ("bce", "cce"),
+    "multiclass": ("cce",),
+    "next_word": ("cce",),
+}
+REGRESSION_LIKE = ("regression", "forecast")  # one real-valued output
 
 
 def resolve_loss(task: str, loss: str, n_classes: int | None = None) -> str:
@@ -21,7 +28,7 @@ def resolve_loss(task: str, loss: str, n_classes: int | None = None) -> str:
 
 
 def output_size(task: str, loss: str, n_classes: int | None) -> int:
-    if task == "regression":
+    if task in REGRESSION_LIKE:
         return 1
     if loss == "bce":
         return 1  # one logit, Sigmoid at prediction time
@@ -43,7 +50,7 @@ def loss_target(loss: str, y: torch.Tensor) -> torch.Tensor:
 
 def predict(logits: torch.Tensor, task: str, loss: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(point prediction, class probabilities or None). Sigmoid/Softmax live here."""
-    if task == "regression":
+    if task in REGRESSION_LIKE:
         return logits.view(-1), None
     if loss == "bce":
         p1 = torch.sigmoid(logits.view(-1))

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    spec = {"family": "fnn", "in_features": args.features, "out_features": 2, "hidden": args.hidden, "activation": "relu", "dropout": 0.0}
+    spec = {"family": "fnn", "input_shape": [args.features], "out_features": 2, "hidden": args.hidden, "activation": "relu", "dropout": 0.0}
     data = make_data(args.rows, args.features, args.seed)
     print(f"workload: FNN {args.features}-{'-'.join(map(str, args.hidden))}-2 on {args.rows} rows, global batch {args.batch}, "
           f"{args.epochs} epochs, Adam, seed {args.seed}, {args.workers} CPU thread(s) for each side", flush=True)

@@ -1,4 +1,7 @@
-"""Stage 4, evaluate: torchmetrics on val and test for every candidate; DVC metrics and plots."""
+"""Stage 4, evaluate: torchmetrics on val and test for every candidate of a dataset; DVC metrics and plots.
+
+    python -m pipelines.evaluate <dataset>
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,83 +10,150 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipelines import paths, plots
-from pipelines.atomic import atomic_dir, atomic_path, read_json, write_json
-from pipelines.config import EvaluateParams, load_params
+from pipelines import plots
+from pipelines.atomic import atomic_dir, read_json, write_json
+from pipelines.config import EvaluateParams
 from pipelines.errors import cli_entry
+from pipelines.metrics import (
+    PRIMARY_METRIC, classification_metrics, confusion_matrix, forecast_metrics, next_word_metrics, regression_metrics,
+    unigram_perplexity,
+)
+from pipelines.paths import DatasetPaths
 from pipelines.prepare import load_split
-from pipelines.metrics import PRIMARY_METRIC, classification_metrics, confusion_matrix, regression_metrics
+from pipelines.stage_cli import pipeline_and_dataset
+
+PLOT_KINDS = ("learning", "confusion", "predictions")  # one directory each, declared as DVC plots
 
 
 @torch.no_grad()
-def predict_arrays(checkpoint: Path, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Point predictions (class index or value) of a weights-only checkpoint."""
+def model_outputs(checkpoint: Path, x: np.ndarray, batch_size: int = 1024) -> tuple[torch.Tensor, dict]:
+    """Raw outputs (logits or values) of a weights-only checkpoint, and its info."""
     import models  # noqa: F401
     from models.checkpoint import load_checkpoint
-    from models.tasks import predict
 
     net, info = load_checkpoint(checkpoint)
-    out = []
-    for start in range(0, len(x), batch_size):
-        logits = net(torch.from_numpy(x[start : start + batch_size]))
-        out.append(predict(logits, info["task"], info["loss"])[0])
-    return torch.cat(out).numpy()
+    out = [net(torch.from_numpy(x[start : start + batch_size])) for start in range(0, len(x), batch_size)]
+    return torch.cat(out), info
 
 
-def score(task: str, pred: np.ndarray, y: np.ndarray, classes: list[str] | None) -> dict:
+def predict_arrays(checkpoint: Path, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Point predictions (class index, word id or value, in the prepared scale) of a checkpoint."""
+    from models.tasks import predict
+
+    logits, info = model_outputs(checkpoint, x, batch_size)
+    return predict(logits, info["task"], info["loss"])[0].numpy()
+
+
+def denormalize(values: np.ndarray, meta: dict) -> np.ndarray:
+    norm = meta["normalization"]
+    return values * norm["std"] + norm["mean"]
+
+
+def score(meta: dict, logits: torch.Tensor, loss: str, x: np.ndarray, y: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Metrics of one split for the dataset's task, and the point predictions they were computed on."""
+    from models.tasks import predict
+
+    task = meta["task"]
+    point = predict(logits, task, loss)[0]
+    if task == "next_word":
+        return next_word_metrics(logits, torch.from_numpy(y)), point.numpy()
+    if task == "forecast":
+        window, season = meta["window"], meta["season_length"]
+        pred, true = denormalize(point.numpy(), meta), denormalize(y.reshape(-1), meta)
+        last, seasonal = denormalize(x[:, -1], meta), denormalize(x[:, window - season], meta)
+        scores = forecast_metrics(*(torch.from_numpy(np.asarray(a, np.float64)) for a in (pred, true, last, seasonal)))
+        return scores, pred
     if task == "regression":
-        return regression_metrics(torch.from_numpy(pred), torch.from_numpy(y))
-    return classification_metrics(torch.from_numpy(pred), torch.from_numpy(y), len(classes), classes)
+        return regression_metrics(point, torch.from_numpy(y)), point.numpy()
+    classes = meta["classes"]
+    return classification_metrics(point, torch.from_numpy(y), len(classes), classes), point.numpy()
 
 
-def evaluate(params: EvaluateParams) -> dict:
-    meta = read_json(paths.PREPARED_META)
+def write_test_plots(meta: dict, name: str, pred: np.ndarray, x: np.ndarray, y: np.ndarray, out: Path, scores: dict) -> None:
+    """CSV for DVC plots under out/<kind>/, a PNG under out/plots/."""
     task, classes = meta["task"], meta.get("classes")
-    summary = read_json(paths.TRAIN_SUMMARY)
+    png_dir = out / "plots"
+    if task in ("binary", "multiclass"):
+        pd.DataFrame({"actual": [classes[i] for i in y], "predicted": [classes[i] for i in pred]}).to_csv(out / "confusion" / f"{name}.csv", index=False)
+        cm = confusion_matrix(torch.from_numpy(pred), torch.from_numpy(y), len(classes))
+        scores["confusion_matrix"] = cm
+        plots.confusion_matrix(cm, classes, f"{meta['dataset']} / {name}: test confusion matrix", png_dir / f"confusion_{name}.png")
+    elif task == "regression":
+        pd.DataFrame({"actual": y.reshape(-1), "predicted": pred}).to_csv(out / "predictions" / f"{name}.csv", index=False)
+        plots.predicted_vs_true(y.reshape(-1), pred, f"{meta['dataset']} / {name}: test predictions", png_dir / f"predicted_vs_true_{name}.png")
+    elif task == "forecast":
+        true = denormalize(y.reshape(-1), meta)
+        last = denormalize(x[:, -1], meta)
+        frame = pd.DataFrame({"step": np.arange(len(true)), "actual": true, "predicted": pred, "naive_last": last})
+        frame.to_csv(out / "predictions" / f"{name}.csv", index=False)
+        plots.forecast(frame, f"{meta['dataset']} / {name}: test forecast (RMSE {scores['rmse']:.2f}, naive {scores['naive_last_rmse']:.2f})", png_dir / f"forecast_{name}.png")
+
+
+def evaluate(dataset: str, params: EvaluateParams) -> dict:
+    where = DatasetPaths(dataset)
+    meta = read_json(where.prepared_meta)
+    task = meta["task"]
+    summary = read_json(where.train_summary)
     primary, mode = PRIMARY_METRIC[task]
-    splits = {name: load_split(name) for name in ("val", "test")}
-    report: dict = {"task": task, "primary_metric": primary, "mode": mode, "candidates": {}}
+    splits = {name: load_split(dataset, name) for name in ("val", "test")}
+    report: dict = {"dataset": dataset, "task": task, "primary_metric": primary, "mode": mode, "candidates": {}}
+    if task == "next_word":
+        train_y = torch.from_numpy(load_split(dataset, "train")[1])
+        report["baselines"] = {"unigram_perplexity": unigram_perplexity(train_y, torch.from_numpy(splits["test"][1]), meta["vocab_size"])}
     histories = {}
 
-    with atomic_dir(paths.PLOTS_DIR) as plot_dir:
-        for sub in ("learning", "confusion", "predictions"):
-            (plot_dir / sub).mkdir()
+    # The whole data/evaluate/<dataset>/ appears at once: metrics.json, the PNGs
+    # (plots/) and the CSVs DVC plots (learning/, confusion/, predictions/).
+    with atomic_dir(where.evaluate_dir) as out:
+        plot_dir = out / where.plots_dir.name
+        plot_dir.mkdir()
+        for sub in PLOT_KINDS:
+            (out / sub).mkdir()
         for name in summary["candidates"]:
-            ckpt = paths.candidate_checkpoint(name)
+            ckpt = where.candidate_checkpoint(name)
             scores = {}
             for split, (x, y) in splits.items():
-                pred = predict_arrays(ckpt, x, params.batch_size)
-                scores[split] = score(task, pred, y, classes)
-                if split != "test":
-                    continue
-                if task == "regression":
-                    pd.DataFrame({"actual": y.reshape(-1), "predicted": pred}).to_csv(plot_dir / "predictions" / f"{name}.csv", index=False)
-                    plots.predicted_vs_true(y.reshape(-1), pred, f"{name}: test predictions", plot_dir / f"predicted_vs_true_{name}.png")
-                else:
-                    pd.DataFrame({"actual": [classes[i] for i in y], "predicted": [classes[i] for i in pred]}).to_csv(plot_dir / "confusion" / f"{name}.csv", index=False)
-                    cm = confusion_matrix(torch.from_numpy(pred), torch.from_numpy(y), len(classes))
-                    scores[split]["confusion_matrix"] = cm
-                    plots.confusion_matrix(cm, classes, f"{name}: test confusion matrix", plot_dir / f"confusion_{name}.png")
+                logits, info = model_outputs(ckpt, x, params.batch_size)
+                scores[split], pred = score(meta, logits, info["loss"], x, y)
+                if split == "test":
+                    write_test_plots(meta, name, pred, x, y, out, scores[split])
             report["candidates"][name] = scores
-            history = pd.read_csv(paths.candidate_history(name))
-            history.rename(columns=lambda c: c.replace("/", "_")).to_csv(plot_dir / "learning" / f"{name}.csv", index=False)
+            history = pd.read_csv(where.candidate_history(name))
+            history.rename(columns=lambda c: c.replace("/", "_")).to_csv(out / "learning" / f"{name}.csv", index=False)
             histories[name] = history
-        plots.learning_curves(histories, plot_dir / "learning_curves.png")
-
-    ranked = sorted(report["candidates"], key=lambda n: report["candidates"][n]["val"][primary], reverse=mode == "max")
-    report["best_candidate"] = ranked[0]
-    report["best"] = {"candidate": ranked[0], **{f"test_{k}": v for k, v in report["candidates"][ranked[0]]["test"].items() if isinstance(v, float)}}
-    write_json(paths.METRICS_FILE, report)
+        plots.learning_curves(histories, plot_dir / "learning_curves.png", title=f"{dataset}: learning curves")
+        ranked = sorted(report["candidates"], key=lambda n: report["candidates"][n]["val"][primary], reverse=mode == "max")
+        report["best_candidate"] = ranked[0]
+        report["best"] = {"candidate": ranked[0], **{f"test_{k}": v for k, v in report["candidates"][ranked[0]]["test"].items() if isinstance(v, float)}}
+        (plot_dir / "comparison.md").write_text(comparison_table(report))
+        write_json(out / where.metrics_file.name, report)
     return report
+
+
+def comparison_table(report: dict) -> str:
+    """A Markdown table of every candidate's test metrics (the scalar ones)."""
+    names = list(report["candidates"])
+    keys = [k for k, v in report["candidates"][names[0]]["test"].items() if isinstance(v, float)]
+    lines = [f"# {report['dataset']}: test metrics ({report['task']}; best by val {report['primary_metric']})", "",
+             "| candidate | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name in names:
+        test = report["candidates"][name]["test"]
+        lines.append(f"| {name} | " + " | ".join(f"{test[k]:.4f}" for k in keys) + " |")
+    for key, value in report.get("baselines", {}).items():
+        lines.append(f"\nBaseline {key}: {value:.4f}")
+    return "\n".join(lines) + "\n"
 
 
 @cli_entry
 def main() -> None:
-    report = evaluate(load_params().evaluate)
+    params, dataset = pipeline_and_dataset("evaluate")
+    report = evaluate(dataset, params.evaluate)
     primary = report["primary_metric"]
     for name, scores in report["candidates"].items():
-        print(f"evaluate: {name}: val {primary}={scores['val'][primary]:.4f}, test {primary}={scores['test'][primary]:.4f}")
-    print(f"evaluate: best candidate by val {primary}: {report['best_candidate']}; plots in {paths.PLOTS_DIR}/")
+        print(f"evaluate[{dataset}]: {name}: val {primary}={scores['val'][primary]:.4f}, test {primary}={scores['test'][primary]:.4f}")
+    for key, value in report.get("baselines", {}).items():
+        print(f"evaluate[{dataset}]: baseline {key}={value:.4f}")
+    print(f"evaluate[{dataset}]: best candidate by val {primary}: {report['best_candidate']}; plots in {DatasetPaths(dataset).plots_dir}/")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ runs `dvc repro --single-item <stage>` for each, so a flow run and `dvc repro`
 are the same computation and leave the same dvc.lock (and an unchanged stage
 is skipped by DVC in both).
 
-    python -m pipelines.flow                      # params.yaml as it is
-    python -m pipelines.flow -S train.epochs=5    # validated override, written to params.yaml
+    python -m pipelines.flow                                  # every dataset in params.yaml
+    python -m pipelines.flow --dataset digits                 # one dataset's chain only
+    python -m pipelines.flow -S datasets.digits.train.epochs=5   # validated override, written to params.yaml
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from pipelines import paths
 from pipelines.atomic import atomic_path, read_json
 from pipelines.config import PipelineParams, load_params, validate_params
 from pipelines.errors import PipelineInputError
+from pipelines.paths import DatasetPaths
 
 FLOW_NAME = "training-pipeline"
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
@@ -39,15 +41,24 @@ class StageFailed(RuntimeError):
     pass
 
 
-def stage_order(workdir: Path) -> list[str]:
-    """Stage names of dvc.yaml in dependency order, as DVC sees the graph."""
+def stage_order(workdir: Path, datasets: list[str] | None = None) -> list[str]:
+    """Stage names of dvc.yaml in dependency order, as DVC sees the graph, one dataset after another.
+
+    Stages are `<stage>@<dataset>` (dvc.yaml's foreach); `datasets` keeps only those datasets' chains.
+    """
     import networkx as nx
     from dvc.repo import Repo
 
     with Repo(str(workdir)) as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
-        ordered = reversed(list(nx.topological_sort(graph)))
-        return [stage.name for stage in ordered if getattr(stage, "cmd", None)]  # skip `dvc add` files
+        ordered = [stage.name for stage in reversed(list(nx.topological_sort(graph))) if getattr(stage, "cmd", None)]
+    position = {name: i for i, name in enumerate(ordered)}
+    wanted = [n for n in ordered if datasets is None or n.partition("@")[2] in datasets]
+    first_seen: dict[str, int] = {}
+    for name in wanted:
+        first_seen.setdefault(name.partition("@")[2], position[name])
+    # Each dataset's chain runs through before the next starts: results arrive early and logs read in order.
+    return sorted(wanted, key=lambda n: (first_seen[n.partition("@")[2]], position[n]))
 
 
 def _stage_env() -> dict[str, str]:
@@ -102,11 +113,12 @@ def _write_params(params: PipelineParams, workdir: Path) -> bool:
 
 
 @flow(name=FLOW_NAME, log_prints=True, validate_parameters=True)
-def training_pipeline(params: PipelineParams | None = None, workdir: str = ".") -> dict:
-    """ingest -> prepare -> train -> evaluate -> register, as declared in dvc.yaml.
+def training_pipeline(params: PipelineParams | None = None, datasets: list[str] | None = None, workdir: str = ".") -> dict:
+    """ingest -> prepare -> train -> evaluate -> register for each dataset, as declared in dvc.yaml.
 
     `params` (shown as a form in the Prefect UI) replaces params.yaml when given;
-    when left empty, params.yaml is used as it is.
+    when left empty, params.yaml is used as it is. `datasets` picks which
+    datasets' chains to run (all when empty).
     """
     logger = get_run_logger()
     root = Path(workdir).resolve()
@@ -114,15 +126,22 @@ def training_pipeline(params: PipelineParams | None = None, workdir: str = ".") 
         params = load_params(root / paths.PARAMS_FILE)  # fail fast on bad params
     elif _write_params(params, root):
         logger.warning("params.yaml updated from the flow's parameters (the previous values are in git)")
-    results = [run_stage(stage, str(root)) for stage in stage_order(root)]
-    registered = read_json(root / paths.REGISTERED_FILE)
-    metrics = read_json(root / paths.METRICS_FILE)
-    logger.info(
-        f"registered {registered['name']} v{registered['version']} ({registered['candidate']}), "
-        f"test {metrics['primary_metric']}={metrics['best'].get('test_' + metrics['primary_metric']):.4f}; "
-        f"metrics {paths.METRICS_FILE}, plots {paths.PLOTS_DIR}/"
-    )
-    return {"stages": results, "registered": registered, "best": metrics["best"]}
+    for name in datasets or []:
+        params.dataset(name)  # an unknown name fails here, naming the ones there are
+    chosen = list(datasets or params.datasets)
+    results = [run_stage(stage, str(root)) for stage in stage_order(root, chosen)]
+    outcome = {}
+    for name in chosen:
+        where = DatasetPaths(name)
+        registered = read_json(root / where.registered_file)
+        metrics = read_json(root / where.metrics_file)
+        primary = metrics["primary_metric"]
+        logger.info(
+            f"{name}: registered {registered['name']} v{registered['version']} ({registered['candidate']}), "
+            f"test {primary}={metrics['best'].get('test_' + primary):.4f}; plots {where.plots_dir}/"
+        )
+        outcome[name] = {"registered": registered, "best": metrics["best"], "primary_metric": primary}
+    return {"stages": results, "datasets": outcome}
 
 
 def parse_overrides(pairs: list[str], base: dict) -> dict:
@@ -131,7 +150,7 @@ def parse_overrides(pairs: list[str], base: dict) -> dict:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise PipelineInputError(f"-S {pair!r}: expected key=value, e.g. -S train.epochs=5")
+            raise PipelineInputError(f"-S {pair!r}: expected key=value, e.g. -S datasets.digits.train.epochs=5")
         node = data
         *parents, leaf = key.split(".")
         for part in parents:
@@ -144,7 +163,8 @@ def parse_overrides(pairs: list[str], base: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.flow", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a param, e.g. train.epochs=5")
+    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a param, e.g. datasets.digits.train.epochs=5")
+    parser.add_argument("--dataset", action="append", default=None, metavar="NAME", help="run only this dataset's stages (repeatable)")
     parser.add_argument("--workdir", default=".", help="project root (holds dvc.yaml and params.yaml)")
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
@@ -152,17 +172,22 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(workdir / paths.PARAMS_FILE)
         if args.set:
             params = validate_params(parse_overrides(args.set, params.model_dump(mode="json")), "-S override")
+        for name in args.dataset or []:
+            params.dataset(name)
     except PipelineInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        result = training_pipeline(params=params if args.set else None, workdir=str(workdir))
+        result = training_pipeline(params=params if args.set else None, datasets=args.dataset, workdir=str(workdir))
     except StageFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    reg = result["registered"]
-    print(f"\nDone. Registered model {reg['name']} v{reg['version']} at {reg['path']}")
-    print(f"Metrics: {paths.METRICS_FILE} (dvc metrics show)   Plots: {paths.PLOTS_DIR}/*.png (dvc plots show)")
+    print("\nDone.")
+    for name, done in result["datasets"].items():
+        reg, primary = done["registered"], done["primary_metric"]
+        print(f"  {name:<10} {reg['name']} v{reg['version']} ({reg['candidate']}): test {primary} {done['best']['test_' + primary]:.4f}"
+              f"   plots: {DatasetPaths(name).plots_dir}/")
+    print("Metrics: dvc metrics show   Plots: dvc plots show (or the PNGs above)   Models: data/registry/")
     return 0
 
 

@@ -1,113 +1,31 @@
-"""Stage 1, ingest: read the source named in params.yaml, validate it, write data/raw/."""
+"""Stage 1, ingest: read a dataset's source, validate it, write data/raw/<dataset>/.
+
+    python -m pipelines.ingest <dataset>
+"""
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
-import pandas as pd
-
-from pipelines import paths
 from pipelines.atomic import atomic_dir, write_json
-from pipelines.config import IngestParams, load_params
-from pipelines.errors import PipelineInputError, cli_entry
-from pipelines.sources import fetched, load_sklearn_table, read_table
-
-MAX_CLASSES_FOR_AUTO = 20
-
-
-def load_source(params: IngestParams) -> tuple[pd.DataFrame, dict]:
-    """Return the raw table and a description of where it came from."""
-    source = params.source
-    if source.startswith("sklearn:"):
-        name = source.split(":", 1)[1]
-        return load_sklearn_table(name), {"source": source, "kind": "sklearn"}
-    with fetched(source) as local:
-        digest = hashlib.sha256(local.read_bytes()).hexdigest()
-        return read_table(local, source), {"source": source, "kind": "file", "sha256": digest}
+from pipelines.config import DatasetParams
+from pipelines.errors import cli_entry
+from pipelines.modalities import module_for
+from pipelines.paths import DatasetPaths
+from pipelines.stage_cli import dataset_from_argv
 
 
-def infer_task(label: pd.Series) -> str:
-    values = label.dropna()
-    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        return "binary" if values.nunique() == 2 else "multiclass"
-    integral = bool((values == values.round()).all())
-    n = values.nunique()
-    if integral and n == 2:
-        return "binary"
-    if integral and n <= MAX_CLASSES_FOR_AUTO and n < len(values) / 2:
-        return "multiclass"
-    return "regression"
-
-
-def validate_table(df: pd.DataFrame, params: IngestParams) -> tuple[pd.DataFrame, str]:
-    """Check columns, types, label and missing values; return the clean table and task.
-
-    Row numbers in messages are 1-based data rows (the header is not counted).
-    """
-    src = params.source
-    if df.shape[1] == 0 or len(df) == 0:
-        raise PipelineInputError(f"{src}: no data rows (expected a header row and at least one data row)")
-    df = df.rename(columns=lambda c: str(c).strip())
-    if params.label not in df.columns:
-        raise PipelineInputError(
-            f"{src}: label column '{params.label}' (ingest.label) not found; columns are: {', '.join(df.columns)}"
-        )
-    features = [c for c in df.columns if c != params.label]
-    if not features:
-        raise PipelineInputError(f"{src}: no feature columns besides the label '{params.label}'")
-
-    for col in features:
-        if pd.api.types.is_numeric_dtype(df[col]) and not pd.api.types.is_bool_dtype(df[col]):
-            continue
-        converted = pd.to_numeric(df[col], errors="coerce")
-        bad = converted.isna() & df[col].notna()
-        if bad.any():
-            row = int(bad.to_numpy().nonzero()[0][0])
-            raise PipelineInputError(
-                f"{src}: column '{col}', row {row + 1}: {df[col].iloc[row]!r} is not a number "
-                "(feature columns must be numeric)"
-            )
-        df[col] = converted
-
-    missing = df.isna()
-    if missing.to_numpy().any():
-        if params.missing == "error":
-            row, colidx = (int(i[0]) for i in missing.to_numpy().nonzero())
-            raise PipelineInputError(
-                f"{src}: row {row + 1}, column '{df.columns[colidx]}': missing value "
-                f"({int(missing.any(axis=1).sum())} rows have one; set ingest.missing: drop to drop them)"
-            )
-        df = df.loc[~missing.any(axis=1)].reset_index(drop=True)
-        if len(df) == 0:
-            raise PipelineInputError(f"{src}: every row has a missing value")
-
-    task = params.task if params.task != "auto" else infer_task(df[params.label])
-    if task == "regression" and not pd.api.types.is_numeric_dtype(df[params.label]):
-        raise PipelineInputError(f"{src}: label '{params.label}' is not numeric, so ingest.task cannot be regression")
-    if task in ("binary", "multiclass"):
-        n = df[params.label].nunique()
-        if n < 2:
-            raise PipelineInputError(f"{src}: label '{params.label}' has a single class; a classifier needs two or more")
-        if task == "binary" and n != 2:
-            raise PipelineInputError(f"{src}: ingest.task is binary but label '{params.label}' has {n} classes")
-    df[features] = df[features].astype("float32")
-    return df, task
-
-
-def ingest(params: IngestParams, out_dir: Path = paths.RAW_DIR) -> dict:
-    raw, info = load_source(params)
-    table, task = validate_table(raw, params)
-    info.update(rows=len(table), columns=list(table.columns), label=params.label, task=task)
-    with atomic_dir(out_dir) as tmp:
-        table.to_parquet(tmp / paths.RAW_TABLE.name, index=False)
-        write_json(tmp / paths.RAW_SOURCE_INFO.name, info)
+def ingest(name: str, params: DatasetParams) -> dict:
+    where = DatasetPaths(name)
+    with atomic_dir(where.raw_dir) as tmp:  # nothing half-written is ever visible
+        info = module_for(params.modality).ingest(params.ingest, tmp)
+        info["modality"] = params.modality
+        write_json(tmp / where.raw_source_info.name, info)
     return info
 
 
 @cli_entry
 def main() -> None:
-    info = ingest(load_params().ingest)
-    print(f"ingest: {info['rows']} rows x {len(info['columns'])} columns from {info['source']} (task: {info['task']})")
+    name, params = dataset_from_argv("ingest")
+    info = ingest(name, params)
+    print(f"ingest[{name}]: {info['summary']} from {info['source']}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,24 @@
-"""Task metrics through torchmetrics, one function per task family."""
+"""Task metrics through torchmetrics, one function per task family.
+
+Every number here is checked against scikit-learn/NumPy in tests/test_metrics.py.
+"""
 from __future__ import annotations
+
+import math
 
 import torch
 import torchmetrics.functional as tmf
+from torchmetrics.text import Perplexity
 
 # The metric that picks the best candidate, and which way is better.
-PRIMARY_METRIC = {"regression": ("rmse", "min"), "binary": ("accuracy", "max"), "multiclass": ("accuracy", "max")}
+PRIMARY_METRIC = {
+    "regression": ("rmse", "min"),
+    "forecast": ("rmse", "min"),
+    "binary": ("accuracy", "max"),
+    "multiclass": ("accuracy", "max"),
+    "next_word": ("perplexity", "min"),
+}
+TOP_K = 5
 
 
 def regression_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
@@ -22,17 +35,52 @@ def regression_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, fl
 def classification_metrics(pred: torch.Tensor, target: torch.Tensor, n_classes: int, class_names: list[str]) -> dict:
     kw = {"task": "multiclass", "num_classes": n_classes}
     pred, target = pred.long().view(-1), target.long().view(-1)
-    per_class_f1 = tmf.f1_score(pred, target, average="none", **kw)
+
+    def per_class(values: torch.Tensor) -> dict[str, float]:
+        return {name: float(v) for name, v in zip(class_names, values)}
+
     return {
         "accuracy": float(tmf.accuracy(pred, target, average="micro", **kw)),
         "precision_macro": float(tmf.precision(pred, target, average="macro", **kw)),
         "recall_macro": float(tmf.recall(pred, target, average="macro", **kw)),
         "f1_macro": float(tmf.f1_score(pred, target, average="macro", **kw)),
         "iou_macro": float(tmf.jaccard_index(pred, target, average="macro", **kw)),
-        "f1_per_class": {name: float(v) for name, v in zip(class_names, per_class_f1)},
+        "precision_per_class": per_class(tmf.precision(pred, target, average="none", **kw)),
+        "recall_per_class": per_class(tmf.recall(pred, target, average="none", **kw)),
+        "f1_per_class": per_class(tmf.f1_score(pred, target, average="none", **kw)),
+        "iou_per_class": per_class(tmf.jaccard_index(pred, target, average="none", **kw)),
     }
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -> list[list[int]]:
     cm = tmf.confusion_matrix(pred.long().view(-1), target.long().view(-1), task="multiclass", num_classes=n_classes)
     return cm.tolist()  # rows: actual, columns: predicted
+
+
+def next_word_metrics(logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """Perplexity (exp of the mean cross-entropy) and top-1 / top-k accuracy of the next word."""
+    logits, target = logits.double(), target.long().view(-1)
+    vocab = logits.shape[-1]
+    kw = {"task": "multiclass", "num_classes": vocab, "average": "micro"}
+    return {
+        "perplexity": float(Perplexity()(logits.unsqueeze(1), target.view(-1, 1))),
+        "accuracy": float(tmf.accuracy(logits, target, top_k=1, **kw)),
+        f"top{TOP_K}_accuracy": float(tmf.accuracy(logits, target, top_k=min(TOP_K, vocab), **kw)),
+    }
+
+
+def unigram_perplexity(train_targets: torch.Tensor, target: torch.Tensor, vocab_size: int) -> float:
+    """The baseline a language model must beat: word frequencies of the training split (add-one smoothed)."""
+    counts = torch.bincount(train_targets.long().view(-1), minlength=vocab_size).double() + 1.0
+    log_p = (counts / counts.sum()).log()
+    return float(math.exp(-log_p[target.long().view(-1)].mean()))
+
+
+def forecast_metrics(pred: torch.Tensor, target: torch.Tensor, last_value: torch.Tensor, seasonal_value: torch.Tensor) -> dict[str, float]:
+    """The model's errors beside the naive last-value and seasonal-naive baselines (all in the series' units)."""
+    scores = regression_metrics(pred, target)
+    for name, baseline in (("naive_last", last_value), ("seasonal_naive", seasonal_value)):
+        b = regression_metrics(baseline, target)
+        scores[f"{name}_rmse"], scores[f"{name}_mae"] = b["rmse"], b["mae"]
+    scores["rmse_vs_naive_last"] = scores["rmse"] / scores["naive_last_rmse"] if scores["naive_last_rmse"] > 0 else float("nan")
+    return scores

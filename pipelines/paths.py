@@ -1,50 +1,84 @@
 """Every file the stages read or write, in one place.
 
+Each dataset in params.yaml has its own chain of stages (dvc.yaml `foreach`)
+and its own directories: data/raw/<dataset>/, data/prepared/<dataset>/, ...
+
 Paths are relative to the project root (where dvc.yaml lives). DVC runs each
 stage with the project root as its working directory; Ray workers do not, so
 anything handed to Ray goes through `absolute()` first.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 PARAMS_FILE = Path("params.yaml")
 DVC_LOCK = Path("dvc.lock")
-
-RAW_DIR = Path("data/raw")
-RAW_TABLE = RAW_DIR / "table.parquet"
-RAW_SOURCE_INFO = RAW_DIR / "source.json"
-
-PREPARED_DIR = Path("data/prepared")
-PREPARED_META = PREPARED_DIR / "meta.json"
-
-TRAIN_DIR = Path("data/train")
-TRAIN_SUMMARY = TRAIN_DIR / "summary.json"
-
-EVALUATE_DIR = Path("data/evaluate")
-METRICS_FILE = EVALUATE_DIR / "metrics.json"
-PLOTS_DIR = EVALUATE_DIR / "plots"
-
-REGISTER_DIR = Path("data/register")
-REGISTERED_FILE = REGISTER_DIR / "registered.json"
+DATA_DIR = Path("data")
 
 
-def split_file(split: str) -> Path:
-    """The compact array file of one split: train, val or test."""
-    return PREPARED_DIR / f"{split}.npz"
+@dataclass(frozen=True)
+class DatasetPaths:
+    name: str
 
+    # ingest
+    @property
+    def raw_dir(self) -> Path:
+        return DATA_DIR / "raw" / self.name
 
-def candidate_dir(candidate: str) -> Path:
-    return TRAIN_DIR / candidate
+    @property
+    def raw_source_info(self) -> Path:
+        return self.raw_dir / "source.json"
 
+    # prepare
+    @property
+    def prepared_dir(self) -> Path:
+        return DATA_DIR / "prepared" / self.name
 
-def candidate_checkpoint(candidate: str) -> Path:
-    """Weights-only checkpoint of a candidate's best epoch (safe to torch.load)."""
-    return candidate_dir(candidate) / "model.pt"
+    @property
+    def prepared_meta(self) -> Path:
+        return self.prepared_dir / "meta.json"
 
+    def split_file(self, split: str) -> Path:
+        """The compact array file of one split: train, val or test."""
+        return self.prepared_dir / f"{split}.npz"
 
-def candidate_history(candidate: str) -> Path:
-    return candidate_dir(candidate) / "history.csv"
+    # train
+    @property
+    def train_dir(self) -> Path:
+        return DATA_DIR / "train" / self.name
+
+    @property
+    def train_summary(self) -> Path:
+        return self.train_dir / "summary.json"
+
+    def candidate_dir(self, candidate: str) -> Path:
+        return self.train_dir / candidate
+
+    def candidate_checkpoint(self, candidate: str) -> Path:
+        """Weights-only checkpoint of a candidate's best epoch (safe to torch.load)."""
+        return self.candidate_dir(candidate) / "model.pt"
+
+    def candidate_history(self, candidate: str) -> Path:
+        return self.candidate_dir(candidate) / "history.csv"
+
+    # evaluate
+    @property
+    def evaluate_dir(self) -> Path:
+        return DATA_DIR / "evaluate" / self.name
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.evaluate_dir / "metrics.json"
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.evaluate_dir / "plots"
+
+    # register
+    @property
+    def registered_file(self) -> Path:
+        return DATA_DIR / "register" / f"{self.name}.json"
 
 
 def absolute(path: str | Path) -> Path:

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
-def learning_curves(histories: dict[str, pd.DataFrame], out: Path) -> None:
+def learning_curves(histories: dict[str, pd.DataFrame], out: Path, title: str = "") -> None:
     metrics = ["train/loss", "val/loss"] + sorted({c for h in histories.values() for c in h.columns if c.startswith("val/") and c != "val/loss"})
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
@@ -20,6 +20,8 @@ def learning_curves(histories: dict[str, pd.DataFrame], out: Path) -> None:
         ax.set(title=metric, xlabel="epoch")
         ax.grid(alpha=0.3)
         ax.legend()
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -47,6 +49,20 @@ def predicted_vs_true(actual, predicted, title: str, out: Path) -> None:
     lo, hi = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
     ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", label="perfect")
     ax.set(xlabel="true", ylabel="predicted", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def forecast(frame: pd.DataFrame, title: str, out: Path) -> None:
+    """Forecast against actual over the test steps, with the naive last-value baseline."""
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.plot(frame["step"], frame["actual"], color="black", label="actual")
+    ax.plot(frame["step"], frame["predicted"], marker=".", label="forecast")
+    ax.plot(frame["step"], frame["naive_last"], linestyle=":", color="grey", label="naive last value")
+    ax.set(xlabel="test step", ylabel="value", title=title)
+    ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=110)

@@ -41,6 +41,7 @@ class TrainJob:
     mode: str
     patience: int
     use_gpu: bool = False
+    precision: str = "32"  # or "bf16-mixed"
 
     def fingerprint(self, data_hash: str) -> str:
         """Same job on the same data -> same Ray run name -> a re-run resumes it."""
@@ -53,6 +54,7 @@ class Scaling:
     num_workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
     placement_strategy: str = "PACK"
 
 
@@ -102,7 +104,7 @@ def fit(job: TrainJob, scaling: Scaling, storage_path: str, run_name: str, keep:
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers,
             use_gpu=scaling.use_gpu,
-            resources_per_worker={"CPU": scaling.cpus_per_worker, **({"GPU": 1} if scaling.use_gpu else {})},
+            resources_per_worker={"CPU": scaling.cpus_per_worker, **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})},
             placement_strategy=scaling.placement_strategy,
         ),
         run_config=RunConfig(
@@ -203,6 +205,7 @@ def train_worker(config: dict[str, Any]) -> None:
     trainer = pl.Trainer(
         max_epochs=job.epochs,
         accelerator="gpu" if job.use_gpu else "cpu",
+        precision=job.precision,
         devices="auto",
         strategy=RayDDPStrategy(),
         plugins=[RayLightningEnvironment()],

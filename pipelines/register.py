@@ -1,51 +1,65 @@
-"""Stage 5, register: publish the best candidate as a new immutable model version."""
+"""Stage 5, register: publish a dataset's best candidate as a new immutable model version.
+
+    python -m pipelines.register <dataset>
+"""
 from __future__ import annotations
 
 import datetime as dt
 
 from pipelines import paths
 from pipelines.atomic import read_json, write_json
-from pipelines.config import PipelineParams, load_params
+from pipelines.config import PipelineParams
 from pipelines.errors import cli_entry
 from pipelines.lineage import dvc_output_hash, git_commit, package_versions
 from pipelines.model_registry import LocalModelRegistry, ModelVersion
+from pipelines.paths import DatasetPaths
+from pipelines.stage_cli import pipeline_and_dataset
 
 
-def register(params: PipelineParams) -> ModelVersion:
-    report = read_json(paths.METRICS_FILE)
+def register(params: PipelineParams, dataset: str) -> ModelVersion:
+    where = DatasetPaths(dataset)
+    ds = params.datasets[dataset]
+    report = read_json(where.metrics_file)
     best = report["best_candidate"]
-    summary = read_json(paths.TRAIN_SUMMARY)
+    summary = read_json(where.train_summary)
     card = {
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "dataset": dataset,
         "candidate": best,
+        "family": summary["candidates"][best]["family"],
         "task": report["task"],
         "primary_metric": report["primary_metric"],
+        "mode": report["mode"],
         "metrics": report["candidates"][best],
+        "baselines": report.get("baselines", {}),
         "candidates_compared": sorted(report["candidates"]),
-        "params": params.model_dump(mode="json"),
+        "params": {"dataset": ds.model_dump(mode="json"), "train": params.train.model_dump(mode="json")},
+        "plots": str(where.plots_dir),
         "lineage": {
             "git": git_commit(),
             "data": {
-                "source": params.ingest.source,
-                "prepared_dvc_md5": dvc_output_hash("prepare", paths.PREPARED_DIR),
+                "source": ds.ingest.source,
+                "prepared_dvc_md5": dvc_output_hash(f"prepare@{dataset}", where.prepared_dir),
                 "prepared_sha256": summary["data_fingerprint"],
             },
             "packages": package_versions(),
         },
     }
     registry = LocalModelRegistry(paths.absolute(params.register.registry))
-    version = registry.register(params.register.model_name, paths.candidate_checkpoint(best), card)
+    version = registry.register(ds.register.model_name, where.candidate_checkpoint(best), card)
     write_json(
-        paths.REGISTERED_FILE,
-        {"name": version.name, "version": version.version, "path": str(version.path), "sha256": version.card["sha256"], "candidate": best},
+        where.registered_file,
+        {"dataset": dataset, "name": version.name, "version": version.version, "path": str(version.path),
+         "sha256": version.card["sha256"], "candidate": best},
     )
     return version
 
 
 @cli_entry
 def main() -> None:
-    version = register(load_params())
-    print(f"register: {version.name} v{version.version} ({version.card['candidate']}) -> {version.path}")
+    params, dataset = pipeline_and_dataset("register")
+    version = register(params, dataset)
+    print(f"register[{dataset}]: {version.name} v{version.version} ({version.card['candidate']}) -> {version.path}")
 
 
 if __name__ == "__main__":

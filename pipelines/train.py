@@ -1,4 +1,7 @@
-"""Stage 3, train: each candidate through Ray Train; export its best checkpoint."""
+"""Stage 3, train: each candidate of a dataset through Ray Train; export its best checkpoint.
+
+    python -m pipelines.train <dataset>
+"""
 from __future__ import annotations
 
 import csv
@@ -8,11 +11,13 @@ from pathlib import Path
 
 from pipelines import paths
 from pipelines.atomic import atomic_dir, read_json, write_json
-from pipelines.config import CandidateParams, TrainParams, load_params
+from pipelines.config import Candidate, ComputeParams, DatasetParams
 from pipelines.errors import PipelineInputError, cli_entry
+from pipelines.paths import DatasetPaths
+from pipelines.stage_cli import pipeline_and_dataset
 
 
-def data_fingerprint(prepared_dir: Path = paths.PREPARED_DIR) -> str:
+def data_fingerprint(prepared_dir: Path) -> str:
     digest = hashlib.sha256()
     for f in sorted(prepared_dir.iterdir()):
         digest.update(f.name.encode())
@@ -20,50 +25,59 @@ def data_fingerprint(prepared_dir: Path = paths.PREPARED_DIR) -> str:
     return digest.hexdigest()
 
 
-def make_job(name: str, cand: CandidateParams, params: TrainParams, meta: dict):
-    """Check the candidate against the data (task, loss) and describe it as a TrainJob."""
+def model_spec(cand: Candidate, meta: dict, out_features: int) -> dict:
+    """Plain keyword arguments for models.create_model: they travel to workers and into checkpoints."""
+    spec = {"family": cand.family, "input_shape": meta["input_shape"], "out_features": out_features,
+            "activation": cand.activation, "dropout": cand.dropout}
+    if cand.family == "fnn":
+        spec["hidden"] = cand.hidden
+    elif cand.family == "cnn":
+        spec.update(filters=cand.filters, kernel_size=cand.kernel_size, pool=cand.pool, dense=cand.dense)
+    else:  # lstm / gru
+        spec.update(hidden_size=cand.hidden_size, num_layers=cand.num_layers, embedding_dim=cand.embedding_dim,
+                    vocab_size=meta.get("vocab_size"))
+    return spec
+
+
+def make_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, compute: ComputeParams, meta: dict):
+    """Check the candidate against the data (task, loss, monitor) and describe it as a TrainJob."""
     from models.catalogue import supported_tasks
+    from models.task_module import VAL_SCORE
     from models.tasks import output_size, resolve_loss
     from pipelines.ray_launcher import TrainJob
 
     import models  # noqa: F401
 
+    key = f"datasets.{dataset}.train"
     task, classes = meta["task"], meta.get("classes")
-    n_classes = len(classes) if classes else None
+    n_classes = len(classes) if classes else meta.get("vocab_size")
     if task not in supported_tasks(cand.family):
-        raise PipelineInputError(f"train.candidates.{name}.family: {cand.family} cannot do a {task} task")
+        raise PipelineInputError(f"{key}.candidates.{name}.family: {cand.family} cannot do a {task} task")
     try:
         loss = resolve_loss(task, cand.loss, n_classes)
     except ValueError as err:
-        raise PipelineInputError(f"train.candidates.{name}.loss: {err}") from None
-    monitor = params.early_stopping.monitor
-    known = {"val/loss", "train/loss", "val/rmse" if task == "regression" else "val/accuracy"}
+        raise PipelineInputError(f"{key}.candidates.{name}.loss: {err}") from None
+    monitor = params.train.early_stopping.monitor
+    known = {"val/loss", "train/loss", VAL_SCORE[task]}
     if monitor not in known:
-        raise PipelineInputError(f"train.early_stopping.monitor: {monitor!r} is not logged for a {task} task; use one of {sorted(known)}")
-    spec = {
-        "family": cand.family,
-        "in_features": meta["in_features"],
-        "out_features": output_size(task, loss, n_classes),
-        "hidden": cand.hidden,
-        "activation": cand.activation,
-        "dropout": cand.dropout,
-    }
-    optim = {"optimizer": cand.optimizer, "lr": cand.lr, "weight_decay": cand.weight_decay, "momentum": cand.momentum}
+        raise PipelineInputError(f"{key}.early_stopping.monitor: {monitor!r} is not logged for a {task} task; use one of {sorted(known)}")
+    optim = {k: getattr(cand, k) for k in ("optimizer", "lr", "weight_decay", "momentum", "lr_schedule", "lr_step_size", "lr_gamma")}
     return TrainJob(
-        candidate=name,
-        model_spec=spec,
+        candidate=f"{dataset}/{name}",
+        model_spec=model_spec(cand, meta, output_size(task, loss, n_classes)),
         optim=optim,
         task=task,
         loss=loss,
         n_classes=n_classes,
-        data_dir=str(paths.absolute(paths.PREPARED_DIR)),
-        seed=params.seed,
-        epochs=params.epochs,
-        batch_size=params.batch_size,
+        data_dir=str(paths.absolute(DatasetPaths(dataset).prepared_dir)),
+        seed=params.train.seed,
+        epochs=params.train.epochs,
+        batch_size=params.train.batch_size,
         monitor=monitor,
-        mode=params.early_stopping.mode,
-        patience=params.early_stopping.patience,
-        use_gpu=params.use_gpu,
+        mode=params.train.early_stopping.mode,
+        patience=params.train.early_stopping.patience,
+        use_gpu=compute.use_gpu,
+        precision=compute.precision,
     )
 
 
@@ -75,30 +89,35 @@ def write_history(path: Path, rows: list[dict[str, float]]) -> None:
         writer.writerows(rows)
 
 
-def train(params: TrainParams) -> dict:
+def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
     from models.checkpoint import net_state_from_lightning, save_checkpoint
     from pipelines import ray_launcher
 
-    meta = read_json(paths.PREPARED_META)
-    jobs = {name: make_job(name, cand, params, meta) for name, cand in params.candidates.items()}  # fail fast
-    data_hash = data_fingerprint()
-    storage = params.storage_path if "://" in params.storage_path else str(paths.absolute(params.storage_path))
-    scaling = ray_launcher.Scaling(num_workers=params.num_workers, use_gpu=params.use_gpu, cpus_per_worker=params.cpus_per_worker)
+    where = DatasetPaths(dataset)
+    meta = read_json(where.prepared_meta)
+    jobs = {name: make_job(dataset, name, cand, params, compute, meta) for name, cand in params.train.candidates.items()}  # fail fast
+    data_hash = data_fingerprint(where.prepared_dir)
+    storage = compute.storage_path if "://" in compute.storage_path else str(paths.absolute(compute.storage_path))
+    scaling = ray_launcher.Scaling(
+        num_workers=compute.num_workers, use_gpu=compute.use_gpu, cpus_per_worker=compute.cpus_per_worker,
+        gpus_per_worker=compute.gpus_per_worker, placement_strategy=compute.placement_strategy,
+    )
 
-    summary: dict = {"candidates": {}, "data_fingerprint": data_hash}
+    summary: dict = {"dataset": dataset, "candidates": {}, "data_fingerprint": data_hash}
     summary["ray_start_s"] = ray_launcher.ensure_ray()
     finished_runs = []
-    with atomic_dir(paths.TRAIN_DIR) as out:
+    with atomic_dir(where.train_dir) as out:
         for name, job in jobs.items():
-            run_name = f"{name}-{job.fingerprint(data_hash)}"
-            print(f"train: {name} on {params.num_workers} worker(s), Ray run {run_name}", flush=True)
+            run_name = f"{dataset}-{name}-{job.fingerprint(data_hash)}"
+            print(f"train[{dataset}]: {name} ({job.model_spec['family']}) on {compute.num_workers} worker(s), Ray run {run_name}", flush=True)
             started = time.perf_counter()
-            outcome = ray_launcher.fit(job, scaling, storage, run_name, keep=params.checkpoints_to_keep)
+            outcome = ray_launcher.fit(job, scaling, storage, run_name, keep=compute.checkpoints_to_keep)
             state, extra = net_state_from_lightning(outcome.best_checkpoint_dir / "checkpoint.ckpt")
             cand_dir = out / name
             cand_dir.mkdir()
             info = {
                 "candidate": name,
+                "dataset": dataset,
                 "model_spec": job.model_spec,
                 "optim": job.optim,
                 "task": job.task,
@@ -109,16 +128,17 @@ def train(params: TrainParams) -> dict:
                 "val_metrics": outcome.best_metrics,
                 "data_meta": meta,
             }
-            save_checkpoint(cand_dir / paths.candidate_checkpoint(name).name, state, info)
-            write_history(cand_dir / paths.candidate_history(name).name, outcome.history)
+            save_checkpoint(cand_dir / where.candidate_checkpoint(name).name, state, info)
+            write_history(cand_dir / where.candidate_history(name).name, outcome.history)
             summary["candidates"][name] = {
+                "family": job.model_spec["family"],
                 "best_epoch": extra["epoch"],
                 "epochs_run": len(outcome.history),
                 "val_metrics": outcome.best_metrics,
                 "seconds": time.perf_counter() - started,
             }
             finished_runs.append(run_name)
-        write_json(out / paths.TRAIN_SUMMARY.name, summary)
+        write_json(out / where.train_summary.name, summary)
     for run_name in finished_runs:  # only after the outputs are safely in place
         ray_launcher.remove_run(storage, run_name)
     return summary
@@ -126,11 +146,11 @@ def train(params: TrainParams) -> dict:
 
 @cli_entry
 def main() -> None:
-    params = load_params()
-    summary = train(params.train)
+    params, dataset = pipeline_and_dataset("train")
+    summary = train(dataset, params.datasets[dataset], params.train)
     for name, c in summary["candidates"].items():
         shown = ", ".join(f"{k}={v:.4f}" for k, v in c["val_metrics"].items() if k.startswith("val/"))
-        print(f"train: {name}: best epoch {c['best_epoch'] + 1} of {c['epochs_run']} ({shown})")
+        print(f"train[{dataset}]: {name}: best epoch {c['best_epoch'] + 1} of {c['epochs_run']} ({shown})")
 
 
 if __name__ == "__main__":

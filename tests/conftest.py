@@ -30,7 +30,7 @@ def copy_project(dest: Path, params: dict | None = None) -> Path:
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
-    for p in ("data/raw", "data/prepared", "data/train", "data/evaluate", "data/register", "dvc.lock"):
+    for p in ("data/raw", "data/prepared", "data/train", "data/evaluate", "data/register", "data/registry", "data/ray_results", "dvc.lock"):
         target = dest / p
         shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
     if params is not None:
@@ -42,12 +42,14 @@ def copy_project(dest: Path, params: dict | None = None) -> Path:
     return dest
 
 
-def small_params(**train_overrides) -> dict:
-    """The real default params, shrunk so a whole pipeline run takes about a minute."""
+def small_params(datasets: tuple[str, ...] = ("tabular",), **train_overrides) -> dict:
+    """The real default params, shrunk to some datasets and few epochs so a pipeline run takes about a minute."""
     from pipelines.config import PipelineParams
 
     params = PipelineParams().model_dump(mode="json")
-    params["train"].update({"epochs": 4, "batch_size": 64, **train_overrides})
+    params["datasets"] = {name: params["datasets"][name] for name in datasets}
+    for ds in params["datasets"].values():
+        ds["train"].update({"epochs": 4, **train_overrides})
     return params
 
 

@@ -7,35 +7,45 @@ from models.catalogue import create_model, list_models, supported_tasks
 from models.task_module import TaskModule
 from models.tasks import DEFAULT_LOSS, loss_target, make_loss, output_size, resolve_loss
 
-N_FEATURES, N_CLASSES = 6, 3
+N_CLASSES, VOCAB = 3, 40
+# The input each task's data has after prepare (see pipelines/modalities).
+INPUT_SHAPES = {"fnn": [6], "cnn": [1, 8, 8]}
+SEQ_SHAPES = {"next_word": [5], "forecast": [10]}
+
+
+def candidate(family: str):
+    """The family's default candidate from the real config schema, without dropout (deterministic overfit)."""
+    from pipelines.config import CnnCandidate, FnnCandidate, RnnCandidate
+
+    cls = {"fnn": FnnCandidate, "cnn": CnnCandidate}.get(family, RnnCandidate)
+    return cls(family=family, dropout=0.0, hidden=[16, 16]) if family == "fnn" else cls(family=family, dropout=0.0)
+
+
+def n_classes_for(task: str) -> int | None:
+    return {"binary": 2, "multiclass": N_CLASSES, "next_word": VOCAB}.get(task)
 
 
 def spec_for(family: str, task: str) -> dict:
-    loss = DEFAULT_LOSS[task]
-    n_classes = {"regression": None, "binary": 2, "multiclass": N_CLASSES}[task]
-    return {
-        "family": family,
-        "in_features": N_FEATURES,
-        "out_features": output_size(task, loss, n_classes),
-        "hidden": [16, 16],
-        "activation": "tanh",
-        "dropout": 0.0,
-    }
+    from pipelines.train import model_spec
+
+    meta = {"input_shape": SEQ_SHAPES.get(task, INPUT_SHAPES.get(family, [6])), "vocab_size": VOCAB if task == "next_word" else None}
+    return model_spec(candidate(family), meta, output_size(task, DEFAULT_LOSS[task], n_classes_for(task)))
 
 
-def batch_for(task: str, n: int = 32):
+def batch_for(family: str, task: str, n: int = 32):
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, N_FEATURES, generator=g)
-    if task == "regression":
+    shape = SEQ_SHAPES.get(task, INPUT_SHAPES.get(family, [6]))
+    x = torch.randint(0, VOCAB, (n, *shape), generator=g) if task == "next_word" else torch.randn(n, *shape, generator=g)
+    if task in ("regression", "forecast"):
         return x, torch.randn(n, 1, generator=g)
-    return x, torch.randint(0, 2 if task == "binary" else N_CLASSES, (n,), generator=g)
+    return x, torch.randint(0, n_classes_for(task), (n,), generator=g)
 
 
 CASES = [(family, task) for family in list_models() for task in supported_tasks(family)]
 
 
 def test_catalogue_lists_the_families():
-    assert "fnn" in models.list_models()
+    assert models.list_models() == ["cnn", "fnn", "gru", "lstm"]
     with pytest.raises(KeyError, match="unknown model family"):
         create_model("nope")
 
@@ -44,7 +54,7 @@ def test_catalogue_lists_the_families():
 def test_forward_backward_every_parameter_gets_a_finite_gradient(family, task):
     torch.manual_seed(0)
     net = create_model(family, **spec_for(family, task))
-    x, y = batch_for(task)
+    x, y = batch_for(family, task)
     loss_name = DEFAULT_LOSS[task]
     loss = make_loss(loss_name)(net(x), loss_target(loss_name, y))
     loss.backward()
@@ -59,9 +69,9 @@ def test_forward_backward_every_parameter_gets_a_finite_gradient(family, task):
 def test_overfits_a_few_batches(family, task):
     torch.manual_seed(0)
     loss_name = DEFAULT_LOSS[task]
-    module = TaskModule(spec_for(family, task), {"optimizer": "adam", "lr": 1e-2}, task, loss_name, {"regression": None, "binary": 2, "multiclass": N_CLASSES}[task])
+    module = TaskModule(spec_for(family, task), {"optimizer": "adam", "lr": 1e-2}, task, loss_name, n_classes_for(task))
     opt = module.configure_optimizers()
-    x, y = batch_for(task, 16)
+    x, y = batch_for(family, task, 16)
     first = None
     for _ in range(300):
         opt.zero_grad()
@@ -72,10 +82,38 @@ def test_overfits_a_few_batches(family, task):
     assert loss.item() < 0.05 * first, (first, loss.item())
 
 
-@pytest.mark.parametrize("task, loss, ok", [("multiclass", "bce", False), ("regression", "cce", False), ("binary", "cce", True), ("binary", "mse", False)])
+@pytest.mark.parametrize(
+    "task, loss, ok",
+    [("multiclass", "bce", False), ("regression", "cce", False), ("binary", "cce", True), ("binary", "mse", False),
+     ("next_word", "bce", False), ("forecast", "cce", False), ("next_word", "cce", True)],
+)
 def test_loss_and_task_combinations_are_checked(task, loss, ok):
     if ok:
         assert resolve_loss(task, loss) == loss
     else:
         with pytest.raises(ValueError, match=f"loss '{loss}' cannot train"):
             resolve_loss(task, loss, 10 if task == "multiclass" else None)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
+@pytest.mark.parametrize("schedule", ["none", "cosine", "step"])
+def test_every_optimizer_and_schedule_trains(optimizer, schedule):
+    import pytorch_lightning as pl
+
+    torch.manual_seed(0)
+    optim = {"optimizer": optimizer, "lr": 0.05 if optimizer == "sgd" else 1e-2, "momentum": 0.9, "lr_schedule": schedule, "lr_step_size": 1, "lr_gamma": 0.5}
+    module = TaskModule(spec_for("fnn", "multiclass"), optim, "multiclass", "cce", N_CLASSES)
+    x, y = batch_for("fnn", "multiclass", 64)
+    trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    before = module._loss(x, y)[0].item()
+    from pipelines.batches import TensorBatches
+
+    trainer.fit(module, train_dataloaders=TensorBatches(x, y, 8, shuffle=True), val_dataloaders=TensorBatches(x, y, 64, shuffle=False))
+    assert module._loss(x, y)[0].item() < before
+    lrs = [group["lr"] for group in trainer.optimizers[0].param_groups]
+    if schedule == "step":
+        assert lrs[0] == pytest.approx(optim["lr"] * 0.5**3)
+    elif schedule == "none":
+        assert lrs[0] == optim["lr"]
+    else:
+        assert lrs[0] < optim["lr"]

@@ -14,15 +14,28 @@ def test_repo_params_yaml_is_valid_and_matches_the_schema_defaults():
     assert load_params(ROOT / "params.yaml") == PipelineParams()
 
 
+def ds(modality: str = "table", **sections) -> dict:
+    """A one-dataset params dict with some sections replaced."""
+    base = {"modality": modality, "train": {"candidates": {"a": {"family": "fnn"}}}, "register": {"model_name": "m"}}
+    for key, value in sections.items():
+        base[key] = {**base.get(key, {}), **value}
+    return {"datasets": {"d": base}}
+
+
 @pytest.mark.parametrize(
     "data, key, words",
     [
-        ({"train": {"candidates": {"a": {"lr": -0.1}}}}, "train.candidates.a.lr", "greater than 0"),
-        ({"train": {"candidates": {"a": {"family": "transformer"}}}}, "train.candidates.a.family", "fnn"),
-        ({"train": {"epoch": 3}}, "train.epoch", "unknown key"),
-        ({"prepare": {"val_fraction": 0.9}}, "prepare.val_fraction", "less than 0.5"),
-        ({"register": {"model_name": "../escape"}}, "register.model_name", "pattern"),
-        ({"train": {"candidates": {"a": {"activation": "gelu"}}}}, "train.candidates.a.activation", "relu"),
+        (ds(train={"candidates": {"a": {"family": "fnn", "lr": -0.1}}}), "datasets.d.train.candidates.a.lr", "greater than 0"),
+        (ds(train={"candidates": {"a": {"family": "transformer"}}}), "datasets.d.train.candidates.a.family", "'fnn', 'cnn', 'lstm', 'gru'"),
+        (ds(train={"epoch": 3}), "datasets.d.train.epoch", "unknown key"),
+        (ds(prepare={"val_fraction": 0.9}), "datasets.d.prepare.val_fraction", "less than 0.5"),
+        (ds(register={"model_name": "../escape"}), "datasets.d.register.model_name", "pattern"),
+        (ds(train={"candidates": {"a": {"family": "fnn", "activation": "gelu"}}}), "datasets.d.train.candidates.a.activation", "relu"),
+        (ds(train={"candidates": {"a": {"family": "lstm"}}}), "datasets.d.train.candidates.a.family", "lstm cannot learn from table data"),
+        (ds(train={"candidates": {"a": {"family": "cnn", "kernel_size": 4}}}, modality="image"), "datasets.d.train.candidates.a.kernel_size", "odd"),
+        (ds(train={"batch_size": 1}), "datasets.d.train.batch_size", "at least train.num_workers"),
+        (ds(prepare={"window": 5, "season_length": 12}, modality="series"), "datasets.d.prepare.season_length", "12 must not exceed window (5)"),
+        ({"train": {"num_wokers": 3}}, "train.num_wokers", "unknown key"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(data, key, words):
@@ -46,12 +59,12 @@ def test_flow_cli_refuses_a_bad_override_fast_and_writes_nothing(tmp_path):
     before = (tmp_path / "params.yaml").read_text()
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.flow", "--workdir", str(tmp_path), "-S", "train.candidates.fnn-relu.lr=-1"],
+        [sys.executable, "-m", "pipelines.flow", "--workdir", str(tmp_path), "-S", "datasets.tabular.train.candidates.fnn-relu.lr=-1"],
         capture_output=True, text=True, env=project_env(), cwd=ROOT,
     )
     elapsed = time.perf_counter() - started
     assert proc.returncode == 2
-    assert "train.candidates.fnn-relu.lr: Input should be greater than 0" in proc.stderr
+    assert "datasets.tabular.train.candidates.fnn-relu.lr: Input should be greater than 0" in proc.stderr
     # Refused before Prefect, Ray or DVC started: only interpreter start-up and imports.
     assert elapsed < 15, elapsed
     assert (tmp_path / "params.yaml").read_text() == before
@@ -61,5 +74,5 @@ def test_flow_cli_refuses_a_bad_override_fast_and_writes_nothing(tmp_path):
 def test_validation_itself_takes_well_under_a_second():
     started = time.perf_counter()
     with pytest.raises(PipelineInputError):
-        validate_params({"train": {"candidates": {"x": {"family": "nope"}}}})
+        validate_params(ds(train={"candidates": {"x": {"family": "nope"}}}))
     assert time.perf_counter() - started < 1.0

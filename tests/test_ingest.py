@@ -6,11 +6,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import paths
-from pipelines.config import IngestParams, PrepareParams
+from pipelines.config import DatasetParams
 from pipelines.errors import PipelineInputError
-from pipelines.ingest import ingest
-from pipelines.prepare import prepare
+from pipelines.ingest import ingest as ingest_stage
+from pipelines.paths import DatasetPaths
+from pipelines.prepare import prepare as prepare_stage
+
+WHERE = DatasetPaths("t")
+
+
+def table_dataset(**ingest) -> DatasetParams:
+    return DatasetParams(modality="table", ingest=ingest, train={"candidates": {"fnn": {"family": "fnn"}}}, register={"model_name": "m"})
+
+
+def ingest(**kw) -> dict:
+    return ingest_stage("t", table_dataset(**kw))
 
 
 def write_csv(path, text):
@@ -20,8 +30,8 @@ def write_csv(path, text):
 
 def assert_no_output():
     """Neither the output nor a leftover temp dir (atomic_dir stages into .raw.*)."""
-    assert not paths.RAW_DIR.exists()
-    assert not list(paths.RAW_DIR.parent.glob(".raw*"))
+    assert not WHERE.raw_dir.exists()
+    assert not list(WHERE.raw_dir.parent.glob(".t*"))
 
 
 @pytest.mark.parametrize(
@@ -37,7 +47,7 @@ def assert_no_output():
 def test_bad_files_are_refused_with_a_clear_message_and_no_output(in_tmp, content, message):
     src = write_csv(in_tmp / "input.csv", content)
     with pytest.raises(PipelineInputError) as err:
-        ingest(IngestParams(source=src, label="label"))
+        ingest(source=src, label="label")
     assert message in str(err.value)
     assert src in str(err.value)
     assert_no_output()
@@ -45,18 +55,18 @@ def test_bad_files_are_refused_with_a_clear_message_and_no_output(in_tmp, conten
 
 def test_a_missing_file_is_named(in_tmp):
     with pytest.raises(PipelineInputError, match=r"nope\.csv: file does not exist"):
-        ingest(IngestParams(source="nope.csv"))
+        ingest(source="nope.csv")
     assert_no_output()
 
 
 def test_unknown_builtin_lists_the_choices(in_tmp):
     with pytest.raises(PipelineInputError, match="sklearn:breast_cancer"):
-        ingest(IngestParams(source="sklearn:nope"))
+        ingest(source="sklearn:nope")
 
 
 def test_missing_values_can_be_dropped(in_tmp):
     src = write_csv(in_tmp / "input.csv", "a,b,label\n1,,0\n3,4,1\n5,6,0\n7,8,1\n")
-    info = ingest(IngestParams(source=src, label="label", missing="drop"))
+    info = ingest(source=src, label="label", missing="drop")
     assert info["rows"] == 3 and info["task"] == "binary"
 
 
@@ -70,9 +80,9 @@ def test_csv_parquet_and_http_sources_give_the_same_table(in_tmp):
     try:
         tables = []
         for src in ("t.csv", "t.parquet", f"http://127.0.0.1:{server.server_address[1]}/t.csv"):
-            info = ingest(IngestParams(source=src, label="y"))
+            info = ingest(source=src, label="y")
             assert info["task"] == "regression"
-            tables.append(pd.read_parquet(paths.RAW_TABLE))
+            tables.append(pd.read_parquet(WHERE.raw_dir / "table.parquet"))
     finally:
         server.shutdown()
     for table in tables[1:]:
@@ -80,13 +90,15 @@ def test_csv_parquet_and_http_sources_give_the_same_table(in_tmp):
 
 
 def test_prepare_is_deterministic_and_normalizes_on_train_only(in_tmp):
-    ingest(IngestParams(source="sklearn:wine"))
-    meta = prepare(IngestParams(source="sklearn:wine"), PrepareParams(seed=7))
-    first = {s: np.load(paths.split_file(s))["x"] for s in ("train", "val", "test")}
-    prepare(IngestParams(source="sklearn:wine"), PrepareParams(seed=7))
+    params = table_dataset(source="sklearn:wine")
+    params.prepare.seed = 7
+    ingest_stage("t", params)
+    meta = prepare_stage("t", params)
+    first = {s: np.load(WHERE.split_file(s))["x"] for s in ("train", "val", "test")}
+    prepare_stage("t", params)
     for split, x in first.items():
-        np.testing.assert_array_equal(np.load(paths.split_file(split))["x"], x)
-    assert meta["task"] == "multiclass" and meta["out_features"] == 3
+        np.testing.assert_array_equal(np.load(WHERE.split_file(split))["x"], x)
+    assert meta["task"] == "multiclass" and len(meta["classes"]) == 3
     assert sum(meta["sizes"].values()) == 178
     # Train features are standardized with their own statistics; val/test are not re-fitted.
     np.testing.assert_allclose(first["train"].mean(axis=0), 0, atol=1e-5)

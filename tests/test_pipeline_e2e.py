@@ -1,25 +1,31 @@
-"""The whole pipeline, for real: Prefect flow -> DVC stages -> Ray Train (2 workers) -> registry."""
+"""The main job, for real and with its default params: Prefect flow -> DVC stages -> Ray Train (2 workers) -> registry.
+
+One default run trains all four families on their built-in data (FNN on a table,
+CNN on digits, LSTM/GRU on text and on a series); every test below reads it.
+"""
 import re
 import subprocess
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
-from tests.conftest import BIN, copy_project, project_env, small_params
+from tests.conftest import BIN, copy_project, project_env
 
 pytestmark = pytest.mark.slow
+DATASETS = ["tabular", "digits", "text", "series"]
 STAGES = ["ingest", "prepare", "train", "evaluate", "register"]
 
 
 @pytest.fixture(scope="module")
 def flow_run(tmp_path_factory):
-    """One flow run in a fresh copy of the project, through Prefect's test harness."""
+    """One flow run of the repo's own params.yaml in a fresh copy of the project, through Prefect's test harness."""
     from prefect.testing.utilities import prefect_test_harness
 
     from pipelines.flow import training_pipeline
 
-    project = copy_project(tmp_path_factory.mktemp("project"), small_params())
+    project = copy_project(tmp_path_factory.mktemp("project"))
     with prefect_test_harness(server_startup_timeout=120):
         result = training_pipeline(workdir=str(project))
     return project, result
@@ -35,54 +41,91 @@ def ran_stages(output: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", output)
 
 
-def test_flow_registers_a_model_that_reproduces_its_recorded_test_metrics(flow_run, monkeypatch):
-    from pipelines.evaluate import predict_arrays, score
+def metrics(project, dataset: str) -> dict:
+    return yaml.safe_load((project / f"data/evaluate/{dataset}/metrics.json").read_text())
+
+
+def test_each_dataset_runs_its_chain_in_order(flow_run):
+    _, result = flow_run
+    expected = [f"{stage}@{ds}" for ds in DATASETS for stage in STAGES]
+    assert [s["stage"] for s in result["stages"]] == expected
+    assert not any(s["skipped"] for s in result["stages"])
+    assert sorted(result["datasets"]) == sorted(DATASETS)
+
+
+def test_every_family_beats_its_stated_baseline(flow_run):
+    project, _ = flow_run
+    tabular = metrics(project, "tabular")
+    meta = yaml.safe_load((project / "data/prepared/tabular/meta.json").read_text())
+    majority = max(np.bincount(np.load(project / "data/prepared/tabular/test.npz")["y"])) / meta["sizes"]["test"]
+    for name, scores in tabular["candidates"].items():  # both ReLU and Sigmoid
+        assert scores["test"]["accuracy"] > majority, name
+
+    assert metrics(project, "digits")["best"]["test_accuracy"] >= 0.95  # CNN on the 8x8 digits
+
+    text = metrics(project, "text")
+    for name in ("lstm", "gru"):
+        assert text["candidates"][name]["test"]["perplexity"] < 0.5 * text["baselines"]["unigram_perplexity"], name
+
+    series = metrics(project, "series")
+    for name in ("lstm", "gru"):
+        test = series["candidates"][name]["test"]
+        assert test["rmse"] < test["naive_last_rmse"], name
+
+
+def test_registered_models_reproduce_their_recorded_test_metrics(flow_run):
+    from pipelines.evaluate import model_outputs, score
     from pipelines.model_registry import LocalModelRegistry
 
     project, result = flow_run
-    assert [s["stage"] for s in result["stages"]] == STAGES
-    assert not any(s["skipped"] for s in result["stages"])
-
     registry = LocalModelRegistry(project / "data/registry")
-    version = registry.get("tabular-fnn")  # verifies the checkpoint's sha256
-    assert version.version == result["registered"]["version"] == 1
-    card = version.card
-    assert card["candidate"] in ("fnn-relu", "fnn-tanh")
-    assert card["lineage"]["data"]["prepared_dvc_md5"]  # written by DVC for this run
-    assert len(card["lineage"]["git"]["commit"]) == 40
-    assert {"torch", "ray", "pytorch-lightning"} <= set(card["lineage"]["packages"])
+    for dataset in DATASETS:
+        registered = result["datasets"][dataset]["registered"]
+        version = registry.get(registered["name"])  # verifies the checkpoint's sha256
+        assert version.version == registered["version"] == 1
+        card = version.card
+        assert card["dataset"] == dataset and card["candidate"] == metrics(project, dataset)["best_candidate"]
+        assert card["lineage"]["data"]["prepared_dvc_md5"]  # written by DVC for this run
+        assert len(card["lineage"]["git"]["commit"]) == 40
+        assert {"torch", "ray", "pytorch-lightning"} <= set(card["lineage"]["packages"])
 
-    with np.load(project / "data/prepared/test.npz") as test:
-        pred = predict_arrays(version.checkpoint, test["x"])
-        meta = yaml.safe_load((project / "data/prepared/meta.json").read_text())
-        again = score(card["task"], pred, test["y"], meta["classes"])
-    recorded = card["metrics"]["test"]
-    for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "iou_macro"):
-        assert again[key] == pytest.approx(recorded[key], abs=1e-9), key
-    assert recorded["accuracy"] > 0.9  # breast cancer: majority class is ~0.63
+        meta = yaml.safe_load((project / f"data/prepared/{dataset}/meta.json").read_text())
+        with np.load(project / f"data/prepared/{dataset}/test.npz") as test:
+            logits, info = model_outputs(version.checkpoint, test["x"])
+            again, _ = score(meta, logits, info["loss"], test["x"], test["y"])
+        recorded = card["metrics"]["test"]
+        for key, value in again.items():
+            if isinstance(value, float):
+                assert value == pytest.approx(recorded[key], rel=1e-6, abs=1e-9), (dataset, key)
+
+
+def test_outputs_are_where_the_readme_says(flow_run):
+    project, _ = flow_run
+    for dataset in DATASETS:
+        report = metrics(project, dataset)
+        plots = project / f"data/evaluate/{dataset}/plots"
+        assert (plots / "learning_curves.png").stat().st_size > 1000
+        assert report["best_candidate"] in (plots / "comparison.md").read_text()
+    assert (project / "data/evaluate/digits/plots/confusion_cnn-wide.png").exists()
+    assert (project / "data/evaluate/series/plots/forecast_lstm.png").exists()
+    assert len(list((project / "data/evaluate/digits/confusion").glob("*.csv"))) == 2
+    shown = dvc(project, "metrics", "show")
+    for words in ("fnn-relu", "cnn-wide", "perplexity", "naive_last_rmse"):
+        assert words in shown
 
 
 def test_dvc_lock_lists_every_stage(flow_run):
     project, _ = flow_run
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    assert sorted(lock["stages"]) == sorted(STAGES)
+    assert sorted(lock["stages"]) == sorted(f"{s}@{d}" for s in STAGES for d in DATASETS)
 
 
-def test_outputs_are_where_the_readme_says(flow_run):
-    project, _ = flow_run
-    metrics = yaml.safe_load((project / "data/evaluate/metrics.json").read_text())
-    assert metrics["best_candidate"] in metrics["candidates"]
-    for png in ("learning_curves.png", f"confusion_{metrics['best_candidate']}.png"):
-        assert (project / "data/evaluate/plots" / png).stat().st_size > 1000
-    assert "fnn-relu" in dvc(project, "metrics", "show")
-
-
-def test_dvc_repro_reruns_nothing_then_only_what_a_train_param_touches(flow_run):
+def test_dvc_repro_reruns_nothing_then_only_what_a_param_touches(flow_run):
     project, _ = flow_run
     assert ran_stages(dvc(project, "repro")) == []
 
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["train"]["epochs"] = 3
+    params["datasets"]["tabular"]["train"]["epochs"] = 3
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert ran_stages(dvc(project, "repro")) == ["train", "evaluate", "register"]
+    assert ran_stages(dvc(project, "repro")) == ["train@tabular", "evaluate@tabular", "register@tabular"]
     assert (project / "data/registry/tabular-fnn/versions/v2/card.json").exists()

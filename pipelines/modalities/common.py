@@ -1,0 +1,38 @@
+"""Helpers the modalities share: seeded splits."""
+from __future__ import annotations
+
+import numpy as np
+
+from pipelines.config import PrepareParams
+from pipelines.errors import PipelineInputError
+
+
+def shuffled_split(n: int, params: PrepareParams) -> dict[str, np.ndarray]:
+    """Deterministic shuffled split: same seed and row count give the same rows."""
+    order = np.random.default_rng(params.seed).permutation(n)
+    n_test = max(1, int(round(n * params.test_fraction)))
+    n_val = max(1, int(round(n * params.val_fraction)))
+    if n - n_test - n_val < 1:
+        raise PipelineInputError(f"prepare: {n} rows are too few to split into train/val/test")
+    return {
+        "test": np.sort(order[:n_test]),
+        "val": np.sort(order[n_test : n_test + n_val]),
+        "train": np.sort(order[n_test + n_val :]),
+    }
+
+
+def chronological_split(n: int, params: PrepareParams, what: str) -> dict[str, np.ndarray]:
+    """Ordered split for sequences: train is the past, test the most recent part (no leakage from the future)."""
+    n_test = max(1, int(round(n * params.test_fraction)))
+    n_val = max(1, int(round(n * params.val_fraction)))
+    if n - n_test - n_val < 2:
+        raise PipelineInputError(f"prepare: {n} {what} are too few to split into train/val/test")
+    idx = np.arange(n)
+    return {"train": idx[: n - n_val - n_test], "val": idx[n - n_val - n_test : n - n_test], "test": idx[n - n_test :]}
+
+
+def encode_classes(labels: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Map labels to 0..K-1 in sorted order; class names are their string forms."""
+    classes = sorted(set(labels.tolist()), key=lambda v: (str(type(v)), v))
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[v] for v in labels.tolist()], dtype=np.int64), [str(c) for c in classes]
