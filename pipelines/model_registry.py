@@ -80,11 +80,12 @@ def check_alias_name(alias: str) -> str:
     return alias
 
 
-def verify_checkpoint(path: Path, card: dict[str, Any]) -> None:
+def verify_checkpoint(path: Path, card: dict[str, Any], where: str | None = None) -> None:
+    """Raise unless the file's sha256 is the card's; `where` names the file in the message."""
     actual = sha256_file(path)
     if actual != card["sha256"]:
         raise RegistryError(
-            f"{path}: sha256 {actual[:12]}... does not match the registry entry {card['sha256'][:12]}... "
+            f"{where or path}: sha256 {actual[:12]}... does not match the registry entry {card['sha256'][:12]}... "
             f"({card.get('name')} v{card.get('version')}); refusing to load a tampered checkpoint"
         )
 
