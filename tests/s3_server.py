@@ -17,10 +17,14 @@ evaluates the condition and the write atomically. Serialising requests gives
 moto the same atomicity, so the concurrency tests test our protocol, not a
 moto race. Everything else is stock moto over HTTP.
 
+`start_server(ignore_conditions=True)` plays an S3-compatible server that ignores
+If-None-Match / If-Match (it strips them), to test that the registry refuses it.
+
 Run directly (`python tests/s3_server.py`) it prints its port and serves until killed.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -38,7 +42,7 @@ CREDENTIALS = {
 }
 
 
-def serve() -> None:
+def serve(ignore_conditions: bool = False) -> None:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
@@ -46,6 +50,9 @@ def serve() -> None:
     lock = threading.Lock()
 
     def serialised(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if ignore_conditions:  # play an S3-compatible server without conditional writes
+            environ.pop("HTTP_IF_NONE_MATCH", None)
+            environ.pop("HTTP_IF_MATCH", None)
         with lock:
             return list(app(environ, start_response))  # the whole response inside the lock
 
@@ -69,20 +76,27 @@ class MotoS3:
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
-@pytest.fixture(scope="session")
-def moto_s3() -> Iterator[MotoS3]:
-    env = {**os.environ, **CREDENTIALS}
-    proc = subprocess.Popen([sys.executable, __file__], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+@contextlib.contextmanager
+def start_server(bucket: str = "registry-tests", ignore_conditions: bool = False) -> Iterator[MotoS3]:
+    """A moto S3 server in a child process, with one empty bucket; stopped on exit."""
+    args = [sys.executable, __file__] + (["--ignore-conditions"] if ignore_conditions else [])
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, **CREDENTIALS})
     try:
         line = proc.stdout.readline()  # blocks until the server is listening
         if not line.strip().isdigit():
             raise RuntimeError(f"moto server did not start (exit code {proc.poll()})")
-        server = MotoS3(f"http://127.0.0.1:{int(line)}", "registry-tests")
-        server.client().create_bucket(Bucket=server.bucket)
+        server = MotoS3(f"http://127.0.0.1:{int(line)}", bucket)
+        server.client().create_bucket(Bucket=bucket)
         yield server
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[MotoS3]:
+    with start_server() as server:
+        yield server
 
 
 @pytest.fixture
@@ -100,4 +114,4 @@ def s3_env(moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> I
 
 
 if __name__ == "__main__":
-    serve()
+    serve(ignore_conditions="--ignore-conditions" in sys.argv)
