@@ -1,8 +1,6 @@
 """The model registry on S3, against a real moto S3 server over HTTP (nothing mocked)."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from pipelines.model_registry import RegistryError, open_registry, sha256_file
