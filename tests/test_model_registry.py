@@ -54,3 +54,94 @@ def test_concurrent_registrations_from_two_processes_lose_nothing(tmp_path):
     who = [reg.get("m", v).card["who"] for v in range(1, 21)]
     assert who.count("a") == 10 and who.count("b") == 10
     assert not [p for p in (root / "m" / "versions").iterdir() if p.name.startswith(".staging")]
+
+
+# -- the shared interface, aliases, promotion, CLI (local backend) ------------------------------
+
+from pipelines.model_registry import decide_promotion, open_registry  # noqa: E402
+from registry_helpers import (  # noqa: E402
+    card,
+    check_cli,
+    check_promotion,
+    check_register_get_list_download,
+    checkpoint,
+    promote_in_order,
+    register_then_crash_before_rename,
+    run_processes,
+    set_aliases,
+)
+
+
+def test_open_registry_picks_the_backend(tmp_path):
+    assert isinstance(open_registry(tmp_path / "reg"), LocalModelRegistry)
+    with pytest.raises(RegistryError, match="unsupported registry location"):
+        open_registry("gs://bucket/models")
+
+
+def test_register_get_list_download(tmp_path):
+    check_register_get_list_download(str(tmp_path / "reg"), tmp_path)
+
+
+def test_promote_moves_the_alias_only_when_the_metric_is_better(tmp_path):
+    check_promotion(str(tmp_path / "reg"), tmp_path)
+
+
+def test_aliases_resolve_and_bad_ones_are_refused(tmp_path):
+    reg = LocalModelRegistry(tmp_path / "reg")
+    reg.register("m", checkpoint(tmp_path / "a.pt", b"a"), card(0.5))
+    reg.set_alias("m", "staging", 1)
+    assert reg.get("m", "staging").version == 1 and reg.get("m", "latest").version == 1
+    with pytest.raises(RegistryError, match="no version 4; versions: \\[1\\]"):
+        reg.set_alias("m", "staging", 4)
+    with pytest.raises(RegistryError, match="invalid alias"):
+        reg.set_alias("m", "2", 1)  # would be ambiguous with a version number
+    with pytest.raises(RegistryError, match="no alias 'production'"):
+        reg.get("m", "production")
+    with pytest.raises(RegistryError, match="invalid model name"):
+        reg.register("../escape", tmp_path / "a.pt", {})
+
+
+def test_promotion_direction_comes_from_the_cards():
+    low, high = card(0.1, task="regression", primary_metric="rmse"), card(0.2, task="regression", primary_metric="rmse")
+    for c, rmse in ((low, 0.1), (high, 0.2)):
+        c.pop("mode")  # cards written before "mode" was recorded: the task's primary metric decides
+        c["metrics"]["test"]["rmse"] = rmse
+    assert decide_promotion("m", "production", 2, low, 1, high).promoted  # rmse: lower is better
+    assert not decide_promotion("m", "production", 1, high, 2, low).promoted
+    tie = decide_promotion("m", "production", 2, card(0.5), 1, card(0.5))
+    assert not tie.promoted and "=" in tie.reason
+    with pytest.raises(RegistryError, match="no test metric 'iou'"):
+        decide_promotion("m", "production", 2, card(0.5), 1, card(0.5), primary_metric="iou", mode="max")
+    with pytest.raises(RegistryError, match="higher or lower"):
+        decide_promotion("m", "production", 2, card(0.5, task=None), 1, card(0.4), primary_metric="f1")
+    assert decide_promotion("m", "production", 2, card(0.5), 1, card(0.4), primary_metric="f1", mode="min").promoted is False
+
+
+def test_concurrent_promotions_from_two_processes_lose_no_update(tmp_path):
+    location = str(tmp_path / "reg")
+    reg = LocalModelRegistry(location)
+    for v in range(1, 7):
+        reg.register("m", checkpoint(tmp_path / f"{v}.pt", bytes([v])), card(0.5 + v / 100))
+    # Each process promotes ever better versions and sets its own aliases. Under a lost
+    # update, A could overwrite B's v6 with its v5, or drop B's aliases.
+    codes = run_processes(promote_in_order, [(location, [1, 3, 5]), (location, [2, 4, 6])])
+    codes += run_processes(set_aliases, [(location, "a", 20), (location, "b", 20)])
+    assert codes == [0, 0, 0, 0]
+    aliases = reg.aliases("m")
+    assert aliases.pop("production") == 6
+    assert sorted(aliases) == sorted([f"a{i}" for i in range(20)] + [f"b{i}" for i in range(20)])
+
+
+def test_a_registration_killed_before_publishing_leaves_no_version(tmp_path):
+    location = str(tmp_path / "reg")
+    reg = LocalModelRegistry(location)
+    reg.register("m", checkpoint(tmp_path / "a.pt", b"good"), card(0.5))
+    reg.set_alias("m", "production", 1)
+    assert run_processes(register_then_crash_before_rename, [(location, str(checkpoint(tmp_path / "b.pt", b"new")))]) == [-9]
+    assert reg.list_versions("m") == [1] and reg.aliases("m") == {"production": 1}
+    assert reg.get("m").checkpoint.read_bytes() == b"good"
+    assert reg.register("m", tmp_path / "b.pt", card(0.6)).version == 2  # the leftover staging dir is in nobody's way
+
+
+def test_cli_list_show_promote_download(tmp_path):
+    check_cli(str(tmp_path / "reg"), tmp_path)

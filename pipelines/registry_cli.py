@@ -1,0 +1,202 @@
+"""Command line for the model registry: list, show, promote, download.
+
+    python -m pipelines.registry_cli list [NAME]
+    python -m pipelines.registry_cli show NAME[:VERSION|:ALIAS] [--json]
+    python -m pipelines.registry_cli promote NAME VERSION [--alias production] [--force]
+    python -m pipelines.registry_cli download NAME[:VERSION|:ALIAS] DEST
+
+Every command takes --registry (default data/registry; s3://bucket/prefix for S3)
+and --endpoint-url (else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL). A VERSION is
+3 or v3; anything else after the colon is an alias; no colon means the latest.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from pipelines.errors import PipelineInputError, cli_entry
+from pipelines.model_registry import ModelRegistry, RegistryError, VersionSpec, open_registry
+
+DEFAULT_REGISTRY = "data/registry"
+
+
+def parse_version(text: str) -> int | str:
+    """'3' or 'v3' -> 3; anything else is an alias name."""
+    digits = text[1:] if text[:1] in ("v", "V") else text
+    return int(digits) if digits.isdigit() else text
+
+
+def parse_ref(ref: str) -> tuple[str, VersionSpec]:
+    """'name' -> (name, None); 'name:3', 'name:v3' -> (name, 3); 'name:production' -> alias."""
+    name, sep, spec = ref.partition(":")
+    if sep and not spec:
+        raise RegistryError(f"{ref!r}: nothing after ':'; use NAME, NAME:VERSION or NAME:ALIAS")
+    return name, (parse_version(spec) if sep else None)
+
+
+def _by_version(aliases: dict[str, int]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for alias, version in sorted(aliases.items()):
+        out.setdefault(version, []).append(alias)
+    return out
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _primary(card: dict[str, Any], split: str = "test") -> str:
+    metric = card.get("primary_metric")
+    value = card.get("metrics", {}).get(split, {}).get(metric) if metric else None
+    return f"{metric}={_fmt(value)}" if value is not None else "-"
+
+
+def cmd_list(reg: ModelRegistry, name: str | None) -> None:
+    if name is None:
+        models = reg.list_models()
+        if not models:
+            print(f"no models in {reg.location}")
+        for model in models:
+            versions = reg.list_versions(model)
+            aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(reg.aliases(model).items())) or "-"
+            print(f"{model}  versions: {len(versions)}  latest: v{versions[-1]}  aliases: {aliases}")
+        return
+    versions = reg.list_versions(name)
+    if not versions:
+        raise RegistryError(f"model {name!r} has no versions in registry {reg.location}")
+    aliases = _by_version(reg.aliases(name))
+    rows = [("VERSION", "ALIASES", "TEST METRIC", "CREATED", "CANDIDATE")]
+    for v in versions:
+        card = reg.get_card(name, v)
+        rows.append((f"v{v}", ",".join(aliases.get(v, [])) or "-", _primary(card), str(card.get("created_at", "-")), str(card.get("candidate", "-"))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def cmd_show(reg: ModelRegistry, ref: str, as_json: bool) -> None:
+    name, spec = parse_ref(ref)
+    card = reg.get_card(name, spec)
+    if as_json:
+        print(json.dumps(card, indent=2, sort_keys=True))
+        return
+    version = card["version"]
+    aliases = _by_version(reg.aliases(name)).get(version, [])
+    print(f"{name} v{version}" + (f"  (aliases: {', '.join(aliases)})" if aliases else ""))
+    primary = card.get("primary_metric")
+    for label, value in (
+        ("registry", reg.location),
+        ("sha256", card.get("sha256")),
+        ("created", card.get("created_at")),
+        ("task", card.get("task")),
+        ("candidate", card.get("candidate")),
+        ("primary", f"{primary}" + {"max": " (higher is better)", "min": " (lower is better)"}.get(card.get("mode"), "") if primary else None),
+    ):
+        if value is not None:
+            print(f"  {label:<10}{value}")
+    metrics = card.get("metrics", {})
+    if metrics:
+        print("metrics")
+        for split, scores in metrics.items():
+            if isinstance(scores, dict):
+                scalars = "  ".join(f"{k}={_fmt(v)}" for k, v in scores.items() if isinstance(v, (int, float)))
+                print(f"  {split:<10}{scalars}")
+            else:
+                print(f"  {split:<10}{_fmt(scores)}")
+    lineage = card.get("lineage", {})
+    if lineage:
+        print("lineage")
+        git = lineage.get("git") or {}
+        if git:
+            print(f"  {'git':<10}{git.get('commit')}" + (" (dirty)" if git.get("dirty") else ""))
+        for key, value in (lineage.get("data") or {}).items():
+            print(f"  {'data':<10}{key}={value}")
+        packages = lineage.get("packages") or {}
+        if packages:
+            print(f"  {'packages':<10}" + " ".join(f"{k}={v}" for k, v in packages.items()))
+    # The cards written so far do not carry plot paths; the evaluate stage writes them
+    # to data/evaluate/plots (DVC-tracked), reproducible at the card's git commit.
+    plots = card.get("plots")
+    print("plots")
+    if plots:
+        for item in plots if isinstance(plots, list) else [plots]:
+            print(f"  {item}")
+    else:
+        commit = (lineage.get("git") or {}).get("commit")
+        print("  not recorded in the card; the evaluate stage writes them to data/evaluate/plots" + (f" (git {commit[:12]}, then dvc pull)" if commit else ""))
+
+
+def cmd_promote(reg: ModelRegistry, name: str, version: str, alias: str, force: bool, metric: str | None, mode: str | None) -> None:
+    number = parse_version(version)
+    if not isinstance(number, int):
+        raise RegistryError(f"promote takes a version number (3 or v3), not {version!r}")
+    result = reg.promote(name, number, alias, primary_metric=metric, mode=mode, policy="always" if force else "better")  # type: ignore[arg-type]
+    print(result)
+
+
+def cmd_download(reg: ModelRegistry, ref: str, dest: str) -> None:
+    name, spec = parse_ref(ref)
+    mv = reg.download(name, spec, dest)
+    print(f"{name} v{mv.version} -> {mv.checkpoint} (sha256 verified), card: {mv.path / 'card.json'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--registry", default=DEFAULT_REGISTRY, help=f"registry location: a path or s3://bucket/prefix (default {DEFAULT_REGISTRY})")
+    common.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)")
+    parser = argparse.ArgumentParser(prog="dl-registry", description="The model registry of trained, versioned checkpoints.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("list", parents=[common], help="models, or the versions of one model")
+    p.add_argument("name", nargs="?")
+    p = sub.add_parser("show", parents=[common], help="a version's card: metrics, lineage, plots")
+    p.add_argument("ref", metavar="NAME[:VERSION|:ALIAS]")
+    p.add_argument("--json", action="store_true", help="print the whole card as JSON")
+    p = sub.add_parser("promote", parents=[common], help="point an alias at a version if its test metric is better")
+    p.add_argument("name")
+    p.add_argument("version", metavar="VERSION")
+    p.add_argument("--alias", default="production")
+    p.add_argument("--force", action="store_true", help="move the alias whatever the metrics say")
+    p.add_argument("--metric", default=None, help="compare this test metric (default: the card's primary_metric)")
+    p.add_argument("--mode", choices=("max", "min"), default=None, help="which way the metric improves (default: from the card)")
+    p = sub.add_parser("download", parents=[common], help="copy a verified checkpoint and its card to DEST")
+    p.add_argument("ref", metavar="NAME[:VERSION|:ALIAS]")
+    p.add_argument("dest", metavar="DEST")
+    return parser
+
+
+def run(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    reg = open_registry(args.registry, endpoint_url=args.endpoint_url)
+    try:
+        if args.command == "list":
+            cmd_list(reg, args.name)
+        elif args.command == "show":
+            cmd_show(reg, args.ref, args.json)
+        elif args.command == "promote":
+            cmd_promote(reg, args.name, args.version, args.alias, args.force, args.metric, args.mode)
+        elif args.command == "download":
+            cmd_download(reg, args.ref, args.dest)
+    except _storage_errors() as err:  # no credentials, no bucket, endpoint down: say where
+        raise RegistryError(f"{reg.location}: {err}") from err
+
+
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # a local-only install
+        return ()
+    return (BotoCoreError, ClientError)
+
+
+@cli_entry
+def main() -> None:
+    try:
+        run(sys.argv[1:])
+    except (RegistryError, OSError) as err:
+        raise PipelineInputError(str(err)) from err
+
+
+if __name__ == "__main__":
+    main()
