@@ -206,7 +206,11 @@ class EvaluateParams(Strict):
 
 
 class RegisterParams(Strict):
-    registry: str = Field("data/registry", description="Model registry location (local path)")
+    registry: str = Field("data/registry", description="Model registry: a local path or s3://bucket/prefix (endpoint from AWS_ENDPOINT_URL)")
+    promote_alias: str = Field("production", pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$", description="Alias a new version may take")
+    promote_policy: Literal["better", "always", "never"] = Field(
+        "better", description="better: only if it beats the alias's version on the task's primary test metric"
+    )
 
 
 def _default_datasets() -> dict[str, DatasetParams]:

@@ -54,11 +54,12 @@ def stage_order(workdir: Path, datasets: list[str] | None = None) -> list[str]:
         ordered = [stage.name for stage in reversed(list(nx.topological_sort(graph))) if getattr(stage, "cmd", None)]
     position = {name: i for i, name in enumerate(ordered)}
     wanted = [n for n in ordered if datasets is None or n.partition("@")[2] in datasets]
-    first_seen: dict[str, int] = {}
+    rank = {name: i for i, name in enumerate(datasets or [])}
     for name in wanted:
-        first_seen.setdefault(name.partition("@")[2], position[name])
-    # Each dataset's chain runs through before the next starts: results arrive early and logs read in order.
-    return sorted(wanted, key=lambda n: (first_seen[n.partition("@")[2]], position[n]))
+        rank.setdefault(name.partition("@")[2], len(rank) + position[name])
+    # Each dataset's chain runs through before the next starts (in the order asked for):
+    # results arrive early and the logs read in order.
+    return sorted(wanted, key=lambda n: (rank[n.partition("@")[2]], position[n]))
 
 
 def _stage_env() -> dict[str, str]:

@@ -11,7 +11,7 @@ from pipelines.atomic import read_json, write_json
 from pipelines.config import PipelineParams
 from pipelines.errors import cli_entry
 from pipelines.lineage import dvc_output_hash, git_commit, package_versions
-from pipelines.model_registry import LocalModelRegistry, ModelVersion
+from pipelines.model_registry import ModelVersion, open_registry
 from pipelines.paths import DatasetPaths
 from pipelines.stage_cli import pipeline_and_dataset
 
@@ -34,7 +34,7 @@ def register(params: PipelineParams, dataset: str) -> ModelVersion:
         "baselines": report.get("baselines", {}),
         "candidates_compared": sorted(report["candidates"]),
         "params": {"dataset": ds.model_dump(mode="json"), "train": params.train.model_dump(mode="json")},
-        "plots": str(where.plots_dir),
+        "plots": sorted(str(p) for p in where.plots_dir.glob("*.png")),
         "lineage": {
             "git": git_commit(),
             "data": {
@@ -45,12 +45,18 @@ def register(params: PipelineParams, dataset: str) -> ModelVersion:
             "packages": package_versions(),
         },
     }
-    registry = LocalModelRegistry(paths.absolute(params.register.registry))
+    location = params.register.registry
+    registry = open_registry(location if "://" in location else paths.absolute(location))
     version = registry.register(ds.register.model_name, where.candidate_checkpoint(best), card)
+    promotion = None
+    if params.register.promote_policy != "never":
+        promotion = registry.promote(version.name, version.version, params.register.promote_alias, policy=params.register.promote_policy)
+        print(f"register[{dataset}]: {promotion}")
     write_json(
         where.registered_file,
-        {"dataset": dataset, "name": version.name, "version": version.version, "path": str(version.path),
-         "sha256": version.card["sha256"], "candidate": best},
+        {"dataset": dataset, "name": version.name, "version": version.version, "uri": version.uri or str(version.path),
+         "path": str(version.path), "sha256": version.card["sha256"], "candidate": best,
+         "promoted_to": params.register.promote_alias if promotion and promotion.promoted else None},
     )
     return version
 

@@ -129,3 +129,66 @@ def test_dvc_repro_reruns_nothing_then_only_what_a_param_touches(flow_run):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert ran_stages(dvc(project, "repro")) == ["train@tabular", "evaluate@tabular", "register@tabular"]
     assert (project / "data/registry/tabular-fnn/versions/v2/card.json").exists()
+
+
+def predict_cli(project, *args) -> None:
+    proc = subprocess.run([str(BIN / "python"), "-m", "pipelines.predict", *args, "--registry", str(project / "data/registry")],
+                          capture_output=True, text=True, env=project_env(), cwd=project)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_predict_with_registered_models_reproduces_the_recorded_test_metrics(flow_run, tmp_path):
+    import pandas as pd
+
+    from pipelines.config import PrepareParams
+    from pipelines.modalities.common import shuffled_split
+    from pipelines.model_registry import LocalModelRegistry
+
+    project, _ = flow_run
+    registry = LocalModelRegistry(project / "data/registry")
+    assert registry.aliases("tabular-fnn") == {"production": 1}  # the first version is promoted
+
+    # A table: the raw test rows as a user's CSV (original units, class names as labels).
+    raw = pd.read_parquet(project / "data/raw/tabular/table.parquet")
+    rows = raw.iloc[shuffled_split(len(raw), PrepareParams())["test"]]
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    predict_cli(project, "tabular-fnn:production", str(tmp_path / "rows.csv"), str(tmp_path / "out.csv"))
+    out = pd.read_csv(tmp_path / "out.csv")
+    accuracy = float((out["prediction"].astype(str) == rows["target"].astype(str).to_numpy()).mean())
+    assert accuracy == pytest.approx(registry.get("tabular-fnn").card["metrics"]["test"]["accuracy"], abs=1e-9)
+
+    # Images: the raw test digits as a .npz of pixels and labels.
+    with np.load(project / "data/raw/digits/images.npz") as images:
+        idx = shuffled_split(len(images["y"]), PrepareParams())["test"]
+        np.savez(tmp_path / "digits.npz", x=images["x"][idx], y=images["y"][idx])
+        labels = images["y"][idx]
+    predict_cli(project, "digits-cnn:1", str(tmp_path / "digits.npz"), str(tmp_path / "digits.csv"))
+    out = pd.read_csv(tmp_path / "digits.csv")
+    accuracy = float((out["prediction"].astype(int).to_numpy() == labels).mean())
+    assert accuracy == pytest.approx(registry.get("digits-cnn").card["metrics"]["test"]["accuracy"], abs=1e-9)
+
+    # A series: the whole sunspot series as a CSV; the last test-size forecasts are the test windows.
+    series = pd.read_parquet(project / "data/raw/series/series.parquet")
+    series.to_csv(tmp_path / "series.csv", index=False)
+    predict_cli(project, "sunspots-forecast", str(tmp_path / "series.csv"), str(tmp_path / "forecast.csv"))
+    out = pd.read_csv(tmp_path / "forecast.csv")
+    card = registry.get("sunspots-forecast").card
+    n_test = yaml.safe_load((project / "data/prepared/series/meta.json").read_text())["sizes"]["test"]
+    test = out.dropna().tail(n_test)
+    rmse = float(np.sqrt(np.mean((test["prediction"] - test["actual"]) ** 2)))
+    assert rmse == pytest.approx(card["metrics"]["test"]["rmse"], rel=1e-4)
+    assert np.isnan(out["actual"].iloc[-1]) and np.isfinite(out["prediction"].iloc[-1])  # the step after the end
+
+
+def test_a_registered_language_model_completes_a_sentence(flow_run, tmp_path):
+    project, _ = flow_run
+    line = predict_cli(project, "complete", "text-next-word", "the for statement is used to", "--words", "6").strip()
+    words = line.split()
+    assert words[:6] == ["the", "for", "statement", "is", "used", "to"] and len(words) == 12
+    (tmp_path / "prompts.txt").write_text("the value of\nan exception is\n")
+    predict_cli(project, "text-next-word", str(tmp_path / "prompts.txt"), str(tmp_path / "next.csv"))
+    import pandas as pd
+
+    out = pd.read_csv(tmp_path / "next.csv")
+    assert list(out["prompt"]) == ["the value of", "an exception is"] and out["prediction"].notna().all()
