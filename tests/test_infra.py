@@ -577,6 +577,8 @@ def test_job_variables_fit_their_work_pool():
 
 
 def test_kuberay_deployment_reaches_the_cluster_with_data_and_token():
+    from prefect.utilities.templating import apply_values
+
     dep = deployment("kuberay-gpu")
     pool_type, path = work_pools_in_readme()[dep["work_pool"]["name"]]
     assert pool_type == "kubernetes"
@@ -586,8 +588,6 @@ def test_kuberay_deployment_reaches_the_cluster_with_data_and_token():
     docs = kuberay_docs()
     cluster = docs["RayCluster"]
     namespace = cluster["metadata"]["namespace"]
-    assert job_variables["namespace"] == namespace
-    assert job_variables["service_account_name"] == docs["ServiceAccount"]["metadata"]["name"]
 
     address = urlparse(job_variables["env"]["RAY_ADDRESS"])
     head = pod_containers(cluster["spec"]["headGroupSpec"]["template"])[0]
@@ -596,18 +596,22 @@ def test_kuberay_deployment_reaches_the_cluster_with_data_and_token():
     assert address.hostname == f"{cluster['metadata']['name']}-head-svc.{namespace}.svc.cluster.local"
     assert address.port == client_port
 
-    # The flow-run pod mounts the cluster's data volume where the Ray pods have it, and
-    # the cluster's auth token where RAY_AUTH_TOKEN_PATH points.
-    pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    # The Job the worker would create (the template filled in as the worker does) mounts
+    # the cluster's data volume where the Ray pods have it, and the cluster's auth token
+    # where RAY_AUTH_TOKEN_PATH points.
+    job = apply_values(template["job_configuration"], job_variables)["job_manifest"]
+    assert job["metadata"]["namespace"] == namespace
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == docs["ServiceAccount"]["metadata"]["name"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
     workdir = str(docker_workdir())
-    claim = volumes[mounts[f"{workdir}/data"]]["persistentVolumeClaim"]["claimName"]
-    assert claim.strip("{} ") in defaults and defaults[claim.strip("{} ")] == docs["PersistentVolumeClaim"]["metadata"]["name"]
+    data = volumes[mounts[f"{workdir}/data"]]
+    assert data["persistentVolumeClaim"]["claimName"] == docs["PersistentVolumeClaim"]["metadata"]["name"]
     token_path = PurePosixPath(job_variables["env"]["RAY_AUTH_TOKEN_PATH"])
-    secret = volumes[mounts[str(token_path.parent)]]["secret"]["secretName"]
-    assert defaults[secret.strip("{} ")] == cluster["spec"]["authOptions"]["secretName"]
     assert token_path.name == "auth_token"
+    token = volumes[mounts[str(token_path.parent)]]
+    assert token["secret"]["secretName"] == cluster["spec"]["authOptions"]["secretName"]
     assert job_variables["env"]["RAY_AUTH_MODE"] == "token"
 
     # Code and data paths are the image's, as on the Ray pods.
