@@ -19,7 +19,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
