@@ -1,6 +1,7 @@
 """Where a model came from: git commit, DVC data hash, package versions."""
 from __future__ import annotations
 
+import os
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -19,7 +20,8 @@ def git_commit() -> dict[str, object]:
     try:
         return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
     except (subprocess.CalledProcessError, FileNotFoundError):
-        return {"commit": None, "dirty": None}
+        # A container image has no .git: its build passes the commit in (infra/Dockerfile).
+        return {"commit": os.environ.get("GIT_COMMIT") or None, "dirty": None}
 
 
 def dvc_output_hash(stage: str, out_path: Path) -> str | None:

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from pipelines.config import PipelineParams, TrainParams, load_params, validate_params
+from pipelines.config import ComputeParams as TrainParams, PipelineParams, load_params, validate_params
 from tests.conftest import ROOT, project_env
 
 INFRA = ROOT / "infra"
@@ -342,8 +342,9 @@ def test_image_workspace_is_a_dvc_project_without_git(tmp_path):
     for step in dvc_steps:
         subprocess.run(step, shell=True, cwd=app, env=project_env(), check=True, capture_output=True)
 
-    stages = load_yaml(ROOT / "dvc.yaml")["stages"]
-    assert stage_order(app) == list(stages)
+    stages = {name: stage.get("do", stage) for name, stage in load_yaml(ROOT / "dvc.yaml")["stages"].items()}  # foreach stages
+    datasets = list(load_yaml(ROOT / "params.yaml")["datasets"])
+    assert stage_order(app, datasets) == [f"{name}@{ds}" for ds in datasets for name in stages]
     for name, stage in stages.items():
         for module in python_modules(stage["cmd"]):
             assert_module_exists(module)
