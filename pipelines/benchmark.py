@@ -37,8 +37,8 @@ def make_data(rows: int, features: int, seed: int) -> dict[str, np.ndarray]:
     return {"train_x": x[:rows], "train_y": y[:rows].astype(np.int64), "val_x": x[rows:], "val_y": y[rows:].astype(np.int64)}
 
 
-def hand_written_loop(data, spec, lr, batch, epochs, seed, threads) -> list[float]:
-    """The minimal loop: in-memory tensors, index slices, Adam, a val pass per epoch."""
+def hand_written_setup(spec: dict, lr: float, seed: int, threads: int):
+    """(net, Adam, cross-entropy) for the hand-written side, seeded like our path."""
     import torch
 
     import models  # noqa: F401
@@ -47,21 +47,33 @@ def hand_written_loop(data, spec, lr, batch, epochs, seed, threads) -> list[floa
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     net = create_model(spec["family"], **spec)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    loss_fn = torch.nn.CrossEntropyLoss()
+    return net, torch.optim.Adam(net.parameters(), lr=lr), torch.nn.CrossEntropyLoss()
+
+
+def hand_written_epoch(net, opt, loss_fn, x, y, batch: int, seed: int, epoch: int) -> None:
+    """One epoch of the minimal loop: the same (seed, epoch) shuffle as TensorBatches, index slices."""
+    import torch
+
+    net.train()
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    for i in range(0, len(x), batch):
+        idx = order[i : i + batch]
+        opt.zero_grad(set_to_none=True)
+        loss_fn(net(x[idx]), y[idx]).backward()
+        opt.step()
+
+
+def hand_written_loop(data, spec, lr, batch, epochs, seed, threads) -> list[float]:
+    """The minimal loop: in-memory tensors, index slices, Adam, a val pass per epoch."""
+    import torch
+
+    net, opt, loss_fn = hand_written_setup(spec, lr, seed, threads)
     x, y = torch.from_numpy(data["train_x"]), torch.from_numpy(data["train_y"])
     vx, vy = torch.from_numpy(data["val_x"]), torch.from_numpy(data["val_y"])
     starts = []
     for epoch in range(epochs):
         starts.append(time.perf_counter())
-        net.train()
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-        for i in range(0, len(x), batch):
-            idx = order[i : i + batch]
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
+        hand_written_epoch(net, opt, loss_fn, x, y, batch, seed, epoch)
         net.eval()
         with torch.no_grad():
             (net(vx).argmax(-1) == vy).float().mean().item()

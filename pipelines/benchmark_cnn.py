@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.benchmark import steady_samples_per_s
+from pipelines.benchmark import hand_written_epoch, hand_written_setup, steady_samples_per_s
 
 TARGET = 0.90
 DEFAULT_SOURCE = "/usr/share/datasets/fashion-mnist"
@@ -37,26 +37,13 @@ def hand_written_loop(data, spec, lr, batch, epochs, seed, threads) -> list[dict
     """Minimal PyTorch: tensors in memory, index slices, Adam, a test pass per epoch."""
     import torch
 
-    import models  # noqa: F401
-    from models.catalogue import create_model
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    net = create_model(spec["family"], **spec)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    loss_fn = torch.nn.CrossEntropyLoss()
+    net, opt, loss_fn = hand_written_setup(spec, lr, seed, threads)
     x, y = torch.from_numpy(data["train_x"]), torch.from_numpy(data["train_y"])
     tx, ty = torch.from_numpy(data["test_x"]), torch.from_numpy(data["test_y"])
     rows = []
     for epoch in range(epochs):
         started = time.time()
-        net.train()
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-        for i in range(0, len(x), batch):
-            idx = order[i : i + batch]
-            opt.zero_grad(set_to_none=True)
-            loss_fn(net(x[idx]), y[idx]).backward()
-            opt.step()
+        hand_written_epoch(net, opt, loss_fn, x, y, batch, seed, epoch)
         net.eval()
         with torch.no_grad():
             correct = sum(int((net(tx[i : i + 2048]).argmax(-1) == ty[i : i + 2048]).sum()) for i in range(0, len(tx), 2048))
