@@ -1,6 +1,7 @@
 """Lightning callbacks used inside Ray workers."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
@@ -32,6 +33,8 @@ class EpochHistory(pl.Callback):
             "epoch": trainer.current_epoch,
             "epoch_seconds": time.perf_counter() - self._epoch_started,
             "epoch_start_time": self._epoch_wall_start,
+            # Which process trained this epoch: after a worker is replaced, the rows show the resume.
+            "rank0_pid": os.getpid(),
         }
         row.update(_epoch_metrics(trainer))
         self.rows = [r for r in self.rows if r["epoch"] < trainer.current_epoch] + [row]
