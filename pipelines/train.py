@@ -136,6 +136,7 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
                 "epochs_run": len(outcome.history),
                 "val_metrics": outcome.best_metrics,
                 "seconds": time.perf_counter() - started,
+                "workers": outcome.placement,  # node id, host and pid of each rank
             }
             finished_runs.append(run_name)
         write_json(out / where.train_summary.name, summary)

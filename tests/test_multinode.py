@@ -1,0 +1,99 @@
+"""A real two-node Ray cluster on this machine (head + one more node, each its own `ray start`):
+with RAY_ADDRESS set, the train stage runs on that cluster and its workers land on both nodes."""
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import BIN, copy_project, project_env, small_params
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def alive_nodes(env: dict) -> list[str]:
+    """Node ids the cluster at env's RAY_ADDRESS reports alive, asked by a separate client (the token is read at start-up)."""
+    code = "import json, ray; ray.init(logging_level='ERROR'); print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))"
+    listing = subprocess.run([str(BIN / "python"), "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert listing.returncode == 0, listing.stderr[-2000:]
+    return json.loads(listing.stdout.strip().splitlines()[-1])
+
+
+def stop(group: subprocess.Popen) -> None:
+    """`ray start --block` stops its node's processes on SIGTERM; SIGKILL the group if it lingers."""
+    try:
+        os.killpg(group.pid, signal.SIGTERM)
+        group.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(group.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture
+def two_node_cluster():
+    """Head and worker node as separate `ray start` processes, with token auth (Ray 2.60's default for clusters).
+
+    Each runs with --block in its own process group, so stopping it stops only this
+    cluster (a plain `ray stop` would stop every Ray instance on the machine).
+    """
+    temp = tempfile.mkdtemp(prefix="rmn-", dir="/tmp")  # short: Ray's unix sockets live under it
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    env = {**project_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
+    ray = str(BIN / "ray")
+    common = ["--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+    nodes = []
+    try:
+        nodes.append(subprocess.Popen([ray, "start", "--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir", temp, *common],
+                                      env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.5)
+        nodes.append(subprocess.Popen([ray, "start", "--address", address, *common],
+                                      env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        client_env = {**env, "RAY_ADDRESS": address}
+        while len(alive_nodes(client_env)) < 2 and time.time() < deadline:
+            time.sleep(1)
+        yield {"address": address, "env": client_env}
+    finally:
+        for node in reversed(nodes):
+            stop(node)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_train_stage_joins_the_cluster_and_trains_on_both_nodes(tmp_path, two_node_cluster):
+    params = small_params(("digits",), epochs=2)
+    params["datasets"]["digits"]["train"]["candidates"] = {"cnn": {"family": "cnn", "filters": [8, 16], "dense": [32]}}
+    params["train"]["placement_strategy"] = "STRICT_SPREAD"  # one worker per node
+    project = copy_project(tmp_path / "project", params)
+    env = two_node_cluster["env"]
+    for stage in ("ingest", "prepare", "train"):
+        proc = subprocess.run([str(BIN / "python"), "-m", f"pipelines.{stage}", "digits"], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    summary = yaml.safe_load((project / "data/train/digits/summary.json").read_text())
+    workers = summary["candidates"]["cnn"]["workers"]
+    assert [w["rank"] for w in workers] == [0, 1]
+
+    cluster_nodes = set(alive_nodes(env))
+    assert len(cluster_nodes) == 2
+    assert {w["node_id"] for w in workers} == cluster_nodes  # one worker on each node
+    assert (project / "data/train/digits/cnn/model.pt").exists()
