@@ -114,7 +114,7 @@ def fit(job: TrainJob, scaling: Scaling, storage_path: str, run_name: str, keep:
 
 
 def _torch_trainer(job: TrainJob, scaling: Scaling, storage_path: str, run_name: str, keep: int, max_failures: int,
-                   callbacks: list | None = None, score: tuple[str, str] | None = None):
+                   callbacks: list | None = None, score: tuple[str, str] | None = None, worker_resources: dict | None = None):
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -125,7 +125,7 @@ def _torch_trainer(job: TrainJob, scaling: Scaling, storage_path: str, run_name:
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers,
             use_gpu=scaling.use_gpu,
-            resources_per_worker={"CPU": scaling.cpus_per_worker, **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})},
+            resources_per_worker=worker_resources or {"CPU": scaling.cpus_per_worker, **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})},
             placement_strategy=scaling.placement_strategy,
         ),
         run_config=RunConfig(
@@ -212,8 +212,13 @@ def _trial_driver(config: dict[str, Any], make_job: Callable[[dict], TrainJob], 
 
     job = make_job(_plain(config["knobs"]))
     trial_run = f"{run_name}-{tune.get_context().get_trial_id()}"
+    # The trial's own placement group (Tune's, released when the trial ends) holds the workers' CPUs;
+    # the workers ask for none. When ASHA stops a trial, Tune kills this actor and with it the Train
+    # controller; Train's PlacementGroupCleaner needs the State API (a full dashboard) to notice, so
+    # without one the worker group's placement group outlives the trial: it must hold no CPU.
+    workers = {"CPU": 0, "memory": 32 * 2**20, **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})}
     _torch_trainer(job, scaling, storage_path, trial_run, keep, max_failures,
-                   callbacks=[TuneReportCallback()], score=score).fit()
+                   callbacks=[TuneReportCallback()], score=score, worker_resources=workers).fit()
 
 
 def _checkpoint_at(path: str, storage_path: str):
@@ -254,15 +259,15 @@ def search(make_job: Callable[[dict], TrainJob], spec: SearchSpec, scaling: Scal
     )
     tune_name = f"{run_name}-tune"
     tuner = tune.Tuner(
-        # The driver only waits on its TorchTrainer: ~0 CPU, so trials are bounded by their workers' resources.
-        tune.with_resources(driver, {"cpu": 0}),
+        # The driver only waits on its TorchTrainer; its reservation is its workers' CPUs (see _trial_driver).
+        tune.with_resources(driver, {"cpu": scaling.num_workers * scaling.cpus_per_worker, "memory": 64 * 2**20}),
         param_space={"knobs": _tune_space(spec.space)},
         tune_config=tune.TuneConfig(
             metric=spec.metric,
             mode=spec.mode,
             num_samples=spec.num_samples,
             max_concurrent_trials=spec.max_concurrent_trials,
-            search_alg=BasicVariantGenerator(random_state=spec.seed),  # same seed -> same sampled configs
+            search_alg=BasicVariantGenerator(max_concurrent=spec.max_concurrent_trials, random_state=spec.seed),  # seed -> same configs
             scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_epochs,
                                     grace_period=spec.grace_period, reduction_factor=spec.reduction_factor),
         ),

@@ -83,10 +83,16 @@ def make_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, co
     )
 
 
-def searched_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, compute: ComputeParams, meta: dict, knobs: dict):
-    """The job of candidate `name` with some knobs replaced (one search trial). Runs in Ray Tune's trial actors."""
+def searched_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, compute: ComputeParams, meta: dict,
+                 data_dir: str, knobs: dict):
+    """The job of candidate `name` with some knobs replaced (one search trial).
+
+    Runs in Ray Tune's trial actors, whose working directory is the trial's: data_dir is resolved by the caller.
+    """
     tried = type(cand).model_validate({**cand.model_dump(), **knobs})
-    return make_job(dataset, name, tried, params, compute, meta)
+    job = make_job(dataset, name, tried, params, compute, meta)
+    job.data_dir = data_dir
+    return job
 
 
 def search_spec(params: DatasetParams):
@@ -121,7 +127,7 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
         spec = search_spec(params)
         for dim_key, dim in search.space.items():  # every edge of the space makes a job (task, loss, monitor)
             for value in (dim.values if dim.type == "choice" else []):
-                searched_job(dataset, search.candidate, params.train.candidates[search.candidate], params, compute, meta, {dim_key: value})
+                searched_job(dataset, search.candidate, params.train.candidates[search.candidate], params, compute, meta, "", {dim_key: value})
         known = {"val/loss", "train/loss", jobs[search.candidate].monitor}
         from models.task_module import VAL_SCORE
 
@@ -148,7 +154,7 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
                 run_name = f"{dataset}-{name}-search-{job.fingerprint(data_hash + repr(asdict(spec)))}"
                 print(f"train[{dataset}]: {name}: searching {', '.join(spec.space)} with Ray Tune + ASHA "
                       f"({spec.num_samples} trials, {spec.max_concurrent_trials} at once, by {spec.metric})", flush=True)
-                make = partial(searched_job, dataset, name, params.train.candidates[name], params, compute, meta)
+                make = partial(searched_job, dataset, name, params.train.candidates[name], params, compute, meta, job.data_dir)
                 found = ray_launcher.search(make, spec, scaling, storage, run_name, keep=compute.checkpoints_to_keep)
                 outcome, job = found.best, make(found.best_knobs)
                 searched = {
