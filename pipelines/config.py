@@ -140,19 +140,91 @@ class EarlyStoppingParams(Strict):
     patience: int = Field(5, ge=1)
 
 
+class SearchDim(Strict):
+    """One searched knob: loguniform/uniform/randint over [low, high] (randint: integers, both ends included), or choice over values."""
+
+    type: Literal["loguniform", "uniform", "choice", "randint"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = Field(None, min_length=1, description="choice: the values tried")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SearchDim":
+        if self.type == "choice":
+            if self.values is None or self.low is not None or self.high is not None:
+                raise ValueError("choice takes values: [...] (and no low/high)")
+            return self
+        if self.low is None or self.high is None or self.values is not None:
+            raise ValueError(f"{self.type} takes low and high (and no values)")
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError(f"loguniform needs low > 0, got {self.low}")
+        if self.type == "randint" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ValueError(f"randint needs integer bounds, got {self.low}..{self.high}")
+        return self
+
+    def extremes(self) -> list[Any]:
+        """The values a sample can take at the edges (every value for choice): each must be a valid knob."""
+        if self.type == "choice":
+            return list(self.values)
+        if self.type == "randint":
+            return [int(self.low), int(self.high)]
+        return [self.low, self.high]
+
+
+class SearchParams(Strict):
+    """Hyperparameter search (Ray Tune + ASHA) over one candidate's knobs; its best trial replaces the candidate."""
+
+    enabled: bool = False
+    candidate: str = Field(description="The candidate whose knobs are searched")
+    space: dict[str, SearchDim] = Field(min_length=1, description="Knob name -> {type, low, high} or {type: choice, values}")
+    num_samples: int = Field(8, ge=1, description="Trials (sampled configurations)")
+    max_concurrent_trials: int = Field(2, ge=1, description="Trials at once; each takes train.num_workers workers")
+    grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial runs before it may be stopped")
+    reduction_factor: int = Field(2, ge=2, description="ASHA: keep 1/reduction_factor of trials at each rung")
+    metric: str | None = Field(None, description="Default: early_stopping.monitor")
+    mode: Literal["min", "max"] | None = Field(None, description="Default: early_stopping.mode")
+
+
 class DatasetTrainParams(Strict):
     seed: int = Field(42, ge=0)
     epochs: int = Field(30, ge=1, le=10_000)
     batch_size: int = Field(64, ge=1, description="Global batch size, split across workers")
     early_stopping: EarlyStoppingParams = Field(default_factory=EarlyStoppingParams)
     candidates: dict[str, Candidate] = Field(min_length=1)
+    search: SearchParams | None = Field(None, description="Hyperparameter search over one candidate (off unless enabled)")
 
     @model_validator(mode="after")
     def _names(self) -> "DatasetTrainParams":
         for name in self.candidates:
             if not re.match(NAME_PATTERN, name):
                 raise ValueError(f"candidate name {name!r} may hold only letters, digits, '-' and '_'")
+        if self.search is not None:
+            self._check_search(self.search)
         return self
+
+    def _check_search(self, search: SearchParams) -> None:
+        if search.candidate not in self.candidates:
+            raise ValueError(f"search.candidate: {search.candidate!r} is not a candidate; have: {', '.join(self.candidates)}")
+        cand = self.candidates[search.candidate]
+        fields = sorted(k for k in type(cand).model_fields if k != "family")
+        for key, dim in search.space.items():
+            if key not in fields:
+                raise ValueError(f"search.space.{key}: not a knob of candidate {search.candidate!r} ({cand.family}); use one of: {', '.join(fields)}")
+            if type(cand).model_fields[key].annotation is int and dim.type in ("uniform", "loguniform"):
+                raise ValueError(f"search.space.{key}: an integer knob; search it with randint or choice, not {dim.type}")
+            for value in dim.extremes():  # every sampled value must make a valid candidate
+                try:
+                    type(cand).model_validate({**cand.model_dump(), key: value})
+                except ValidationError as err:
+                    problem = err.errors()[0]["msg"].removeprefix("Value error, ")
+                    raise ValueError(f"search.space.{key}: {value!r} is not a valid {key}: {problem}") from None
+
+    def searched_metric(self) -> tuple[str, str]:
+        """What the search ranks trials by: its own metric/mode, else early stopping's."""
+        s = self.search
+        return (s.metric if s and s.metric else self.early_stopping.monitor), (s.mode if s and s.mode else self.early_stopping.mode)
 
 
 class DatasetRegisterParams(Strict):

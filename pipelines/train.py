@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import time
+from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 from pipelines import paths
@@ -81,6 +83,30 @@ def make_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, co
     )
 
 
+def searched_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, compute: ComputeParams, meta: dict,
+                 data_dir: str, knobs: dict):
+    """The job of candidate `name` with some knobs replaced (one search trial).
+
+    Runs in Ray Tune's trial actors, whose working directory is the trial's: data_dir is resolved by the caller.
+    """
+    tried = type(cand).model_validate({**cand.model_dump(), **knobs})
+    job = make_job(dataset, name, tried, params, compute, meta)
+    job.data_dir = data_dir
+    return job
+
+
+def search_spec(params: DatasetParams):
+    from pipelines.ray_launcher import SearchSpec
+
+    s = params.train.search
+    metric, mode = params.train.searched_metric()
+    return SearchSpec(
+        space={k: dim.model_dump(exclude_none=True) for k, dim in s.space.items()},
+        num_samples=s.num_samples, max_concurrent_trials=s.max_concurrent_trials, grace_period=s.grace_period,
+        reduction_factor=s.reduction_factor, metric=metric, mode=mode, seed=params.train.seed,
+    )
+
+
 def write_history(path: Path, rows: list[dict[str, float]]) -> None:
     columns = sorted({k for row in rows for k in row}, key=lambda k: (k != "epoch", k))
     with open(path, "w", newline="") as f:
@@ -96,6 +122,18 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
     where = DatasetPaths(dataset)
     meta = read_json(where.prepared_meta)
     jobs = {name: make_job(dataset, name, cand, params, compute, meta) for name, cand in params.train.candidates.items()}  # fail fast
+    search = params.train.search if params.train.search is not None and params.train.search.enabled else None
+    if search is not None:
+        spec = search_spec(params)
+        for dim_key, dim in search.space.items():  # every edge of the space makes a job (task, loss, monitor)
+            for value in (dim.values if dim.type == "choice" else []):
+                searched_job(dataset, search.candidate, params.train.candidates[search.candidate], params, compute, meta, "", {dim_key: value})
+        known = {"val/loss", "train/loss", jobs[search.candidate].monitor}
+        from models.task_module import VAL_SCORE
+
+        known.add(VAL_SCORE[meta["task"]])
+        if spec.metric not in known:
+            raise PipelineInputError(f"datasets.{dataset}.train.search.metric: {spec.metric!r} is not logged for a {meta['task']} task; use one of {sorted(known)}")
     data_hash = data_fingerprint(where.prepared_dir)
     storage = compute.storage_path if "://" in compute.storage_path else str(paths.absolute(compute.storage_path))
     scaling = ray_launcher.Scaling(
@@ -111,7 +149,22 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
             run_name = f"{dataset}-{name}-{job.fingerprint(data_hash)}"
             print(f"train[{dataset}]: {name} ({job.model_spec['family']}) on {compute.num_workers} worker(s), Ray run {run_name}", flush=True)
             started = time.perf_counter()
-            outcome = ray_launcher.fit(job, scaling, storage, run_name, keep=compute.checkpoints_to_keep)
+            searched = None
+            if search is not None and name == search.candidate:
+                run_name = f"{dataset}-{name}-search-{job.fingerprint(data_hash + repr(asdict(spec)))}"
+                print(f"train[{dataset}]: {name}: searching {', '.join(spec.space)} with Ray Tune + ASHA "
+                      f"({spec.num_samples} trials, {spec.max_concurrent_trials} at once, by {spec.metric})", flush=True)
+                make = partial(searched_job, dataset, name, params.train.candidates[name], params, compute, meta, job.data_dir)
+                found = ray_launcher.search(make, spec, scaling, storage, run_name, keep=compute.checkpoints_to_keep)
+                outcome, job = found.best, make(found.best_knobs)
+                searched = {
+                    "knobs": found.best_knobs, "trial": found.best_trial_id, "metric": spec.metric, "mode": spec.mode,
+                    "trials": [asdict(t) for t in found.trials],
+                }
+                finished_runs.extend(found.run_names)
+            else:
+                outcome = ray_launcher.fit(job, scaling, storage, run_name, keep=compute.checkpoints_to_keep)
+                finished_runs.append(run_name)
             state, extra = net_state_from_lightning(outcome.best_checkpoint_dir / "checkpoint.ckpt")
             cand_dir = out / name
             cand_dir.mkdir()
@@ -128,6 +181,8 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
                 "val_metrics": outcome.best_metrics,
                 "data_meta": meta,
             }
+            if searched is not None:
+                info["searched"] = searched["knobs"]
             save_checkpoint(cand_dir / where.candidate_checkpoint(name).name, state, info)
             write_history(cand_dir / where.candidate_history(name).name, outcome.history)
             summary["candidates"][name] = {
@@ -138,7 +193,8 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
                 "seconds": time.perf_counter() - started,
                 "workers": outcome.placement,  # node id, host and pid of each rank
             }
-            finished_runs.append(run_name)
+            if searched is not None:
+                summary["candidates"][name]["searched"] = searched
         write_json(out / where.train_summary.name, summary)
     for run_name in finished_runs:  # only after the outputs are safely in place
         ray_launcher.remove_run(storage, run_name)
