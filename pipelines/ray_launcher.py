@@ -151,12 +151,14 @@ def _read_placement(uri: str) -> list[dict[str, Any]]:
 def _torch_trainer(job: TrainJob, scaling: Scaling, storage_path: str, run_name: str, keep: int, max_failures: int,
                    callbacks: list | None = None, score: tuple[str, str] | None = None, worker_resources: dict | None = None):
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     score_attr, score_order = score or (job.monitor, job.mode)
     return TorchTrainer(
         train_worker,
         train_loop_config={**asdict(job), PLACEMENT_KEY: _placement_uri(storage_path, run_name)},
+        # NCCL between GPUs, gloo between CPU processes: chosen from the config, not left to chance.
+        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers,
             use_gpu=scaling.use_gpu,
