@@ -47,6 +47,17 @@ def test_push_pull_in_a_fresh_clone_reproduces_the_run(tmp_path):
         assert "Running stage" not in out  # everything pulled is up to date: nothing re-runs
         assert json.loads((clone / "data/evaluate/tabular/metrics.json").read_text()) == json.loads((project / "data/evaluate/tabular/metrics.json").read_text())
 
+        # Seeds everywhere: re-training from scratch on CPU gives the same metrics (README: tolerance 1e-6).
+        run(clone, dvc, "repro", "-f", "-s", "train@tabular", env=env)
+        out = run(clone, dvc, "repro", "-s", "evaluate@tabular", env=env)
+        again = json.loads((clone / "data/evaluate/tabular/metrics.json").read_text())
+        first = json.loads((project / "data/evaluate/tabular/metrics.json").read_text())
+        for name, scores in first["candidates"].items():
+            for split in ("val", "test"):
+                for key, value in scores[split].items():
+                    if isinstance(value, float):
+                        assert again["candidates"][name][split][key] == pytest.approx(value, abs=1e-6), (name, split, key)
+
         # The registered version lives on S3 and loads (sha256-checked) from the clone's side too.
         registered = yaml.safe_load((clone / "data/register/tabular.json").read_text())
         assert registered["uri"].startswith("s3://ml-pipeline/models/tabular-fnn/")
