@@ -44,6 +44,7 @@ FLOW_NAME = "training-pipeline"
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 STAGE_EXIT = re.compile(r"exited with (-?\d+)")
 DVC_LOCK_BUSY = "Unable to acquire lock"
+PREVIOUS_PARAMS = Path(".dvc/tmp/params.previous.yaml")
 # Retries of a stage that failed for a reason outside it wait 10 s, 20 s, 40 s (+ jitter).
 RETRY_BASE_SECONDS = float(os.environ.get("DL_PIPELINE_RETRY_BASE_SECONDS", "10"))
 
@@ -112,8 +113,8 @@ def _stage_env() -> dict[str, str]:
     retry_jitter_factor=0.2,
     retry_condition_fn=_retry_transient,
 )
-def run_stage(stage: str, workdir: str) -> dict:
-    """Run one dvc.yaml stage; DVC skips it when its deps, params and outs are unchanged.
+def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
+    """Run one dvc.yaml stage; DVC skips it when its deps, params and outs are unchanged (unless `force`).
 
     `dvc repro` runs in its own process group (with the stage's command and, for
     train, the Ray instance it starts); if this run is cancelled or interrupted
@@ -123,7 +124,7 @@ def run_stage(stage: str, workdir: str) -> dict:
     dvc = str(Path(sys.executable).parent / "dvc")
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [dvc, "repro", "--single-item", stage],
+        [dvc, "repro", "--single-item", *(["--force"] if force else []), stage],
         cwd=workdir,
         env=_stage_env(),
         stdout=subprocess.PIPE,
@@ -171,12 +172,15 @@ def publish_artifacts(dataset: str, workdir: str, registry: str, reused: bool = 
 
 
 def _write_params(params: PipelineParams, workdir: Path) -> bool:
-    """Write validated flow parameters to params.yaml (DVC reads them from there)."""
+    """Write validated flow parameters to params.yaml (DVC reads them from there); the old file goes to .dvc/tmp/."""
     target = workdir / paths.PARAMS_FILE
     current = yaml.safe_load(target.read_text()) if target.exists() else None
     wanted = params.model_dump(mode="json")
     if current == wanted:
         return False
+    if target.exists():
+        (workdir / PREVIOUS_PARAMS).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / PREVIOUS_PARAMS).write_text(target.read_text())
     with atomic_path(target) as tmp:
         tmp.write_text(params.to_yaml())
     return True
@@ -227,7 +231,9 @@ def stop_running_stage(flow, flow_run, state) -> None:
     on_cancellation=[stop_running_stage],
     on_crashed=[stop_running_stage],
 )
-def training_pipeline(params: PipelineParams | None = None, datasets: list[str] | None = None, workdir: str = ".") -> dict:
+def training_pipeline(
+    params: PipelineParams | None = None, datasets: list[str] | None = None, workdir: str = ".", refresh: bool = False
+) -> dict:
     """ingest -> prepare -> train -> evaluate -> register for each dataset, as declared in dvc.yaml.
 
     Args:
@@ -236,6 +242,9 @@ def training_pipeline(params: PipelineParams | None = None, datasets: list[str] 
             params.yaml as it is.
         datasets: Which datasets' chains to run, by name (all of params.yaml's when empty).
         workdir: The project root (the DVC workspace: dvc.yaml, params.yaml, data/).
+        refresh: Ingest the chosen datasets again even if their sources' names did not
+            change (DVC tracks the name of a source, not its contents): for new data
+            at the same place. What follows re-runs only if the data did change.
     """
     from prefect.runtime import flow_run
 
@@ -247,13 +256,13 @@ def training_pipeline(params: PipelineParams | None = None, datasets: list[str] 
         if params is None:
             params = load_params(root / paths.PARAMS_FILE)  # fail fast on bad params
         elif _write_params(params, root):
-            logger.warning("params.yaml updated from the flow's parameters (the previous values are in git)")
+            logger.warning(f"params.yaml updated from the flow's parameters (the previous file is {PREVIOUS_PARAMS})")
         for name in datasets or []:
             params.dataset(name)  # an unknown name fails here, naming the ones there are
         chosen = list(datasets or params.datasets)
         results = []
         for stage in stage_order(root, chosen):
-            results.append(run_stage(stage, str(root)))
+            results.append(run_stage(stage, str(root), force=refresh and stage.startswith("ingest@")))
             step, _, dataset = stage.partition("@")
             if step == "register":
                 publish_artifacts(dataset, str(root), params.register.registry, reused=results[-1]["skipped"])
