@@ -1,8 +1,9 @@
 """Two error types a stage can end with, and the CLI wrapper that turns them into exit codes.
 
 Exit 2: bad input (params or data); running it again cannot help.
-Exit 75 (EX_TEMPFAIL): a source that may work later (network error, HTTP 5xx,
-an S3 endpoint that did not answer); the Prefect flow retries such a stage.
+Exit 75 (EX_TEMPFAIL): something the stage needs is not available now: a source
+(network error, HTTP 5xx, an S3 endpoint that did not answer) or the workspace (a
+pipeline run holds it); the Prefect flow retries such a stage.
 """
 from __future__ import annotations
 
@@ -19,12 +20,16 @@ class PipelineInputError(ValueError):
     """Bad params or bad data: the message names the file, key or row."""
 
 
-class SourceUnavailable(RuntimeError):
+class Unavailable(RuntimeError):
+    """Something a stage needs is not available now; a later attempt may work (exit 75)."""
+
+
+class SourceUnavailable(Unavailable):
     """A data source that failed in a way a later attempt may not: the message names the source."""
 
 
 def cli_entry(main: Callable[[], T]) -> Callable[[], T]:
-    """Wrap a stage's main(): bad input prints one clear line and exits 2, an unavailable source exits 75."""
+    """Wrap a stage's main(): bad input prints one clear line and exits 2, something unavailable exits 75."""
 
     @functools.wraps(main)
     def wrapper() -> T:
@@ -33,7 +38,7 @@ def cli_entry(main: Callable[[], T]) -> Callable[[], T]:
         except PipelineInputError as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(EXIT_BAD_INPUT) from None
-        except SourceUnavailable as err:
+        except Unavailable as err:
             print(f"error: {err} (temporary: trying again may work)", file=sys.stderr)
             raise SystemExit(EXIT_UNAVAILABLE) from None
 

@@ -123,17 +123,20 @@ def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
     logger = get_run_logger()
     dvc = str(Path(sys.executable).parent / "dvc")
     started = time.perf_counter()
+    lock = workspace.held(workdir)
+    env = _stage_env()
+    if lock:
+        env[workspace.TOKEN_ENV] = lock.record["token"]  # this run's stages may use the workspace it holds
     proc = subprocess.Popen(
         [dvc, "repro", "--single-item", *(["--force"] if force else []), stage],
         cwd=workdir,
-        env=_stage_env(),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         bufsize=1,
         start_new_session=True,
     )
-    lock = workspace.held(workdir)
     if lock:
         lock.note(stage=stage, stage_pgid=proc.pid)
     tail: list[str] = []

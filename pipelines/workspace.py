@@ -27,10 +27,18 @@ import signal
 import socket
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from pipelines.errors import Unavailable
+
 LOCK_FILE = Path(".dvc") / "tmp" / "pipeline-run.lock"
+TOKEN_ENV = "DL_PIPELINE_WORKSPACE_TOKEN"  # the holder's stages carry its token; anything else is refused
+
+
+class WorkspaceBusy(Unavailable):
+    pass
 
 _held: dict[Path, "WorkspaceLock"] = {}
 
@@ -110,6 +118,7 @@ def hold(root: str | Path, record: dict[str, Any], on_wait: Callable[[str], None
             if on_wait:
                 on_wait(f"workspace {root} is free after {time.monotonic() - waited:.0f}s; starting")
         lock = WorkspaceLock(root, fd, {
+            "token": uuid.uuid4().hex,
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -129,6 +138,22 @@ def hold(root: str | Path, record: dict[str, Any], on_wait: Callable[[str], None
 def held(root: str | Path) -> WorkspaceLock | None:
     """The lock this process holds on `root`, if any."""
     return _held.get(Path(root).resolve())
+
+
+def refuse_if_held_elsewhere(root: str | Path = ".") -> None:
+    """In a stage: refuse to run while a pipeline run holds the workspace, unless this stage is that run's.
+
+    DVC unlocks its repository while a stage's command runs (it locks only that
+    stage's deps and outs), so a `dvc repro` by hand during a flow run could
+    otherwise run other stages in the middle of it.
+    """
+    record = holder(root)
+    if record is None or (record.get("token") and record["token"] == os.environ.get(TOKEN_ENV)):
+        return
+    raise WorkspaceBusy(
+        f"workspace {Path(root).resolve()} is in use by {describe(record)}: wait for it to finish or cancel it "
+        f"(python -m pipelines.workspace shows who holds it)"
+    )
 
 
 def stop_process_group(pgid: int, grace_seconds: float = 10.0, reap: Callable[[], object] | None = None) -> bool:

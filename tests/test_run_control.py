@@ -136,13 +136,19 @@ def test_run_names_say_the_datasets_and_families(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ the workspace lock
 
 
-def test_a_second_run_waits_for_the_workspace_and_is_told_who_holds_it(tmp_path):
+def test_a_second_run_waits_for_the_workspace_and_is_told_who_holds_it(tmp_path, monkeypatch):
     waits, order = [], []
     assert workspace.holder(tmp_path) is None
+    workspace.refuse_if_held_elsewhere(tmp_path)  # a free workspace: stages run
     with workspace.hold(tmp_path, {"flow_run_name": "first", "flow_run_id": "1"}) as lock:
         lock.note(stage="train@tabular", stage_pgid=123)
         assert workspace.holder(tmp_path)["flow_run_name"] == "first"
         assert workspace.main([str(tmp_path)]) == 1  # `python -m pipelines.workspace` says it is held
+        # A stage started by anything else (a `dvc repro` by hand) is refused; the run's own stages are not.
+        with pytest.raises(workspace.WorkspaceBusy, match="in use by flow run 'first', running train@tabular"):
+            workspace.refuse_if_held_elsewhere(tmp_path)
+        monkeypatch.setenv(workspace.TOKEN_ENV, lock.record["token"])
+        workspace.refuse_if_held_elsewhere(tmp_path)
 
         def second():
             with workspace.hold(tmp_path, {"flow_run_name": "second"}, on_wait=waits.append):
