@@ -43,7 +43,8 @@ from pipelines.paths import DatasetPaths
 FLOW_NAME = "training-pipeline"
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 STAGE_EXIT = re.compile(r"exited with (-?\d+)")
-DVC_LOCK_BUSY = "Unable to acquire lock"
+# DVC's repository lock, and its lock on a stage's deps and outs: another dvc command is at work here.
+DVC_LOCK_BUSY = ("Unable to acquire lock", "is busy, it is being blocked by")
 PREVIOUS_PARAMS = Path(".dvc/tmp/params.previous.yaml")
 # Retries of a stage that failed for a reason outside it wait 10 s, 20 s, 40 s (+ jitter).
 RETRY_BASE_SECONDS = float(os.environ.get("DL_PIPELINE_RETRY_BASE_SECONDS", "10"))
@@ -161,8 +162,8 @@ def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
     if proc.returncode != 0:
         errors = [l for l in tail if l.startswith(("error:", "ERROR"))] or tail[-10:]
         found = STAGE_EXIT.findall("\n".join(tail))
-        lock_busy = any(DVC_LOCK_BUSY in l for l in tail)
-        hint = "\n(another dvc command holds this workspace's DVC lock; retrying)" if lock_busy else ""
+        lock_busy = any(busy in l for l in tail for busy in DVC_LOCK_BUSY)
+        hint = "\n(another dvc command is using this workspace: DVC's lock; retried with backoff)" if lock_busy else ""
         raise StageFailed(stage, f"stage '{stage}' failed (exit {proc.returncode}):\n" + "\n".join(errors) + hint,
                           exit_code=int(found[-1]) if found else None, lock_busy=lock_busy)
     return {"stage": stage, "skipped": skipped, "seconds": round(time.perf_counter() - started, 2)}

@@ -37,6 +37,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 from pipelines.watch import SOURCE_CHANGED  # noqa: E402  (the event pipelines.watch emits)
 
 NIGHTLY_CRON = "0 2 * * *"
+# The trigger's `datasets`: the event's dataset, rendered by Prefect when the event arrives
+# (the same explicit Jinja form as prefect.yaml's, where a bare "{{ ... }}" list item would not survive).
+DATASET_FROM_EVENT = {"__prefect_kind": "jinja", "template": "{{ event.payload.dataset }}"}
 # Ready-made experiments: deployment name -> (dataset, what it shows).
 PRESETS = {
     "relu-vs-sigmoid": ("tabular", "FNN with ReLU vs FNN with Sigmoid on a table (breast cancer, binary)"),
@@ -83,7 +86,7 @@ def build_deployments(workdir: str | Path, cron: str = NIGHTLY_CRON, timezone: s
             name="new data at an ingest source",
             expect={SOURCE_CHANGED},
             match={"prefect.resource.id": "dl-pipeline.dataset.*"},
-            parameters={"datasets": ["{{ event.payload.dataset }}"], "refresh": True, "workdir": str(root)},
+            parameters={"datasets": [DATASET_FROM_EVENT], "refresh": True, "workdir": str(root)},
         )],
     ))
     return deployments

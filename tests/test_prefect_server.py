@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.serve import DATASET_FROM_EVENT
 from tests.conftest import BIN, ROOT, copy_project, project_env, small_params
 
 pytestmark = pytest.mark.slow
@@ -526,6 +527,11 @@ def test_prefect_yaml_deploys_to_a_process_pool_that_pulls_from_git_and_bad_inpu
         assert nightly.work_pool_name == "local-process" and nightly.schedules[0].schedule.cron == "0 2 * * *"
         assert nightly.job_variables["working_dir"] == f"{home}/dl-pipeline"
         assert any("git_clone" in next(iter(step)) for step in preset.pull_steps)
+        with served.client() as client:
+            on_new_data = client.read_deployment_by_name(f"{FLOW}/on-new-data")
+        automations = [a for a in api(served, "/automations/filter", {}) if a["actions"][0].get("deployment_id") == str(on_new_data.id)]
+        assert {"datasets": [DATASET_FROM_EVENT], "refresh": True, "workdir": "."} in [
+            a["actions"][0]["parameters"] for a in automations]  # the trigger's template survived `prefect deploy`
 
         worker = subprocess.Popen([prefect, "worker", "start", "--pool", "local-process"], env=env, cwd=tmp_path,
                                   stdout=open(tmp_path / "worker.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)

@@ -259,6 +259,7 @@ def test_serve_registers_a_nightly_schedule_the_presets_and_an_event_trigger(tmp
     assert digits.parameters["datasets"] == ["digits"] and digits.parameters["params"]["datasets"]["digits"]["train"]["epochs"] == 4
     (trigger,) = deployments["on-new-data"].triggers
     assert trigger.expect == {"dl-pipeline.source.changed"} and trigger.parameters["refresh"] is True
+    assert trigger.parameters["datasets"] == [{"__prefect_kind": "jinja", "template": "{{ event.payload.dataset }}"}]
 
     # The UI's form is built from this schema: the typed config, every section and key.
     schema = nightly._parameter_openapi_schema.model_dump()
@@ -284,6 +285,12 @@ def test_prefect_yaml_has_the_same_deployments_for_a_process_pool_with_a_git_pul
         if name in PRESETS:
             assert deployment["parameters"]["datasets"] == [PRESETS[name][0]]
     assert names["nightly"]["schedules"][0]["cron"] == "0 2 * * *"
+    # `prefect deploy` templates the file with the environment first: the trigger's Jinja must survive it.
+    from prefect.utilities.templating import apply_values
+
+    (trigger,) = names["on-new-data"]["triggers"]
+    deployed = apply_values(trigger["parameters"], os.environ, remove_notset=False)
+    assert deployed["datasets"] == [{"__prefect_kind": "jinja", "template": "{{ event.payload.dataset }}"}]
 
 
 # ------------------------------------------------------------------ the source watcher
