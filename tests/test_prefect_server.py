@@ -12,14 +12,13 @@ One small dataset (tabular, 2 epochs) keeps it to a few minutes on 2 cores.
 from __future__ import annotations
 
 import contextlib
-import json
 import http.server
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -159,9 +158,7 @@ def _deployments(served: Served) -> int:
 
 
 def api(served: Served, path: str, body: dict):
-    """POST to the REST API (the filters of Prefect 3.8.8's sync client send nulls its server refuses)."""
-    import json
-
+    """POST to the REST API: a flow run's artifacts, its own and its tasks' (the client's filter joins task runs)."""
     request = urllib.request.Request(f"{served.api_url}{path}", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -415,8 +412,6 @@ def test_cancelling_a_run_stops_its_training_and_runs_in_one_workspace_take_turn
 
 
 def test_new_data_at_a_source_starts_the_on_new_data_deployment(served, main_run, source_url):
-    import json
-
     # The watcher last saw another version of the file: this poll finds it changed and emits the event.
     state = served.project / ".dvc/tmp/watch.json"
     state.write_text(json.dumps({"tabular": {"source": source_url, "fingerprint": "last-modified:long ago"}}))
