@@ -1,13 +1,14 @@
 # Two commands for a new user (see README):
 #   make run    create .venv, install the locked dependencies, run the pipeline
 #   make test   install the development dependencies too, run the test suite
+#   make serve  a local Prefect server (http://127.0.0.1:4200) serving the pipeline's deployments
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 # Stages run `python` and `dvc` from PATH: make them the venv's.
 RUN    := PATH="$(BIN):$$PATH"
 
-.PHONY: run test test-fast bench ui lock clean-outputs
+.PHONY: run test test-fast bench serve watch lock clean-outputs
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +30,12 @@ test-fast: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed
 	$(RUN) $(BIN)/python -m pipelines.benchmark $(ARGS)
+
+serve: $(VENV)/.installed
+	$(RUN) $(BIN)/python -m pipelines.serve $(ARGS)
+
+watch: $(VENV)/.installed
+	$(RUN) $(BIN)/python -m pipelines.watch $(ARGS)
 
 lock: $(VENV)/.installed-dev
 	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > constraints.txt.new

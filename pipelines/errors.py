@@ -1,4 +1,10 @@
-"""One error type for bad input, and the CLI wrapper that turns it into exit 2."""
+"""Two error types a stage can end with, and the CLI wrapper that turns them into exit codes.
+
+Exit 2: bad input (params or data); running it again cannot help.
+Exit 75 (EX_TEMPFAIL): something the stage needs is not available now: a source
+(network error, HTTP 5xx, an S3 endpoint that did not answer) or the workspace (a
+pipeline run holds it); the Prefect flow retries such a stage.
+"""
 from __future__ import annotations
 
 import functools
@@ -6,14 +12,24 @@ import sys
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
+EXIT_BAD_INPUT = 2
+EXIT_UNAVAILABLE = 75  # sysexits.h EX_TEMPFAIL: temporary failure, try again later
 
 
 class PipelineInputError(ValueError):
     """Bad params or bad data: the message names the file, key or row."""
 
 
+class Unavailable(RuntimeError):
+    """Something a stage needs is not available now; a later attempt may work (exit 75)."""
+
+
+class SourceUnavailable(Unavailable):
+    """A data source that failed in a way a later attempt may not: the message names the source."""
+
+
 def cli_entry(main: Callable[[], T]) -> Callable[[], T]:
-    """Wrap a stage's main(): bad input prints one clear line and exits 2."""
+    """Wrap a stage's main(): bad input prints one clear line and exits 2, something unavailable exits 75."""
 
     @functools.wraps(main)
     def wrapper() -> T:
@@ -21,6 +37,9 @@ def cli_entry(main: Callable[[], T]) -> Callable[[], T]:
             return main()
         except PipelineInputError as err:
             print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+            raise SystemExit(EXIT_BAD_INPUT) from None
+        except Unavailable as err:
+            print(f"error: {err} (temporary: trying again may work)", file=sys.stderr)
+            raise SystemExit(EXIT_UNAVAILABLE) from None
 
     return wrapper

@@ -8,6 +8,11 @@ is skipped by DVC in both).
     python -m pipelines.flow                                  # every dataset in params.yaml
     python -m pipelines.flow --dataset digits                 # one dataset's chain only
     python -m pipelines.flow -S datasets.digits.train.epochs=5   # validated override, written to params.yaml
+
+From the Prefect UI: `make serve` (pipelines/serve.py) serves this flow's deployments.
+A run holds its workspace for its whole length (pipelines/workspace.py), so runs
+that share one take turns; each dataset's results are published as artifacts on
+the run's page (pipelines/artifacts.py).
 """
 from __future__ import annotations
 
@@ -26,19 +31,50 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.tasks import exponential_backoff  # noqa: E402
 
-from pipelines import paths
+from pipelines import paths, workspace
+from pipelines.artifacts import publish_dataset, publish_summary
 from pipelines.atomic import atomic_path, read_json
 from pipelines.config import PipelineParams, load_params, validate_params
-from pipelines.errors import PipelineInputError
+from pipelines.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, PipelineInputError
 from pipelines.paths import DatasetPaths
 
 FLOW_NAME = "training-pipeline"
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+STAGE_EXIT = re.compile(r"exited with (-?\d+)")
+# DVC's repository lock, and its lock on a stage's deps and outs: another dvc command is at work here.
+DVC_LOCK_BUSY = ("Unable to acquire lock", "is busy, it is being blocked by")
+PREVIOUS_PARAMS = Path(".dvc/tmp/params.previous.yaml")
+# Retries of a stage that failed for a reason outside it wait 10 s, 20 s, 40 s (+ jitter).
+RETRY_BASE_SECONDS = float(os.environ.get("DL_PIPELINE_RETRY_BASE_SECONDS", "10"))
 
 
 class StageFailed(RuntimeError):
-    pass
+    """A stage's `dvc repro` failed; `exit_code` is the stage command's own (2: bad input, 75: source unavailable)."""
+
+    def __init__(self, stage: str, message: str, exit_code: int | None = None, lock_busy: bool = False):
+        super().__init__(message)
+        self.stage, self.exit_code, self.lock_busy = stage, exit_code, lock_busy
+
+    def __reduce__(self):  # keep the fields when Prefect pickles the exception into the task's state
+        return (type(self), (self.stage, str(self), self.exit_code, self.lock_busy))
+
+    @property
+    def transient(self) -> bool:
+        """Worth another attempt: never bad input; a source that was down or DVC's lock held by
+        another dvc command always; any other failure only for ingest, the stage that reaches out."""
+        if self.exit_code == EXIT_BAD_INPUT:
+            return False
+        if self.lock_busy or self.exit_code == EXIT_UNAVAILABLE:
+            return True
+        return self.stage.startswith("ingest@")
+
+
+def _retry_transient(task, task_run, state) -> bool:
+    """Prefect's retry_condition_fn: retry only StageFailed.transient (bad input fails at once)."""
+    err = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
+    return isinstance(err, StageFailed) and err.transient
 
 
 def stage_order(workdir: Path, datasets: list[str] | None = None) -> list[str]:
@@ -70,67 +106,176 @@ def _stage_env() -> dict[str, str]:
     return env
 
 
-@task(name="dvc-stage", task_run_name="{stage}")
-def run_stage(stage: str, workdir: str) -> dict:
-    """Run one dvc.yaml stage; DVC skips it when its deps, params and outs are unchanged."""
+@task(
+    name="dvc-stage",
+    task_run_name="{stage}",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BASE_SECONDS),
+    retry_jitter_factor=0.2,
+    retry_condition_fn=_retry_transient,
+)
+def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
+    """Run one dvc.yaml stage; DVC skips it when its deps, params and outs are unchanged (unless `force`).
+
+    `dvc repro` runs in its own process group (with the stage's command and, for
+    train, the Ray instance it starts); if this run is cancelled or interrupted
+    the whole group is stopped, so no training outlives its run.
+    """
     logger = get_run_logger()
     dvc = str(Path(sys.executable).parent / "dvc")
     started = time.perf_counter()
+    lock = workspace.held(workdir)
+    env = _stage_env()
+    if lock:
+        env[workspace.TOKEN_ENV] = lock.record["token"]  # this run's stages may use the workspace it holds
     proc = subprocess.Popen(
-        [dvc, "repro", "--single-item", stage],
+        [dvc, "repro", "--single-item", *(["--force"] if force else []), stage],
         cwd=workdir,
-        env=_stage_env(),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         bufsize=1,
+        start_new_session=True,
     )
+    if lock:
+        lock.note(stage=stage, stage_pgid=proc.pid)
     tail: list[str] = []
     skipped = False
     assert proc.stdout is not None
-    for line in proc.stdout:
-        line = ANSI_ESCAPE.sub("", line).rstrip()
-        if not line:
-            continue
-        skipped |= "didn't change, skipping" in line
-        tail = (tail + [line])[-30:]
-        logger.info(line)
-    if proc.wait() != 0:
+    try:
+        for line in proc.stdout:
+            line = ANSI_ESCAPE.sub("", line).rstrip()
+            if not line:
+                continue
+            skipped |= "didn't change, skipping" in line
+            tail = (tail + [line])[-30:]
+            logger.info(line)
+        proc.wait()
+    except BaseException as exc:  # cancellation (SIGTERM -> TerminationSignal), Ctrl-C, ...
+        logger.warning(f"{stage}: stopping its processes ({type(exc).__name__})")
+        workspace.stop_process_group(proc.pid, reap=proc.poll)
+        raise
+    finally:
+        if lock:
+            lock.note(stage=None, stage_pgid=None)
+    if proc.returncode != 0:
         errors = [l for l in tail if l.startswith(("error:", "ERROR"))] or tail[-10:]
-        raise StageFailed(f"stage '{stage}' failed (exit {proc.returncode}):\n" + "\n".join(errors))
+        found = STAGE_EXIT.findall("\n".join(tail))
+        lock_busy = any(busy in l for l in tail for busy in DVC_LOCK_BUSY)
+        hint = "\n(another dvc command is using this workspace: DVC's lock; retried with backoff)" if lock_busy else ""
+        raise StageFailed(stage, f"stage '{stage}' failed (exit {proc.returncode}):\n" + "\n".join(errors) + hint,
+                          exit_code=int(found[-1]) if found else None, lock_busy=lock_busy)
     return {"stage": stage, "skipped": skipped, "seconds": round(time.perf_counter() - started, 2)}
 
 
+@task(name="artifacts", task_run_name="artifacts@{dataset}")
+def publish_artifacts(dataset: str, workdir: str, registry: str, reused: bool = False) -> dict[str, str]:
+    """The dataset's metrics table, plots, registered model and checkpoint link, on the run's page."""
+    return publish_dataset(workdir, dataset, registry, reused=reused)
+
+
 def _write_params(params: PipelineParams, workdir: Path) -> bool:
-    """Write validated flow parameters to params.yaml (DVC reads them from there)."""
+    """Write validated flow parameters to params.yaml (DVC reads them from there); the old file goes to .dvc/tmp/."""
     target = workdir / paths.PARAMS_FILE
     current = yaml.safe_load(target.read_text()) if target.exists() else None
     wanted = params.model_dump(mode="json")
     if current == wanted:
         return False
+    if target.exists():
+        (workdir / PREVIOUS_PARAMS).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / PREVIOUS_PARAMS).write_text(target.read_text())
     with atomic_path(target) as tmp:
         tmp.write_text(params.to_yaml())
     return True
 
 
-@flow(name=FLOW_NAME, log_prints=True, validate_parameters=True)
-def training_pipeline(params: PipelineParams | None = None, datasets: list[str] | None = None, workdir: str = ".") -> dict:
+def run_name() -> str:
+    """The flow run's name: its datasets and their model families, e.g. `tabular(fnn) text(gru,lstm)`."""
+    from prefect.runtime import flow_run
+
+    try:
+        given = flow_run.parameters or {}
+        params = given.get("params")
+        if params is None:
+            params = yaml.safe_load((Path(given.get("workdir") or ".") / paths.PARAMS_FILE).read_text())
+        elif isinstance(params, PipelineParams):
+            params = params.model_dump(mode="json")
+        sets = params.get("datasets") or {}
+        names = given.get("datasets") or list(sets)
+        parts = []
+        for name in names:
+            candidates = ((sets.get(name) or {}).get("train") or {}).get("candidates") or {}
+            families = sorted({c.get("family", "fnn") for c in candidates.values() if isinstance(c, dict)})
+            parts.append(f"{name}({','.join(families)})" if families else name)
+        return " ".join(parts)[:120] or FLOW_NAME
+    except Exception:  # a name is never worth failing a run for; bad params fail with their own message
+        return FLOW_NAME
+
+
+def stop_running_stage(flow, flow_run, state) -> None:
+    """on_cancellation / on_crashed hook: stop a stage the flow process left behind.
+
+    The flow stops its stage itself when it is cancelled; this covers a flow
+    process that was killed outright (the runner's SIGKILL after its grace period,
+    the OOM killer), using the process group the workspace lock recorded.
+    """
+    root = Path((flow_run.parameters or {}).get("workdir") or ".")
+    record = workspace.read_record(root) or {}
+    if record.get("flow_run_id") == str(flow_run.id) and record.get("stage_pgid"):
+        if workspace.stop_process_group(int(record["stage_pgid"])):
+            print(f"stopped {record.get('stage')} (process group {record['stage_pgid']}) of flow run {flow_run.name}")
+
+
+@flow(
+    name=FLOW_NAME,
+    log_prints=True,
+    validate_parameters=True,
+    flow_run_name=run_name,
+    on_cancellation=[stop_running_stage],
+    on_crashed=[stop_running_stage],
+)
+def training_pipeline(
+    params: PipelineParams | None = None, datasets: list[str] | None = None, workdir: str = ".", refresh: bool = False
+) -> dict:
     """ingest -> prepare -> train -> evaluate -> register for each dataset, as declared in dvc.yaml.
 
-    `params` (shown as a form in the Prefect UI) replaces params.yaml when given;
-    when left empty, params.yaml is used as it is. `datasets` picks which
-    datasets' chains to run (all when empty).
+    Args:
+        params: The whole pipeline config (the schema of params.yaml). When given it
+            replaces params.yaml, and every key is validated; leave it empty to use
+            params.yaml as it is.
+        datasets: Which datasets' chains to run, by name (all of params.yaml's when empty).
+        workdir: The project root (the DVC workspace: dvc.yaml, params.yaml, data/).
+        refresh: Ingest the chosen datasets again even if their sources' names did not
+            change (DVC tracks the name of a source, not its contents): for new data
+            at the same place. What follows re-runs only if the data did change.
     """
+    from prefect.runtime import flow_run
+
     logger = get_run_logger()
     root = Path(workdir).resolve()
-    if params is None:
-        params = load_params(root / paths.PARAMS_FILE)  # fail fast on bad params
-    elif _write_params(params, root):
-        logger.warning("params.yaml updated from the flow's parameters (the previous values are in git)")
-    for name in datasets or []:
-        params.dataset(name)  # an unknown name fails here, naming the ones there are
-    chosen = list(datasets or params.datasets)
-    results = [run_stage(stage, str(root)) for stage in stage_order(root, chosen)]
+    record = {"flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name, "ui_url": flow_run.ui_url}
+    # The whole run holds the workspace: params.yaml, dvc.lock and data/ are one run's at a time.
+    with workspace.hold(root, record, on_wait=logger.warning):
+        if params is None:
+            params = load_params(root / paths.PARAMS_FILE)  # fail fast on bad params
+        elif _write_params(params, root):
+            logger.warning(f"params.yaml updated from the flow's parameters (the previous file is {PREVIOUS_PARAMS})")
+        for name in datasets or []:
+            params.dataset(name)  # an unknown name fails here, naming the ones there are
+        chosen = list(datasets or params.datasets)
+        results = []
+        for stage in stage_order(root, chosen):
+            results.append(run_stage(stage, str(root), force=refresh and stage.startswith("ingest@")))
+            step, _, dataset = stage.partition("@")
+            if step == "register":
+                publish_artifacts(dataset, str(root), params.register.registry, reused=results[-1]["skipped"])
+        outcome = _outcome(root, chosen, logger)
+        publish_summary(root, chosen)
+    return {"stages": results, "datasets": outcome}
+
+
+def _outcome(root: Path, chosen: list[str], logger) -> dict:
     outcome = {}
     for name in chosen:
         where = DatasetPaths(name)
@@ -142,7 +287,7 @@ def training_pipeline(params: PipelineParams | None = None, datasets: list[str] 
             f"test {primary}={metrics['best'].get('test_' + primary):.4f}; plots {where.plots_dir}/"
         )
         outcome[name] = {"registered": registered, "best": metrics["best"], "primary_metric": primary}
-    return {"stages": results, "datasets": outcome}
+    return outcome
 
 
 def parse_overrides(pairs: list[str], base: dict) -> dict:

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import pandas as pd
 
-from pipelines.errors import PipelineInputError
+from pipelines.errors import PipelineInputError, SourceUnavailable
 
 SKLEARN_TABLES = {
     "breast_cancer": "load_breast_cancer",  # binary
@@ -71,10 +71,18 @@ def _download_s3(url: str, into: Path) -> Path:
     try:
         boto3.client("s3").download_file(bucket, key, str(target))
     except botocore.exceptions.ClientError as err:
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        if status >= 500 or err.response.get("Error", {}).get("Code") in _S3_TRANSIENT:
+            raise SourceUnavailable(f"ingest.source: {url}: {err}") from None
         raise PipelineInputError(f"ingest.source: {url}: {err}") from None
     except botocore.exceptions.NoCredentialsError:
         raise PipelineInputError(f"ingest.source: {url}: no AWS credentials (set AWS_PROFILE or AWS_ACCESS_KEY_ID)") from None
+    except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError) as err:
+        raise SourceUnavailable(f"ingest.source: {url}: {err}") from None
     return target
+
+
+_S3_TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable", "InternalError"}
 
 
 def _download_http(url: str, into: Path) -> Path:
@@ -83,7 +91,13 @@ def _download_http(url: str, into: Path) -> Path:
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
             shutil.copyfileobj(response, out)
-    except (urllib.error.URLError, OSError) as err:
+    except urllib.error.HTTPError as err:
+        # 5xx and 429 are the server's trouble and may pass; other statuses mean the URL is wrong.
+        error = SourceUnavailable if err.code >= 500 or err.code == 429 else PipelineInputError
+        raise error(f"ingest.source: {url}: download failed: HTTP {err.code} {err.reason}") from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as err:  # refused, unreachable, timed out
+        raise SourceUnavailable(f"ingest.source: {url}: download failed: {getattr(err, 'reason', err)}") from None
+    except OSError as err:
         raise PipelineInputError(f"ingest.source: {url}: download failed: {err}") from None
     return target
 

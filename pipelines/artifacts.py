@@ -1,0 +1,220 @@
+"""What a flow run shows on its page in the Prefect UI (the Artifacts tab), per dataset.
+
+Keys are stable, so the Artifacts page keeps each one's history across runs
+(`<ds>` is the dataset name in lowercase with anything but letters, digits and
+dashes turned into dashes, as Prefect requires):
+
+    <ds>-metrics      table: one row per candidate, val and test scores, the best one marked
+    <ds>-plots        markdown: confusion matrices / forecasts / predicted-vs-true and the
+                      learning curves, embedded as PNG data: URIs, then file links to each PNG
+    <ds>-model        markdown: the registered model version, its aliases, checkpoint and lineage
+    <ds>-checkpoint   link: the registered checkpoint (file:// or s3://)
+    training-summary  table (one per run): each dataset's registered version and test score
+
+The plots are embedded as data: URIs because an image artifact only holds a URL
+and the PNGs are files on the machine that ran the stage; Prefect's UI renders
+markdown images with data: URIs (tests/test_prefect_server.py checks it in Chromium).
+"""
+from __future__ import annotations
+
+import base64
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from pipelines.atomic import read_json
+from pipelines.model_registry import open_registry
+from pipelines.paths import DatasetPaths
+
+SUMMARY_KEY = "training-summary"
+MAX_EMBEDDED_PNG = 512 * 1024  # bytes; a bigger PNG is linked, not embedded
+
+
+def artifact_key(dataset: str, kind: str) -> str:
+    """A Prefect artifact key: lowercase letters, digits and dashes only."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", dataset.lower()).strip("-") or "dataset"
+    return f"{slug}-{kind}"
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else round(value, 4)
+    return value
+
+
+def _registry_location(root: Path, location: str) -> str | Path:
+    """params.yaml's register.registry; a relative path is relative to the workspace."""
+    if "://" in location:
+        return location
+    path = Path(location).expanduser()
+    return path if path.is_absolute() else (root / path).resolve()
+
+
+def metrics_rows(root: Path, dataset: str) -> list[dict[str, Any]]:
+    """One row per candidate: family, val/test primary metric, then the other scalar test metrics."""
+    where = DatasetPaths(dataset)
+    report = read_json(root / where.metrics_file)
+    primary = report["primary_metric"]
+    families = {}
+    if (root / where.train_summary).exists():
+        families = {n: c.get("family") for n, c in read_json(root / where.train_summary)["candidates"].items()}
+    rows = []
+    for name, scores in report["candidates"].items():
+        row: dict[str, Any] = {
+            "candidate": name,
+            "family": families.get(name, ""),
+            "best": "yes" if name == report["best_candidate"] else "",
+            f"val_{primary}": _number(scores["val"][primary]),
+            f"test_{primary}": _number(scores["test"][primary]),
+        }
+        for key, value in scores["test"].items():
+            if key != primary and isinstance(value, (int, float)) and not isinstance(value, bool):
+                row[f"test_{key}"] = _number(float(value))
+        rows.append(row)
+    return rows
+
+
+def _plot_order(png: Path, best: str) -> tuple[int, str]:
+    """The best candidate's plots first, then the learning curves, then the rest."""
+    stem = png.stem
+    if stem.endswith(f"_{best}"):
+        return (0, stem)
+    if stem == "learning_curves":
+        return (1, stem)
+    return (2, stem)
+
+
+def plots_markdown(root: Path, dataset: str) -> str:
+    where = DatasetPaths(dataset)
+    report = read_json(root / where.metrics_file)
+    best = report["best_candidate"]
+    plots_dir = (root / where.plots_dir).resolve()
+    pngs = sorted(plots_dir.glob("*.png"), key=lambda p: _plot_order(p, best))
+    lines = [f"# {dataset}: plots (best candidate by val {report['primary_metric']}: {best})", ""]
+    for png in pngs:
+        title = png.stem.replace("_", " ")
+        data = png.read_bytes()
+        lines.append(f"## {title}")
+        lines.append("")
+        if len(data) <= MAX_EMBEDDED_PNG:
+            lines.append(f"![{title}](data:image/png;base64,{base64.b64encode(data).decode()})")
+        else:
+            lines.append(f"({len(data) // 1024} KiB, not embedded: see the file below)")
+        lines.append("")
+    comparison = plots_dir / "comparison.md"
+    if comparison.exists():
+        # comparison.md starts with its own '# ' title: demote it under this page's.
+        lines += ["#" + comparison.read_text().lstrip(), ""]
+    lines.append("## Files")
+    lines.append("")
+    for path in pngs + ([comparison] if comparison.exists() else []):
+        lines.append(f"- [{path.name}]({path.as_uri()}) `{path}`")
+    return "\n".join(lines) + "\n"
+
+
+def model_markdown(root: Path, dataset: str, registry_location: str, reused: bool = False) -> tuple[str, str]:
+    """The registered version's page and the checkpoint's URI (`reused`: register was up to date, nothing new)."""
+    where = DatasetPaths(dataset)
+    registered = read_json(root / where.registered_file)
+    location = _registry_location(root, registry_location)
+    registry = open_registry(location)
+    card = registry.get_card(registered["name"], registered["version"])
+    aliases = registry.aliases(registered["name"])
+    uri = registered.get("uri") or registered["path"]
+    checkpoint = f"{uri.rstrip('/')}/model.pt" if "://" in uri else Path(uri, "model.pt").resolve().as_uri()
+    primary = card["primary_metric"]
+    test = card["metrics"]["test"]
+    lineage = card.get("lineage", {})
+    git = lineage.get("git", {})
+    data = lineage.get("data", {})
+    on_alias = [a for a, v in sorted(aliases.items()) if v == registered["version"]]
+    promoted = registered.get("promoted_to")
+    lines = [
+        f"# {registered['name']} v{registered['version']}",
+        "",
+        f"Dataset **{dataset}**, candidate **{registered['candidate']}** ({card.get('family')}), "
+        f"task {card.get('task')}: test {primary} **{test.get(primary, float('nan')):.4f}**.",
+        "",
+        ("Registered by an earlier run (nothing changed since). " if reused else "")
+        + ("Promoted to `" + promoted + "` when registered." if promoted else "Not promoted when registered.")
+        + " Aliases now: " + (", ".join(f"`{a}` → v{v}" for a, v in sorted(aliases.items())) or "none") + ".",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| model | `{registered['name']}:{registered['version']}`" + (f" (= `{registered['name']}:{on_alias[0]}`)" if on_alias else "") + " |",
+        f"| registry | `{location}` |",
+        f"| checkpoint | [{checkpoint}]({checkpoint}) |",
+        f"| sha256 | `{card.get('sha256', registered.get('sha256'))}` |",
+        f"| created | {card.get('created_at')} |",
+        f"| candidates compared | {', '.join(card.get('candidates_compared', []))} |",
+        "",
+        "## Test metrics",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v:.4f} |" for k, v in test.items() if isinstance(v, float)]
+    baselines = card.get("baselines") or {}
+    lines += [f"| baseline {k} | {v:.4f} |" for k, v in baselines.items() if isinstance(v, float)]
+    lines += [
+        "",
+        "## Lineage",
+        "",
+        f"- git commit: `{git.get('commit')}`" + (" (uncommitted changes)" if git.get("dirty") else ""),
+        f"- data source: `{data.get('source')}`",
+        f"- prepared data: DVC md5 `{data.get('prepared_dvc_md5')}`, sha256 `{data.get('prepared_sha256')}`",
+        "- packages: " + ", ".join(f"{k} {v}" for k, v in sorted(lineage.get("packages", {}).items())),
+        "",
+        f"Use it: `python -m pipelines.predict {registered['name']}:{registered['version']} INPUT OUTPUT`",
+    ]
+    return "\n".join(lines) + "\n", checkpoint
+
+
+def summary_row(root: Path, dataset: str) -> dict[str, Any]:
+    where = DatasetPaths(dataset)
+    registered = read_json(root / where.registered_file)
+    report = read_json(root / where.metrics_file)
+    primary = report["primary_metric"]
+    return {
+        "dataset": dataset,
+        "model": f"{registered['name']}:{registered['version']}",
+        "candidate": registered["candidate"],
+        "metric": f"test_{primary}",
+        "value": _number(report["best"].get(f"test_{primary}")),
+        "promoted_to": registered.get("promoted_to") or "",
+    }
+
+
+def publish_dataset(root: str | Path, dataset: str, registry_location: str, reused: bool = False) -> dict[str, str]:
+    """Create this dataset's artifacts in the current flow or task run; returns {key: artifact id}."""
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+    root = Path(root).resolve()
+    rows = metrics_rows(root, dataset)
+    model_md, checkpoint = model_markdown(root, dataset, registry_location, reused)
+    registered = read_json(root / DatasetPaths(dataset).registered_file)
+    made = {
+        artifact_key(dataset, "metrics"): create_table_artifact(
+            rows, key=artifact_key(dataset, "metrics"), description=f"{dataset}: val and test metrics of every candidate"
+        ),
+        artifact_key(dataset, "plots"): create_markdown_artifact(
+            plots_markdown(root, dataset), key=artifact_key(dataset, "plots"), description=f"{dataset}: evaluation plots"
+        ),
+        artifact_key(dataset, "model"): create_markdown_artifact(
+            model_md, key=artifact_key(dataset, "model"),
+            description=f"{dataset}: registered {registered['name']} v{registered['version']} and its lineage",
+        ),
+        artifact_key(dataset, "checkpoint"): create_link_artifact(
+            checkpoint, link_text=f"{registered['name']} v{registered['version']} model.pt",
+            key=artifact_key(dataset, "checkpoint"), description=f"{dataset}: the registered checkpoint",
+        ),
+    }
+    return {key: str(value) for key, value in made.items()}
+
+
+def publish_summary(root: str | Path, datasets: list[str]) -> str:
+    from prefect.artifacts import create_table_artifact
+
+    rows = [summary_row(Path(root).resolve(), name) for name in datasets]
+    return str(create_table_artifact(rows, key=SUMMARY_KEY, description="Registered model of each dataset in this run"))
