@@ -169,6 +169,45 @@ def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
     return {"stage": stage, "skipped": skipped, "seconds": round(time.perf_counter() - started, 2)}
 
 
+def default_remote(workdir: str) -> str | None:
+    """The DVC remote named by `core.remote` (None: the project has no remote, nothing to pull or push)."""
+    from dvc.repo import Repo
+
+    with Repo(workdir) as repo:
+        return repo.config["core"].get("remote")
+
+
+@task(name="dvc-sync", task_run_name="dvc-{action}", retries=3,
+      retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BASE_SECONDS), retry_jitter_factor=0.2)
+def dvc_sync(action: str, workdir: str, stages: list[str]) -> str:
+    """`dvc pull` what the chosen stages' recorded outputs need before a run, `dvc push` what they made after.
+
+    A remote (S3, a shared directory) is infrastructure: a failure is retried with backoff.
+    Pull uses --allow-missing: outputs never pushed are simply recomputed by the stages.
+    """
+    logger = get_run_logger()
+    dvc = str(Path(sys.executable).parent / "dvc")
+    cmd = [dvc, action, *(["--allow-missing"] if action == "pull" else []), *stages]
+    proc = subprocess.run(cmd, cwd=workdir, env=_stage_env(), capture_output=True, text=True)
+    output = ANSI_ESCAPE.sub("", proc.stdout + proc.stderr).strip()
+    for line in output.splitlines()[-15:]:
+        logger.info(line)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dvc {action} failed (exit {proc.returncode}): {output.splitlines()[-1] if output else ''}")
+    return output.splitlines()[-1] if output else ""
+
+
+def save_experiment(workdir: str, name: str) -> str:
+    """Record this run's workspace (params, dvc.lock, metrics) as a DVC experiment: it shows in `dvc exp show`."""
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "flow-run"
+    # dvc.lock is what makes it an experiment of this run; include it even before it was ever committed.
+    proc = subprocess.run([str(Path(sys.executable).parent / "dvc"), "exp", "save", "--force", "-n", safe, "-I", "dvc.lock"],
+                          cwd=workdir, env=_stage_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dvc exp save failed: {(proc.stdout + proc.stderr).strip()[-500:]}")
+    return safe
+
+
 @task(name="artifacts", task_run_name="artifacts@{dataset}")
 def publish_artifacts(dataset: str, workdir: str, registry: str, reused: bool = False) -> dict[str, str]:
     """The dataset's metrics table, plots, registered model and checkpoint link, on the run's page."""
@@ -236,7 +275,8 @@ def stop_running_stage(flow, flow_run, state) -> None:
     on_crashed=[stop_running_stage],
 )
 def training_pipeline(
-    params: PipelineParams | None = None, datasets: list[str] | None = None, workdir: str = ".", refresh: bool = False
+    params: PipelineParams | None = None, datasets: list[str] | None = None, workdir: str = ".", refresh: bool = False,
+    save_experiment_as: str | None = None,
 ) -> dict:
     """ingest -> prepare -> train -> evaluate -> register for each dataset, as declared in dvc.yaml.
 
@@ -249,6 +289,11 @@ def training_pipeline(
         refresh: Ingest the chosen datasets again even if their sources' names did not
             change (DVC tracks the name of a source, not its contents): for new data
             at the same place. What follows re-runs only if the data did change.
+        save_experiment_as: Also record the finished run as a DVC experiment of this
+            name (then `dvc exp show` lists it beside `dvc exp run` experiments).
+
+    With a DVC remote configured (`dvc remote add -d ...`), the run pulls what its
+    stages need first and pushes what they made after it succeeds.
     """
     from prefect.runtime import flow_run
 
@@ -264,14 +309,22 @@ def training_pipeline(
         for name in datasets or []:
             params.dataset(name)  # an unknown name fails here, naming the ones there are
         chosen = list(datasets or params.datasets)
+        stages = stage_order(root, chosen)
+        remote = default_remote(str(root))
+        if remote:
+            dvc_sync("pull", str(root), stages)
         results = []
-        for stage in stage_order(root, chosen):
+        for stage in stages:
             results.append(run_stage(stage, str(root), force=refresh and stage.startswith("ingest@")))
             step, _, dataset = stage.partition("@")
             if step == "register":
                 publish_artifacts(dataset, str(root), params.register.registry, reused=results[-1]["skipped"])
         outcome = _outcome(root, chosen, logger)
         publish_summary(root, chosen)
+        if remote:
+            dvc_sync("push", str(root), stages)
+        if save_experiment_as:
+            logger.info(f"saved as DVC experiment {save_experiment(str(root), save_experiment_as)}")
     return {"stages": results, "datasets": outcome}
 
 
