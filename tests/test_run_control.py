@@ -263,7 +263,7 @@ def test_serve_registers_a_nightly_schedule_the_presets_and_an_event_trigger(tmp
 
     # The UI's form is built from this schema: the typed config, every section and key.
     schema = nightly._parameter_openapi_schema.model_dump()
-    assert set(schema["properties"]) == {"params", "datasets", "workdir", "refresh"}
+    assert set(schema["properties"]) == {"params", "datasets", "workdir", "refresh", "save_experiment_as"}
     defs = schema["definitions"]
     assert {"datasets", "train", "evaluate", "register"} <= set(defs["PipelineParams"]["properties"])
     assert {"epochs", "batch_size", "candidates", "early_stopping"} <= set(defs["DatasetTrainParams"]["properties"])
