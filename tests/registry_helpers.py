@@ -132,6 +132,22 @@ def check_register_get_list_download(location: str, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "dest" / "card.json").read_text()) == v1.card
 
 
+def check_concurrent_promotions(location: str, tmp_path: Path, aliases_each: int) -> None:
+    """Two processes promote ever better versions and two set their own aliases; nothing is lost.
+
+    Under a lost update, A could overwrite B's v6 with its v5, or drop B's aliases.
+    """
+    reg = open_registry(location)
+    for v in range(1, 7):
+        reg.register("m", checkpoint(tmp_path / f"{v}.pt", bytes([v])), card(0.5 + v / 100))
+    codes = run_processes(promote_in_order, [(location, [1, 3, 5]), (location, [2, 4, 6])])
+    codes += run_processes(set_aliases, [(location, "a", aliases_each), (location, "b", aliases_each)])
+    assert codes == [0, 0, 0, 0]
+    aliases = reg.aliases("m")
+    assert aliases.pop("production") == 6
+    assert sorted(aliases) == sorted([f"a{i}" for i in range(aliases_each)] + [f"b{i}" for i in range(aliases_each)])
+
+
 def check_promotion(location: str, tmp_path: Path) -> None:
     reg = open_registry(location)
     for i, acc in enumerate((0.80, 0.90, 0.85)):

@@ -62,13 +62,12 @@ from pipelines.model_registry import decide_promotion, open_registry  # noqa: E4
 from registry_helpers import (  # noqa: E402
     card,
     check_cli,
+    check_concurrent_promotions,
     check_promotion,
     check_register_get_list_download,
     checkpoint,
-    promote_in_order,
     register_then_crash_before_rename,
     run_processes,
-    set_aliases,
 )
 
 
@@ -118,18 +117,7 @@ def test_promotion_direction_comes_from_the_cards():
 
 
 def test_concurrent_promotions_from_two_processes_lose_no_update(tmp_path):
-    location = str(tmp_path / "reg")
-    reg = LocalModelRegistry(location)
-    for v in range(1, 7):
-        reg.register("m", checkpoint(tmp_path / f"{v}.pt", bytes([v])), card(0.5 + v / 100))
-    # Each process promotes ever better versions and sets its own aliases. Under a lost
-    # update, A could overwrite B's v6 with its v5, or drop B's aliases.
-    codes = run_processes(promote_in_order, [(location, [1, 3, 5]), (location, [2, 4, 6])])
-    codes += run_processes(set_aliases, [(location, "a", 20), (location, "b", 20)])
-    assert codes == [0, 0, 0, 0]
-    aliases = reg.aliases("m")
-    assert aliases.pop("production") == 6
-    assert sorted(aliases) == sorted([f"a{i}" for i in range(20)] + [f"b{i}" for i in range(20)])
+    check_concurrent_promotions(str(tmp_path / "reg"), tmp_path, aliases_each=20)
 
 
 def test_a_registration_killed_before_publishing_leaves_no_version(tmp_path):

@@ -8,14 +8,13 @@ from pipelines.model_registry_s3 import S3ModelRegistry, parse_s3_uri
 from registry_helpers import (
     card,
     check_cli,
+    check_concurrent_promotions,
     check_promotion,
     check_register_get_list_download,
     checkpoint,
-    promote_in_order,
     register_many,
     register_then_crash_before_card,
     run_processes,
-    set_aliases,
 )
 from s3_server import moto_s3, s3_env, start_server  # noqa: F401  (fixtures)
 
@@ -80,15 +79,7 @@ def test_two_processes_registering_at_once_get_distinct_complete_versions(s3_env
 
 
 def test_concurrent_promotions_and_alias_updates_lose_nothing(s3_env, tmp_path):
-    reg = open_registry(s3_env)
-    for v in range(1, 7):
-        reg.register("m", checkpoint(tmp_path / f"{v}.pt", bytes([v])), card(0.5 + v / 100))
-    codes = run_processes(promote_in_order, [(s3_env, [1, 3, 5]), (s3_env, [2, 4, 6])])
-    codes += run_processes(set_aliases, [(s3_env, "a", 5), (s3_env, "b", 5)])
-    assert codes == [0, 0, 0, 0]
-    aliases = reg.aliases("m")
-    assert aliases.pop("production") == 6
-    assert sorted(aliases) == sorted([f"a{i}" for i in range(5)] + [f"b{i}" for i in range(5)])
+    check_concurrent_promotions(s3_env, tmp_path, aliases_each=5)
 
 
 def test_a_registration_killed_between_blob_and_card_leaves_no_version(s3_env, tmp_path, moto_s3):
