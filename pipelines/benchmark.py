@@ -1,13 +1,22 @@
-"""Framework overhead, measured: a hand-written PyTorch loop vs our train path.
+"""Framework overhead, measured: hand-written PyTorch loops vs our train path.
 
-Both train the same FNN on the same data with the same seed, global batch size
-and epochs, on the same number of CPU threads. Steady-state throughput is
-samples per second over epochs after the first, measured between consecutive
-epoch starts (so it includes validation and, on our path, Ray's per-epoch
-report + checkpoint). Fixed cost is everything else: Ray start, worker group
-start (processes, imports, process group), teardown, and Prefect's start.
+Every side trains the same FNN on the same data with the same seed, global batch
+size and epochs, on the same number of CPUs:
 
-    python -m pipelines.benchmark [--rows 100000] [--epochs 6] [--workers 2]
+- a hand-written loop, one process using all the CPUs as threads;
+- the same loop as N DDP processes over gloo (no Ray, no Lightning);
+- our train path (Ray Train TorchTrainer + Lightning, as the train stage runs it)
+  with one worker holding all the CPUs, and with N workers.
+
+Our 1-worker path against the hand-written loop is the framework's overhead; our
+N-worker path against hand-written DDP is the same at N workers; hand-written DDP
+against the loop is what data parallelism itself costs on this machine.
+Steady-state throughput is samples per second over epochs after the first,
+between consecutive epoch starts (so it includes validation and, on our path,
+Ray's per-epoch report + checkpoint). Fixed cost is everything else: Ray start,
+worker group start (processes, imports, process group), teardown, Prefect's start.
+
+    python -m pipelines.benchmark [--rows 100000] [--epochs 6] [--cpus 2] [--workers 2]
     python -m pipelines.benchmark cnn [--source /usr/share/datasets/fashion-mnist] [--epochs 8]
 
 The `cnn` workload trains the same CNN on Fashion-MNIST (when its IDX files are
@@ -86,7 +95,66 @@ def steady_samples_per_s(starts: list[float], rows: int) -> float:
     return rows / statistics.median(periods)
 
 
-def our_path(data, spec, lr, batch, epochs, seed, workers) -> dict:
+def _ddp_rank(rank: int, world: int, port: int, data, spec, lr, batch, epochs, seed, threads, starts_out) -> None:
+    """One rank of the hand-written DDP loop: the same shards and shuffles as our workers (TensorBatches)."""
+    import torch
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    net, opt, loss_fn = hand_written_setup(spec, lr, seed, threads)
+    net = torch.nn.parallel.DistributedDataParallel(net)
+    x, y = torch.from_numpy(data["train_x"]), torch.from_numpy(data["train_y"])
+    vx, vy = torch.from_numpy(data["val_x"][rank::world]), torch.from_numpy(data["val_y"][rank::world])
+    per_rank, starts = len(x) // world, []
+    for epoch in range(epochs):
+        starts.append(time.perf_counter())
+        net.train()
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        shard = order[rank * per_rank : (rank + 1) * per_rank]
+        for i in range(0, per_rank, batch // world):
+            idx = shard[i : i + batch // world]
+            opt.zero_grad(set_to_none=True)
+            loss_fn(net(x[idx]), y[idx]).backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            correct = (net(vx).argmax(-1) == vy).sum()
+        dist.all_reduce(correct)
+    starts.append(time.perf_counter())
+    if rank == 0:
+        starts_out.put(starts)
+    dist.destroy_process_group()
+
+
+def hand_written_ddp(data, spec, lr, batch, epochs, seed, workers, threads) -> list[float]:
+    """The minimal loop as `workers` DDP processes over gloo (no Ray, no Lightning): what data
+    parallelism itself costs on this machine, the fair reference for our multi-worker path."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    starts_out = ctx.Queue()
+    procs = [ctx.Process(target=_ddp_rank, args=(r, workers, port, data, spec, lr, batch, epochs, seed, threads, starts_out))
+             for r in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        starts = starts_out.get(timeout=600)
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+    if any(p.exitcode != 0 for p in procs):
+        raise RuntimeError(f"hand-written DDP: a rank failed (exit codes {[p.exitcode for p in procs]})")
+    return starts
+
+
+def our_path(data, spec, lr, batch, epochs, seed, workers, cpus_per_worker) -> dict:
+    """Our train path (ray_launcher.fit, as the train stage runs it) on a fresh local Ray instance."""
     from pipelines import ray_launcher
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,20 +162,31 @@ def our_path(data, spec, lr, batch, epochs, seed, workers) -> dict:
         np.savez(tmp / "train.npz", x=data["train_x"], y=data["train_y"])
         np.savez(tmp / "val.npz", x=data["val_x"], y=data["val_y"])
         job = ray_launcher.TrainJob(
-            candidate="bench", model_spec=spec, optim={"optimizer": "adam", "lr": lr}, task="multiclass", loss="cce",
+            candidate=f"bench-{workers}w", model_spec=spec, optim={"optimizer": "adam", "lr": lr}, task="multiclass", loss="cce",
             n_classes=2, data_dir=str(tmp), seed=seed, epochs=epochs, batch_size=batch, monitor="val/loss", mode="min",
             patience=epochs + 1,
         )
         ray_start = ray_launcher.ensure_ray()
         started = time.time()
-        outcome = ray_launcher.fit(job, ray_launcher.Scaling(num_workers=workers), str(tmp / "ray"), "bench", keep=1)
-        fit_wall = time.time() - started
+        scaling = ray_launcher.Scaling(num_workers=workers, cpus_per_worker=cpus_per_worker)
+        outcome = ray_launcher.fit(job, scaling, str(tmp / "ray"), "bench", keep=1)
+        ended = time.time()
         t = time.perf_counter()
         ray_launcher.shutdown_ray()
         shutdown = time.perf_counter() - t
-    starts = [row["epoch_start_time"] for row in outcome.history]
-    sps = steady_samples_per_s(starts + [starts[-1] + statistics.median(np.diff(starts[1:]))], len(data["train_x"]))
-    return {"samples_per_s": sps, "ray_start_s": ray_start, "fit_wall_s": fit_wall, "shutdown_s": shutdown, "epochs": len(starts)}
+    rows = outcome.history
+    starts = [row["epoch_start_time"] for row in rows]
+    period = statistics.median(np.diff(starts[1:]))
+    sps = steady_samples_per_s(starts + [starts[-1] + period], len(data["train_x"]))
+    # Between EpochHistory's epoch end and the next epoch's start: Ray's report + checkpoint.
+    report = statistics.median(b["epoch_start_time"] - a["epoch_start_time"] - a["epoch_seconds"] for a, b in zip(rows[1:], rows[2:]))
+    return {"samples_per_s": sps, "ray_start_s": ray_start, "shutdown_s": shutdown, "epoch_s": period, "report_s": report,
+            # fit() call to the first epoch's start: controller, worker processes, imports, process group, Lightning set-up
+            "group_start_s": starts[0] - started,
+            # the last epoch's end (at the steady pace) to fit() returning: workers and controller shut down, result read back
+            "teardown_s": ended - (starts[-1] + period),
+            # what the first epoch took beyond a steady one (first-touch allocations, lazy inits)
+            "warmup_s": max(0.0, (starts[1] - starts[0]) - period) if len(starts) > 1 else 0.0}
 
 
 def prefect_start_seconds() -> float:
@@ -131,33 +210,46 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256])
     parser.add_argument("--batch", type=int, default=512, help="global batch size")
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs each side may use (threads, or workers x threads)")
+    parser.add_argument("--workers", type=int, default=2, help="data-parallel workers of the multi-worker comparison")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.cpus % args.workers:
+        parser.error(f"--cpus {args.cpus} does not split evenly over --workers {args.workers}")
 
     spec = {"family": "fnn", "input_shape": [args.features], "out_features": 2, "hidden": args.hidden, "activation": "relu", "dropout": 0.0}
     data = make_data(args.rows, args.features, args.seed)
+    n, per = args.workers, args.cpus // args.workers
     print(f"workload: FNN {args.features}-{'-'.join(map(str, args.hidden))}-2 on {args.rows} rows, global batch {args.batch}, "
-          f"{args.epochs} epochs, Adam, seed {args.seed}, {args.workers} CPU thread(s) for each side", flush=True)
+          f"{args.epochs} epochs, Adam, seed {args.seed}; every side uses {args.cpus} CPU(s)", flush=True)
 
-    starts = hand_written_loop(data, spec, 1e-3, args.batch, args.epochs, args.seed, threads=args.workers)
-    hand_sps = steady_samples_per_s(starts, args.rows)
-    hand_total = starts[-1] - starts[0]
-    print(f"hand-written loop : {hand_sps:10.0f} samples/s steady state ({hand_total:.1f} s total)", flush=True)
+    rows = args.rows
+    hand = steady_samples_per_s(hand_written_loop(data, spec, 1e-3, args.batch, args.epochs, args.seed, threads=args.cpus), rows)
+    print(f"hand-written loop, 1 process x {args.cpus} threads    : {hand:9.0f} samples/s", flush=True)
+    ddp = steady_samples_per_s(hand_written_ddp(data, spec, 1e-3, args.batch, args.epochs, args.seed, n, per), rows)
+    print(f"hand-written DDP, {n} processes x {per} thread(s)  : {ddp:9.0f} samples/s", flush=True)
+    one = our_path(data, spec, 1e-3, args.batch, args.epochs, args.seed, workers=1, cpus_per_worker=args.cpus)
+    print(f"our train path, 1 worker x {args.cpus} CPUs           : {one['samples_per_s']:9.0f} samples/s", flush=True)
+    many = our_path(data, spec, 1e-3, args.batch, args.epochs, args.seed, workers=n, cpus_per_worker=per)
+    print(f"our train path, {n} workers x {per} CPU(s)          : {many['samples_per_s']:9.0f} samples/s", flush=True)
 
-    ours = our_path(data, spec, 1e-3, args.batch, args.epochs, args.seed, args.workers)
-    fit_fixed = ours["fit_wall_s"] - args.epochs * args.rows / ours["samples_per_s"]
-    print(f"our train path    : {ours['samples_per_s']:10.0f} samples/s steady state "
-          f"(Ray Train, {args.workers} workers, Lightning + RayDDPStrategy)")
-    print(f"throughput ratio  : {ours['samples_per_s'] / hand_sps:.3f}  (target >= 0.90)")
+    print("throughput ratios (steady state, same run):")
+    print(f"  ours 1 worker  / hand-written loop  {one['samples_per_s'] / hand:6.3f}  (target >= 0.90: framework overhead)")
+    print(f"  ours {n} workers / hand-written DDP   {many['samples_per_s'] / ddp:6.3f}  (framework overhead at {n} workers)")
+    print(f"  hand-written DDP / hand-written loop {ddp / hand:6.3f}  (what {n}-process data parallelism costs here)")
+    for label, side in (("1 worker", one), (f"{n} workers", many)):
+        print(f"  per epoch, ours {label}: {side['epoch_s']:.2f} s, of which Ray report + checkpoint {side['report_s']:.3f} s")
+
     prefect_s = prefect_start_seconds()
-    total_fixed = ours["ray_start_s"] + fit_fixed + ours["shutdown_s"] + prefect_s
-    print("fixed cost per training:")
-    print(f"  Ray start (local instance)               {ours['ray_start_s']:6.1f} s")
-    print(f"  worker group start + teardown (per fit)  {fit_fixed:6.1f} s")
-    print(f"  Ray shutdown                             {ours['shutdown_s']:6.1f} s")
-    print(f"  Prefect start (embedded API, one task)   {prefect_s:6.1f} s")
-    print(f"  total                                    {total_fixed:6.1f} s  (aim < 8 s)")
+    print("fixed cost per training (1 worker / %d workers):" % n)
+    parts = (("Ray start (local instance)", "ray_start_s"), ("worker group start (to first epoch)", "group_start_s"),
+             ("first-epoch warm-up", "warmup_s"), ("worker group teardown", "teardown_s"), ("Ray shutdown", "shutdown_s"))
+    for label, key in parts:
+        print(f"  {label:<38} {one[key]:6.1f} s / {many[key]:6.1f} s")
+    print(f"  {'Prefect start (embedded API, one task)':<38} {prefect_s:6.1f} s")
+    for label, side in (("1 worker", one), (f"{n} workers", many)):
+        total = sum(side[key] for _, key in parts) + prefect_s
+        print(f"  total, {label:<31} {total:6.1f} s  (aim < 8 s)")
 
 
 if __name__ == "__main__":

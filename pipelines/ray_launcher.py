@@ -26,6 +26,11 @@ from typing import Any, Callable
 # Each ray.train.report waits for the controller's next health check (2 s by
 # default): on small epochs that poll interval, not compute, sets the pace.
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", "RAY_DEDUP_LOGS": "1"}
+# Only on a Ray instance we start ourselves (one machine): the spot-preemption watcher and
+# the Prometheus metrics callbacks are cluster observability, and each fit would otherwise
+# start a watcher actor (one more process importing Ray Train) and export metrics nobody
+# scrapes (no dashboard here). On a cluster joined through RAY_ADDRESS, Ray's defaults stand.
+LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
 
 
 @dataclass
@@ -77,15 +82,17 @@ def ensure_ray(address: str | None = None) -> float:
 
     if ray.is_initialized():
         return 0.0
-    os.environ.update({k: os.environ.get(k, v) for k, v in RAY_ENV.items()})
+    address = address or os.environ.get("RAY_ADDRESS")
+    wanted = RAY_ENV if address else {**RAY_ENV, **LOCAL_RAY_ENV}
+    os.environ.update({k: os.environ.get(k, v) for k, v in wanted.items()})  # the user's own settings win
     started = time.perf_counter()
     ray.init(
-        address=address or os.environ.get("RAY_ADDRESS"),
+        address=address,
         include_dashboard=False,
         logging_level=logging.WARNING,
         log_to_driver=True,
         runtime_env={
-            "env_vars": {k: os.environ[k] for k in RAY_ENV},
+            "env_vars": {k: os.environ[k] for k in wanted},
             "worker_process_setup_hook": "pipelines.ray_logging.quiet",
         },
     )
@@ -413,6 +420,11 @@ def train_worker(config: dict[str, Any]) -> None:
     pl.seed_everything(job.seed, workers=True, verbose=False)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    # One intra-op thread per CPU this worker reserved (not whatever OMP_NUM_THREADS the
+    # environment happened to carry): two 1-CPU workers on two cores must not oversubscribe.
+    assigned_cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
+    if assigned_cpus >= 1:
+        torch.set_num_threads(int(assigned_cpus))
     if placement_uri:
         _record_placement(placement_uri, rank)
     device = ray.train.torch.get_device() if job.use_gpu else torch.device("cpu")

@@ -12,9 +12,15 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def train_worker_pids() -> list[int]:
+def train_worker_pids(storage: Path, run: str) -> list[int]:
+    """This run's live Ray Train worker processes, from the placement records each worker writes at start
+    (not every RayTrainWorker on the machine: another Ray instance's workers are none of this test's business)."""
+    from pipelines import ray_launcher
+
     out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if "RayTrainWorker" in line and "grep" not in line]
+    alive = {int(line.split()[0]) for line in out.splitlines() if "RayTrainWorker" in line}
+    records = ray_launcher._read_placement(ray_launcher._placement_uri(str(storage), run))
+    return [r["pid"] for r in records if r["pid"] in alive]
 
 
 def checkpoints(storage: Path, run: str) -> list[Path]:
@@ -66,7 +72,7 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_the_last_checkpoi
         while len(seen) < 3 and fitting.is_alive() and time.time() < deadline:
             seen.update(p.name for p in checkpoints(storage, run))
             time.sleep(0.1)
-        victims = train_worker_pids()
+        victims = train_worker_pids(storage, run)
         assert victims, "no Ray Train worker process found"
         os.kill(victims[-1], signal.SIGKILL)  # a real worker process, by pid, mid-training
         last_saved_epoch = len(seen) - 1
