@@ -54,25 +54,40 @@ def wait_until_finished(project: Path, count: int, timeout: float) -> list[dict]
         time.sleep(8)  # each `dvc exp show` costs a second or two of CPU on a 2-core machine
 
 
-@contextlib.contextmanager
-def queue_workers(project: Path, env: dict[str, str]):
-    """`dvc queue start --jobs 1`; on the way out (also on failure) stop the workers and what they run.
+def live_workers(project: Path) -> list[int]:
+    """Process groups of this project's queue workers that are still running (from dvc-task's records)."""
+    groups = []
+    for info in (project / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.json"):
+        record = json.loads(info.read_text())
+        with contextlib.suppress(ProcessLookupError):
+            if record.get("returncode") is None and (pgid := os.getpgid(record["pid"])) != os.getpgrp():
+                groups.append(pgid)
+    return groups
 
-    The worker is a detached daemon in its own session: `dvc queue stop --kill` stops it and
-    SIGKILLs a running experiment's `dvc exp exec-run`, but not the stage it started (train and
-    its Ray instance), so what is left of each worker's process group is stopped too.
+
+@contextlib.contextmanager
+def queue_worker(project: Path, env: dict[str, str], log: Path):
+    """`dvc queue start --jobs 1`; on the way out stop the worker and what it runs, also on failure.
+
+    The worker is a daemon in its own process group, with the experiment it runs (`dvc exp
+    exec-run`, the stage, the stage's Ray instance) in that group. An empty queue stops it
+    by itself; otherwise `dvc queue stop --kill` is not enough: the worker runs one task at a
+    time and answers no control message while it does, so the group is stopped directly.
     """
-    run(project, str(BIN / "dvc"), "queue", "start", "--jobs", "1", env=env)
+    with open(log, "w") as out:  # not a pipe: the daemon would inherit it and `queue start` return only when it exits
+        started = subprocess.run([str(BIN / "dvc"), "queue", "start", "--jobs", "1"], cwd=project, env=env,
+                                 stdout=out, stderr=subprocess.STDOUT, timeout=120)
+    assert started.returncode == 0, log.read_text()
     try:
         yield
+        deadline = time.monotonic() + 60
+        while live_workers(project) and time.monotonic() < deadline:
+            time.sleep(1)  # the queue is empty: the worker stops and cleans up by itself in a few seconds
     finally:
-        with contextlib.suppress(AssertionError):
-            run(project, str(BIN / "dvc"), "queue", "stop", "--kill", env=env)
-        for info in (project / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.json"):
-            record = json.loads(info.read_text())
-            with contextlib.suppress(ProcessLookupError):
-                if record.get("returncode") is None and os.getpgid(record["pid"]) != os.getpgrp():
-                    workspace.stop_process_group(os.getpgid(record["pid"]), grace_seconds=5)
+        if live_workers(project):
+            subprocess.run([str(BIN / "dvc"), "queue", "stop", "--kill"], cwd=project, env=env, capture_output=True, timeout=60)
+            for pgid in live_workers(project):
+                workspace.stop_process_group(pgid, grace_seconds=5)
 
 
 def test_a_queued_sweep_runs_is_shown_and_compared(tmp_path):
@@ -92,7 +107,7 @@ def test_a_queued_sweep_runs_is_shown_and_compared(tmp_path):
     assert proc.returncode == 2 and "no finished experiments" in proc.stderr and not out.exists()
 
     run(project, dvc, "exp", "run", "register@tabular", "--queue", "-S", f"{LR_KEY}={LRS[0]},{LRS[1]}", env=env)
-    with queue_workers(project, env):
+    with queue_worker(project, env, tmp_path / "queue-start.log"):
         exps = wait_until_finished(project, count=2, timeout=600)
 
     failed = [exp["name"] for exp in exps if (exp["executor"] or {}).get("state") == "failed"]
