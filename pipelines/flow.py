@@ -170,7 +170,7 @@ def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
 
 
 def default_remote(workdir: str) -> str | None:
-    """The DVC remote named by `core.remote` (None: the project has no remote, nothing to pull or push)."""
+    """The DVC remote named by `core.remote`: `local` as committed (None: a project without one, nothing to sync)."""
     from dvc.repo import Repo
 
     with Repo(workdir) as repo:
@@ -292,8 +292,10 @@ def training_pipeline(
         save_experiment_as: Also record the finished run as a DVC experiment of this
             name (then `dvc exp show` lists it beside `dvc exp run` experiments).
 
-    With a DVC remote configured (`dvc remote add -d ...`), the run pulls what its
-    stages need first and pushes what they made after it succeeds.
+    The run pulls what its stages need from the default DVC remote first and pushes
+    what they made after it succeeds: the committed `local` remote, a directory under
+    ~/.local/share, unless repointed (`dvc remote modify --local local url ...`) or
+    replaced (`dvc remote add -d storage s3://...`).
     """
     from prefect.runtime import flow_run
 

@@ -22,8 +22,19 @@ def project_env() -> dict[str, str]:
     return env
 
 
+def run(cwd, *cmd, env: dict[str, str]) -> str:
+    """Run a command (git, dvc, python -m ...) in a test project; fail the test with its output if it fails."""
+    proc = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{cmd}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
 def copy_project(dest: Path, params: dict | None = None) -> Path:
-    """Copy the tracked files of this repo into `dest` and make it a fresh git repo."""
+    """Copy the tracked files of this repo into `dest` and make it a fresh git repo.
+
+    Its default DVC remote (`local`, committed as ~/.local/share/...) is repointed at
+    `local_remote_dir(dest)`, so no test pushes into the real home directory.
+    """
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
     for rel in filter(None, files):
         src = ROOT / rel
@@ -39,7 +50,18 @@ def copy_project(dest: Path, params: dict | None = None) -> Path:
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
     subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
     subprocess.run(git + ["commit", "-qm", "test copy"], cwd=dest, check=True)
+    point_local_remote(dest, local_remote_dir(dest))
     return dest
+
+
+def local_remote_dir(project: Path) -> Path:
+    """Where a test copy's default DVC remote lives: beside the copy, in the test's temp dir."""
+    return project.parent / f"dvc-remote-{project.name}"
+
+
+def point_local_remote(project: Path, url: Path) -> None:
+    """Repoint the default remote `local` in .dvc/config.local (git-ignored), as the README tells users to."""
+    run(project, str(BIN / "dvc"), "remote", "modify", "--local", "local", "url", str(url), env=project_env())
 
 
 def small_params(datasets: tuple[str, ...] = ("tabular",), **train_overrides) -> dict:

@@ -1,25 +1,18 @@
 """Data and models on S3 (a real S3-compatible server on 127.0.0.1): the DVC remote and the model
 registry both there; push, then a fresh clone pulls and reproduces the run without re-running a stage."""
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import BIN, copy_project, project_env, small_params
+from tests.conftest import BIN, copy_project, project_env, run, small_params
 
 sys.path.insert(0, str(Path(__file__).parent))
 from s3_server import start_server  # noqa: E402
 
 pytestmark = pytest.mark.slow
-
-
-def run(cwd, *cmd, env) -> str:
-    proc = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"{cmd}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout + proc.stderr
 
 
 def test_push_pull_in_a_fresh_clone_reproduces_the_run(tmp_path):

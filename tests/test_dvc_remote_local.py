@@ -1,0 +1,61 @@
+"""The committed default DVC remote (`local`, a directory): the flow's first run pushes to it, and
+another clone of the project pulls from it and reproduces the run without re-running a stage.
+
+Tests repoint the remote at a temp dir through .dvc/config.local (tests/conftest.copy_project),
+the same override the README gives users, so nothing is written to the real home directory.
+"""
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, ROOT, copy_project, local_remote_dir, point_local_remote, project_env, run, small_params
+
+GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+
+
+def test_the_committed_default_remote_is_a_directory_under_the_users_home():
+    """`~` in .dvc/config is expanded by DVC for each user: every clone on a machine shares the one remote."""
+    from dvc.config import Config
+
+    conf = Config(dvc_dir=str(ROOT / ".dvc"), validate=True).load_one("repo")  # .dvc/config only, not a config.local
+    assert conf["core"]["remote"] == "local"
+    url = conf["remote"]["local"]["url"]
+    assert url == str(Path.home() / ".local/share/dl-pipeline/dvc-remote") and url.def_path.startswith("~/")
+
+
+@pytest.mark.slow
+def test_the_flow_pushes_to_the_default_remote_and_a_clone_pulls_and_reproduces(tmp_path):
+    from dvc.repo import Repo
+    from prefect.testing.utilities import prefect_test_harness
+
+    from pipelines.flow import default_remote, training_pipeline
+
+    env, dvc = project_env(), str(BIN / "dvc")
+    project = copy_project(tmp_path / "a", small_params(("tabular",), epochs=2))
+    remote = local_remote_dir(project)
+    with Repo(str(project)) as repo:  # the copy's default remote is the temp dir, not ~/.local/share
+        assert repo.config["remote"]["local"]["url"] == str(remote)
+    assert default_remote(str(project)) == "local" and not remote.exists()
+
+    # The first run ever: nothing on the remote yet (pull --allow-missing), everything there after it.
+    with prefect_test_harness(server_startup_timeout=120):
+        result = training_pipeline(workdir=str(project))
+    assert not any(s["skipped"] for s in result["stages"])
+    objects = [p for p in (remote / "files" / "md5").rglob("*") if p.is_file()]
+    assert len(objects) > 10, objects  # raw and prepared data, checkpoints, plots, metrics, the register record
+    assert "in sync" in run(project, dvc, "status", "--cloud", env=env)
+
+    run(project, *GIT, "add", "-A", env=env)
+    run(project, *GIT, "commit", "-qm", "a run", env=env)
+    clone = tmp_path / "b"
+    run(tmp_path, "git", "clone", "-q", str(project), str(clone), env=env)
+    assert not (clone / ".dvc/config.local").exists() and not (clone / "data/train/tabular").exists()
+    point_local_remote(clone, remote)  # a clone on this machine would need nothing: ~/.local/share is shared
+    run(clone, dvc, "pull", env=env)
+    assert (clone / "data/train/tabular/fnn-relu/model.pt").exists()
+    out = run(clone, dvc, "repro", env=env)
+    assert "Running stage" not in out, out  # everything pulled is up to date: nothing re-runs
+    metrics = "data/evaluate/tabular/metrics.json"
+    assert json.loads((clone / metrics).read_text()) == json.loads((project / metrics).read_text())
+    assert run(clone, "git", "status", "--porcelain", env=env) == ""  # the repro changed nothing tracked
