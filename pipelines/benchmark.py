@@ -153,8 +153,13 @@ def hand_written_ddp(data, spec, lr, batch, epochs, seed, workers, threads) -> l
     return starts
 
 
-def our_path(data, spec, lr, batch, epochs, seed, workers, cpus_per_worker) -> dict:
-    """Our train path (ray_launcher.fit, as the train stage runs it) on a fresh local Ray instance."""
+def our_path(data, spec, lr, batch, epochs, seed, workers, cpus_per_worker, loop_beside_ray: bool = False) -> dict:
+    """Our train path (ray_launcher.fit, as the train stage runs it) on a fresh local Ray instance.
+
+    loop_beside_ray: also time the hand-written loop in this process, after the fit, while the
+    Ray instance idles beside it (its daemons and idle workers wake up many times a second), which is
+    what Ray's mere presence costs a compute-bound loop on this machine.
+    """
     from pipelines import ray_launcher
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,6 +176,10 @@ def our_path(data, spec, lr, batch, epochs, seed, workers, cpus_per_worker) -> d
         scaling = ray_launcher.Scaling(num_workers=workers, cpus_per_worker=cpus_per_worker)
         outcome = ray_launcher.fit(job, scaling, str(tmp / "ray"), "bench", keep=1)
         ended = time.time()
+        beside = None
+        if loop_beside_ray:  # after the fit: its own process must not share the CPUs with it
+            time.sleep(2)  # the fit's actors exit; Ray is back to idle
+            beside = steady_samples_per_s(hand_written_loop(data, spec, lr, batch, 4, seed, threads=workers * cpus_per_worker), len(data["train_x"]))
         t = time.perf_counter()
         ray_launcher.shutdown_ray()
         shutdown = time.perf_counter() - t
@@ -181,6 +190,7 @@ def our_path(data, spec, lr, batch, epochs, seed, workers, cpus_per_worker) -> d
     # Between EpochHistory's epoch end and the next epoch's start: Ray's report + checkpoint.
     report = statistics.median(b["epoch_start_time"] - a["epoch_start_time"] - a["epoch_seconds"] for a, b in zip(rows[1:], rows[2:]))
     return {"samples_per_s": sps, "ray_start_s": ray_start, "shutdown_s": shutdown, "epoch_s": period, "report_s": report,
+            "hand_beside_ray_samples_per_s": beside,
             # fit() call to the first epoch's start: controller, worker processes, imports, process group, Lightning set-up
             "group_start_s": starts[0] - started,
             # the last epoch's end (at the steady pace) to fit() returning: workers and controller shut down, result read back
@@ -228,7 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"hand-written loop, 1 process x {args.cpus} threads    : {hand:9.0f} samples/s", flush=True)
     ddp = steady_samples_per_s(hand_written_ddp(data, spec, 1e-3, args.batch, args.epochs, args.seed, n, per), rows)
     print(f"hand-written DDP, {n} processes x {per} thread(s)  : {ddp:9.0f} samples/s", flush=True)
-    one = our_path(data, spec, 1e-3, args.batch, args.epochs, args.seed, workers=1, cpus_per_worker=args.cpus)
+    one = our_path(data, spec, 1e-3, args.batch, args.epochs, args.seed, workers=1, cpus_per_worker=args.cpus, loop_beside_ray=True)
+    beside = one["hand_beside_ray_samples_per_s"]
+    print(f"hand-written loop, with Ray idling beside it: {beside:9.0f} samples/s", flush=True)
     print(f"our train path, 1 worker x {args.cpus} CPUs           : {one['samples_per_s']:9.0f} samples/s", flush=True)
     many = our_path(data, spec, 1e-3, args.batch, args.epochs, args.seed, workers=n, cpus_per_worker=per)
     print(f"our train path, {n} workers x {per} CPU(s)          : {many['samples_per_s']:9.0f} samples/s", flush=True)
@@ -237,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  ours 1 worker  / hand-written loop  {one['samples_per_s'] / hand:6.3f}  (target >= 0.90: framework overhead)")
     print(f"  ours {n} workers / hand-written DDP   {many['samples_per_s'] / ddp:6.3f}  (framework overhead at {n} workers)")
     print(f"  hand-written DDP / hand-written loop {ddp / hand:6.3f}  (what {n}-process data parallelism costs here)")
+    print(f"  loop beside idle Ray / loop          {beside / hand:6.3f}  (what a running Ray instance costs a loop here)")
+    print(f"  ours 1 worker / loop beside idle Ray {one['samples_per_s'] / beside:6.3f}  (Lightning + Ray Train in the worker)")
     for label, side in (("1 worker", one), (f"{n} workers", many)):
         print(f"  per epoch, ours {label}: {side['epoch_s']:.2f} s, of which Ray report + checkpoint {side['report_s']:.3f} s")
 

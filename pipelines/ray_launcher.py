@@ -398,6 +398,23 @@ def _history_from_checkpoint(checkpoint) -> list[dict[str, float]]:
 # ----------------------------------------------------------------- worker side
 
 
+def _ddp_strategy(ray_ddp_strategy: type):
+    """Ray's DDP strategy, minus the DDP wrapper when the run has a single worker.
+
+    With one worker there is nothing to all-reduce, yet DistributedDataParallel still
+    copies every gradient into its buckets and runs a (one-rank) all-reduce each step:
+    ~10 % of a small model's step on CPU (BENCHMARKS.md). With several workers,
+    gradients are DDP's bucket views (one copy fewer per step, less memory).
+    """
+
+    class RayTrainStrategy(ray_ddp_strategy):
+        def configure_ddp(self) -> None:
+            if self.world_size > 1:
+                super().configure_ddp()
+
+    return RayTrainStrategy(gradient_as_bucket_view=True)
+
+
 def train_worker(config: dict[str, Any]) -> None:
     """Runs inside each Ray Train worker process."""
     import numpy as np
@@ -452,7 +469,7 @@ def train_worker(config: dict[str, Any]) -> None:
         accelerator="gpu" if job.use_gpu else "cpu",
         precision=job.precision,
         devices="auto",
-        strategy=RayDDPStrategy(),
+        strategy=_ddp_strategy(RayDDPStrategy),
         plugins=[RayLightningEnvironment()],
         # Order matters: history and printing see the epoch before the report.
         callbacks=[

@@ -23,11 +23,13 @@ def test_the_fnn_benchmark_runs_all_four_sides_and_prints_ratios_and_fixed_costs
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     out = proc.stdout
     for side in ("hand-written loop, 1 process x 2 threads", "hand-written DDP, 2 processes x 1 thread(s)",
+                 "hand-written loop, with Ray idling beside it",
                  "our train path, 1 worker x 2 CPUs", "our train path, 2 workers x 1 CPU(s)"):
         found = re.search(re.escape(side) + r"\s*:\s*" + NUMBER + " samples/s", out)
         assert found, f"no throughput for {side!r} in:\n{out}"
         assert float(found.group(1)) > 0
-    for ratio in ("ours 1 worker  / hand-written loop", "ours 2 workers / hand-written DDP", "hand-written DDP / hand-written loop"):
+    for ratio in ("ours 1 worker  / hand-written loop", "ours 2 workers / hand-written DDP", "hand-written DDP / hand-written loop",
+                  "loop beside idle Ray / loop", "ours 1 worker / loop beside idle Ray"):
         found = re.search(re.escape(ratio) + r"\s+" + NUMBER, out)
         assert found and float(found.group(1)) > 0, f"no ratio {ratio!r} in:\n{out}"
     for cost in ("Ray start (local instance)", "worker group start (to first epoch)", "worker group teardown",
