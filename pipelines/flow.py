@@ -177,6 +177,17 @@ def default_remote(workdir: str) -> str | None:
         return repo.config["core"].get("remote")
 
 
+def recorded_stages(workdir: Path, stages: list[str]) -> list[str]:
+    """The stages among `stages` that dvc.lock records: only their outputs can be pulled.
+
+    A first run (no dvc.lock, or new datasets) has nothing to pull for the others; asking DVC
+    anyway only prints a "No file hash info found" warning per output.
+    """
+    lock = Path(workdir) / "dvc.lock"
+    recorded = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.exists() else {}
+    return [stage for stage in stages if stage in recorded]
+
+
 @task(name="dvc-sync", task_run_name="dvc-{action}", retries=3,
       retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BASE_SECONDS), retry_jitter_factor=0.2)
 def dvc_sync(action: str, workdir: str, stages: list[str]) -> str:
@@ -313,8 +324,11 @@ def training_pipeline(
         chosen = list(datasets or params.datasets)
         stages = stage_order(root, chosen)
         remote = default_remote(str(root))
-        if remote:
-            dvc_sync("pull", str(root), stages)
+        to_pull = recorded_stages(root, stages) if remote else []
+        if to_pull:
+            dvc_sync("pull", str(root), to_pull)
+        elif remote:
+            logger.info(f"dvc.lock records none of these stages yet: nothing to pull from remote {remote!r}")
         results = []
         for stage in stages:
             results.append(run_stage(stage, str(root), force=refresh and stage.startswith("ingest@")))

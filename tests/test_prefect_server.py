@@ -245,7 +245,7 @@ def test_a_run_started_like_the_run_button_completes_with_its_results_on_the_run
 
     tasks = task_runs(served, main_run.id)
     assert set(tasks) == {f"{s}@tabular" for s in ("ingest", "prepare", "train", "evaluate", "register", "artifacts")} | {
-        "dvc-pull", "dvc-push"}  # the default DVC remote (a temp dir here: copy_project)
+        "dvc-push"}  # to the default DVC remote (a temp dir here: copy_project); no dvc.lock yet, so nothing to pull
     # The source answered 503 first: ingest exited 75 and was retried once (after 1 s here, 10 s by default).
     assert tasks["ingest@tabular"].run_count == 2 and tasks["train@tabular"].run_count == 1
     text = logs(served, main_run.id)
@@ -541,7 +541,7 @@ def test_prefect_yaml_deploys_to_a_process_pool_that_pulls_from_git_and_bad_inpu
         worker_log = (tmp_path / "worker.log").read_text()
         assert failed.state.is_failed(), (failed.state, worker_log[-3000:])  # Failed, not Crashed
         tasks = task_runs(served, failed.id)
-        assert set(tasks) == {"dvc-pull", "ingest@tabular"} and tasks["ingest@tabular"].state.is_failed()
+        assert set(tasks) == {"ingest@tabular"} and tasks["ingest@tabular"].state.is_failed()
         assert tasks["ingest@tabular"].run_count == 1  # bad input (exit 2) is not retried
         text = logs(served, failed.id)
         assert "error: ingest.source: /nonexistent/houses.csv: file does not exist" in text

@@ -325,3 +325,13 @@ def test_the_watcher_reads_http_sources_with_a_head_request(tmp_path):
         assert first and fingerprint(f"http://127.0.0.1:{server.server_address[1]}/t.csv", tmp_path) != first
     finally:
         server.shutdown()
+
+
+def test_the_flow_pulls_only_stages_that_dvc_lock_records(tmp_path):
+    """A first run has no dvc.lock: nothing to pull (DVC would only warn per output); later runs pull what it records."""
+    from pipelines.flow import recorded_stages
+
+    stages = ["ingest@tabular", "prepare@tabular", "ingest@digits"]
+    assert recorded_stages(tmp_path, stages) == []
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages:\n  ingest@tabular:\n    cmd: python -m pipelines.ingest tabular\n")
+    assert recorded_stages(tmp_path, stages) == ["ingest@tabular"]
