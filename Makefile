@@ -20,7 +20,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	touch $@
 
 run: $(VENV)/.installed
-	$(RUN) $(BIN)/python -m pipelines.flow $(ARGS)
+	$(RUN) $(BIN)/python -m pipelines.orchestration.flow $(ARGS)
 
 test: $(VENV)/.installed-dev
 	$(RUN) $(BIN)/python -m pytest $(ARGS)
@@ -29,13 +29,13 @@ test-fast: $(VENV)/.installed-dev
 	$(RUN) $(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 bench: $(VENV)/.installed
-	$(RUN) $(BIN)/python -m pipelines.benchmark $(ARGS)
+	$(RUN) $(BIN)/python -m bench.fnn $(ARGS)
 
 serve: $(VENV)/.installed
-	$(RUN) $(BIN)/python -m pipelines.serve $(ARGS)
+	$(RUN) $(BIN)/python -m pipelines.orchestration.serve $(ARGS)
 
 watch: $(VENV)/.installed
-	$(RUN) $(BIN)/python -m pipelines.watch $(ARGS)
+	$(RUN) $(BIN)/python -m pipelines.orchestration.watch $(ARGS)
 
 lock: $(VENV)/.installed-dev
 	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > constraints.txt.new

@@ -3,9 +3,10 @@
 Families register themselves with `@register_family("name")`; `create_model`
 builds one by name from plain keyword arguments, in the style of timm.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
@@ -13,7 +14,9 @@ _FAMILIES: dict[str, Callable[..., nn.Module]] = {}
 _TASKS: dict[str, tuple[str, ...]] = {}
 
 
-def register_family(name: str, tasks: tuple[str, ...]) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+def register_family(
+    name: str, tasks: tuple[str, ...]
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _FAMILIES:
             raise ValueError(f"model family {name!r} is already registered")

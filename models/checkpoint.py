@@ -1,4 +1,5 @@
 """Weights-only checkpoints: plain tensors and JSON-like metadata, never pickled code."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Feed-forward network for tables."""
+
 from __future__ import annotations
 
 import torch
@@ -30,7 +31,15 @@ class FNN(nn.Module):
 
 
 @register_family("fnn", tasks=("regression", "binary", "multiclass", "forecast"))
-def build_fnn(*, input_shape: list[int], out_features: int, hidden: list[int], activation: str = "relu", dropout: float = 0.0, **_: object) -> FNN:
+def build_fnn(
+    *,
+    input_shape: list[int],
+    out_features: int,
+    hidden: list[int],
+    activation: str = "relu",
+    dropout: float = 0.0,
+    **_: object,
+) -> FNN:
     in_features = 1
     for size in input_shape:  # images and windows are flattened
         in_features *= size

@@ -1,4 +1,5 @@
 """Small building blocks shared by the families."""
+
 from __future__ import annotations
 
 from torch import nn

@@ -1,4 +1,5 @@
 """The LightningModule: training logic around any architecture in the catalogue."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -11,7 +12,13 @@ from models.catalogue import create_model
 from models.tasks import REGRESSION_LIKE, loss_target, make_loss, predict
 
 # The validation score each task logs beside val/loss (and can early-stop on).
-VAL_SCORE = {"regression": "val/rmse", "forecast": "val/rmse", "binary": "val/accuracy", "multiclass": "val/accuracy", "next_word": "val/perplexity"}
+VAL_SCORE = {
+    "regression": "val/rmse",
+    "forecast": "val/rmse",
+    "binary": "val/accuracy",
+    "multiclass": "val/accuracy",
+    "next_word": "val/perplexity",
+}
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, optim: dict[str, Any], max_epochs: int):
@@ -20,7 +27,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, optim: dict[str, Any], max
     if kind == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, max_epochs))
     if kind == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=optim.get("lr_step_size", 10), gamma=optim.get("lr_gamma", 0.5))
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=optim.get("lr_step_size", 10), gamma=optim.get("lr_gamma", 0.5)
+        )
     return None
 
 
@@ -38,7 +47,9 @@ def build_optimizer(params, optim: dict[str, Any]) -> torch.optim.Optimizer:
 class TaskModule(pl.LightningModule):
     """Hyperparameters are plain dicts (no pickled modules), so checkpoints load weights-only."""
 
-    def __init__(self, model_spec: dict[str, Any], optim: dict[str, Any], task: str, loss: str, n_classes: int | None = None):
+    def __init__(
+        self, model_spec: dict[str, Any], optim: dict[str, Any], task: str, loss: str, n_classes: int | None = None
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.net = create_model(model_spec["family"], **model_spec)

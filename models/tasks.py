@@ -1,4 +1,5 @@
 """What a task means for the model's head, its loss and its outputs."""
+
 from __future__ import annotations
 
 import torch
@@ -21,9 +22,7 @@ def resolve_loss(task: str, loss: str, n_classes: int | None = None) -> str:
     chosen = DEFAULT_LOSS[task] if loss == "auto" else loss
     if chosen not in COMPATIBLE_LOSSES[task]:
         what = f"a {n_classes}-class target" if n_classes else f"a {task} target"
-        raise ValueError(
-            f"loss '{chosen}' cannot train {what}; use one of: {', '.join(COMPATIBLE_LOSSES[task])}"
-        )
+        raise ValueError(f"loss '{chosen}' cannot train {what}; use one of: {', '.join(COMPATIBLE_LOSSES[task])}")
     return chosen
 
 

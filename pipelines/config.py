@@ -5,12 +5,13 @@ validated form) and what every stage reads, so a bad value is refused in the
 same words whichever front door it came through: params.yaml, `dvc exp run -S`,
 the CLI or the Prefect UI.
 """
+
 from __future__ import annotations
 
 import re
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -65,14 +66,16 @@ class PrepareParams(Strict):
     # text
     context_length: int = Field(12, ge=1, le=512, description="Text: words of context that predict the next word")
     max_vocab: int = Field(2000, ge=10, description="Text: most frequent training words kept; the rest become <unk>")
-    min_count: int = Field(2, ge=1, description="Text: a word needs this many training occurrences to be in the vocabulary")
+    min_count: int = Field(
+        2, ge=1, description="Text: a word needs this many training occurrences to be in the vocabulary"
+    )
     max_tokens: int | None = Field(None, ge=100, description="Text: use only the first N tokens of the corpus")
     # series
     window: int = Field(30, ge=2, le=10_000, description="Series: past steps that predict the next one")
     season_length: int = Field(12, ge=1, description="Series: period of the seasonal-naive baseline")
 
     @model_validator(mode="after")
-    def _season_in_window(self) -> "PrepareParams":
+    def _season_in_window(self) -> PrepareParams:
         if self.season_length > self.window:
             raise ValueError(f"season_length: {self.season_length} must not exceed window ({self.window})")
         return self
@@ -84,7 +87,9 @@ class PrepareParams(Strict):
 class CandidateBase(Strict):
     """What every model family shares: the loss and the optimizer."""
 
-    loss: Loss = Field("auto", description="auto: mse for regression/forecast, bce for binary, cce for multi-class/next word")
+    loss: Loss = Field(
+        "auto", description="auto: mse for regression/forecast, bce for binary, cce for multi-class/next word"
+    )
     optimizer: OptimizerName = "adam"
     lr: float = Field(1e-3, gt=0, le=10)
     weight_decay: float = Field(0.0, ge=0)
@@ -101,20 +106,22 @@ class FnnCandidate(CandidateBase):
     hidden: list[int] = Field(default_factory=lambda: [64, 32], min_length=1)
 
     @model_validator(mode="after")
-    def _check(self) -> "FnnCandidate":
+    def _check(self) -> FnnCandidate:
         _positive(self.hidden, "hidden")
         return self
 
 
 class CnnCandidate(CandidateBase):
     family: Literal["cnn"]
-    filters: list[int] = Field(default_factory=lambda: [16, 32], min_length=1, description="Channels of each conv block")
+    filters: list[int] = Field(
+        default_factory=lambda: [16, 32], min_length=1, description="Channels of each conv block"
+    )
     kernel_size: int = Field(3, ge=1, le=15)
     pool: int = Field(2, ge=1, le=4, description="Max-pool size after each block (1: no pooling)")
     dense: list[int] = Field(default_factory=lambda: [64], description="Hidden sizes of the dense head")
 
     @model_validator(mode="after")
-    def _check(self) -> "CnnCandidate":
+    def _check(self) -> CnnCandidate:
         _positive(self.filters, "filters")
         _positive(self.dense, "dense")
         if self.kernel_size % 2 == 0:
@@ -130,7 +137,7 @@ class RnnCandidate(CandidateBase):
     activation: Activation = Field("tanh", description="Activation of the dense head after the recurrent layers")
 
 
-Candidate = Annotated[Union[FnnCandidate, CnnCandidate, RnnCandidate], Field(discriminator="family")]
+Candidate = Annotated[FnnCandidate | CnnCandidate | RnnCandidate, Field(discriminator="family")]
 TAG_VALUES = {"fnn", "cnn", "lstm", "gru", "table", "image", "text", "series"}
 
 
@@ -149,7 +156,7 @@ class SearchDim(Strict):
     values: list[Any] | None = Field(None, min_length=1, description="choice: the values tried")
 
     @model_validator(mode="after")
-    def _check(self) -> "SearchDim":
+    def _check(self) -> SearchDim:
         if self.type == "choice":
             if self.values is None or self.low is not None or self.high is not None:
                 raise ValueError("choice takes values: [...] (and no low/high)")
@@ -178,7 +185,9 @@ class SearchParams(Strict):
 
     enabled: bool = False
     candidate: str = Field(description="The candidate whose knobs are searched")
-    space: dict[str, SearchDim] = Field(min_length=1, description="Knob name -> {type, low, high} or {type: choice, values}")
+    space: dict[str, SearchDim] = Field(
+        min_length=1, description="Knob name -> {type, low, high} or {type: choice, values}"
+    )
     num_samples: int = Field(8, ge=1, description="Trials (sampled configurations)")
     max_concurrent_trials: int = Field(2, ge=1, description="Trials at once; each takes train.num_workers workers")
     grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial runs before it may be stopped")
@@ -193,10 +202,12 @@ class DatasetTrainParams(Strict):
     batch_size: int = Field(64, ge=1, description="Global batch size, split across workers")
     early_stopping: EarlyStoppingParams = Field(default_factory=EarlyStoppingParams)
     candidates: dict[str, Candidate] = Field(min_length=1)
-    search: SearchParams | None = Field(None, description="Hyperparameter search over one candidate (off unless enabled)")
+    search: SearchParams | None = Field(
+        None, description="Hyperparameter search over one candidate (off unless enabled)"
+    )
 
     @model_validator(mode="after")
-    def _names(self) -> "DatasetTrainParams":
+    def _names(self) -> DatasetTrainParams:
         for name in self.candidates:
             if not re.match(NAME_PATTERN, name):
                 raise ValueError(f"candidate name {name!r} may hold only letters, digits, '-' and '_'")
@@ -206,14 +217,20 @@ class DatasetTrainParams(Strict):
 
     def _check_search(self, search: SearchParams) -> None:
         if search.candidate not in self.candidates:
-            raise ValueError(f"search.candidate: {search.candidate!r} is not a candidate; have: {', '.join(self.candidates)}")
+            raise ValueError(
+                f"search.candidate: {search.candidate!r} is not a candidate; have: {', '.join(self.candidates)}"
+            )
         cand = self.candidates[search.candidate]
         fields = sorted(k for k in type(cand).model_fields if k != "family")
         for key, dim in search.space.items():
             if key not in fields:
-                raise ValueError(f"search.space.{key}: not a knob of candidate {search.candidate!r} ({cand.family}); use one of: {', '.join(fields)}")
+                raise ValueError(
+                    f"search.space.{key}: not a knob of candidate {search.candidate!r} ({cand.family}); use one of: {', '.join(fields)}"
+                )
             if type(cand).model_fields[key].annotation is int and dim.type in ("uniform", "loguniform"):
-                raise ValueError(f"search.space.{key}: an integer knob; search it with randint or choice, not {dim.type}")
+                raise ValueError(
+                    f"search.space.{key}: an integer knob; search it with randint or choice, not {dim.type}"
+                )
             for value in dim.extremes():  # every sampled value must make a valid candidate
                 try:
                     type(cand).model_validate({**cand.model_dump(), key: value})
@@ -224,7 +241,9 @@ class DatasetTrainParams(Strict):
     def searched_metric(self) -> tuple[str, str]:
         """What the search ranks trials by: its own metric/mode, else early stopping's."""
         s = self.search
-        return (s.metric if s and s.metric else self.early_stopping.monitor), (s.mode if s and s.mode else self.early_stopping.mode)
+        return (s.metric if s and s.metric else self.early_stopping.monitor), (
+            s.mode if s and s.mode else self.early_stopping.mode
+        )
 
 
 class DatasetRegisterParams(Strict):
@@ -250,7 +269,7 @@ with warnings.catch_warnings():
         register: DatasetRegisterParams = Field(...)  # explicit: the name shadows BaseModel.register
 
         @model_validator(mode="after")
-        def _families_fit_the_data(self) -> "DatasetParams":
+        def _families_fit_the_data(self) -> DatasetParams:
             for name, cand in self.train.candidates.items():
                 if cand.family not in FAMILIES_FOR[self.modality]:
                     raise ValueError(
@@ -278,15 +297,20 @@ class EvaluateParams(Strict):
 
 
 class RegisterParams(Strict):
-    registry: str = Field("data/registry", description="Model registry: a local path or s3://bucket/prefix (endpoint from AWS_ENDPOINT_URL)")
-    promote_alias: str = Field("production", pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$", description="Alias a new version may take")
+    registry: str = Field(
+        "data/registry",
+        description="Model registry: a local path or s3://bucket/prefix (endpoint from AWS_ENDPOINT_URL)",
+    )
+    promote_alias: str = Field(
+        "production", pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$", description="Alias a new version may take"
+    )
     promote_policy: Literal["better", "always", "never"] = Field(
         "better", description="better: only if it beats the alias's version on the task's primary test metric"
     )
 
 
 def _default_datasets() -> dict[str, DatasetParams]:
-    from pipelines.defaults import DEFAULT_DATASETS
+    from pipelines.config_defaults import DEFAULT_DATASETS
 
     return {name: DatasetParams.model_validate(d) for name, d in DEFAULT_DATASETS.items()}
 
@@ -301,7 +325,7 @@ with warnings.catch_warnings():
         register: RegisterParams = Field(default_factory=RegisterParams)
 
         @model_validator(mode="after")
-        def _check(self) -> "PipelineParams":
+        def _check(self) -> PipelineParams:
             for name, ds in self.datasets.items():
                 if not re.match(NAME_PATTERN, name):
                     raise ValueError(f"dataset name {name!r} may hold only letters, digits, '-' and '_'")
@@ -314,7 +338,9 @@ with warnings.catch_warnings():
 
         def dataset(self, name: str) -> DatasetParams:
             if name not in self.datasets:
-                raise PipelineInputError(f"params.yaml: datasets.{name}: no such dataset; have: {', '.join(self.datasets)}")
+                raise PipelineInputError(
+                    f"params.yaml: datasets.{name}: no such dataset; have: {', '.join(self.datasets)}"
+                )
             return self.datasets[name]
 
         def to_yaml(self) -> str:
@@ -359,7 +385,9 @@ def load_params(path: str | Path = PARAMS_FILE) -> PipelineParams:
     except yaml.YAMLError as err:
         raise PipelineInputError(f"{path}: not valid YAML: {err}") from None
     if data is not None and not isinstance(data, dict):
-        raise PipelineInputError(f"{path}: expected a mapping of sections (datasets, train, evaluate, register), got {type(data).__name__}")
+        raise PipelineInputError(
+            f"{path}: expected a mapping of sections (datasets, train, evaluate, register), got {type(data).__name__}"
+        )
     return validate_params(data, str(path))
 
 

@@ -5,11 +5,13 @@ Exit 75 (EX_TEMPFAIL): something the stage needs is not available now: a source
 (network error, HTTP 5xx, an S3 endpoint that did not answer) or the workspace (a
 pipeline run holds it); the Prefect flow retries such a stage.
 """
+
 from __future__ import annotations
 
 import functools
 import sys
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 EXIT_BAD_INPUT = 2

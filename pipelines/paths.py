@@ -7,6 +7,7 @@ Paths are relative to the project root (where dvc.yaml lives). DVC runs each
 stage with the project root as its working directory; Ray workers do not, so
 anything handed to Ray goes through `absolute()` first.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

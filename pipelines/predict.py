@@ -6,6 +6,7 @@
 The checkpoint is verified against its registry sha256 and loaded weights-only;
 the normalization, vocabulary and class names it was trained with travel inside it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,9 +18,9 @@ import torch
 
 from pipelines.atomic import atomic_path
 from pipelines.errors import PipelineInputError, cli_entry
-from pipelines.model_registry import open_registry
-from pipelines.registry_cli import parse_ref
-from pipelines.sources import fetched, read_table
+from pipelines.modalities.sources import fetched, read_table
+from pipelines.registry.cli import parse_ref
+from pipelines.registry.local import open_registry
 
 
 def load_registered(ref: str, registry: str):
@@ -38,7 +39,9 @@ def table_inputs(source: str, meta: dict) -> tuple[np.ndarray, pd.DataFrame]:
         table = read_table(local, source)
     missing = [c for c in meta["features"] if c not in table.columns]
     if missing:
-        raise PipelineInputError(f"{source}: missing feature column(s) {', '.join(missing)} that the model was trained on")
+        raise PipelineInputError(
+            f"{source}: missing feature column(s) {', '.join(missing)} that the model was trained on"
+        )
     x = table[meta["features"]].apply(pd.to_numeric, errors="coerce")
     if x.isna().to_numpy().any():
         row, col = (int(i[0]) for i in x.isna().to_numpy().nonzero())
@@ -70,7 +73,7 @@ def text_inputs(source: str, meta: dict) -> tuple[np.ndarray, pd.DataFrame]:
     from pipelines.modalities.text import tokenize
 
     with fetched(source) as local:
-        lines = [l for l in local.read_text(encoding="utf-8").splitlines() if l.strip()]
+        lines = [line for line in local.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not lines:
         raise PipelineInputError(f"{source}: no prompts (expected one line of text per prompt)")
     n = meta["context_length"]
@@ -83,10 +86,14 @@ def series_inputs(source: str, meta: dict, column: str) -> tuple[np.ndarray, pd.
     with fetched(source) as local:
         table = read_table(local, source)
     if column not in table.columns:
-        raise PipelineInputError(f"{source}: column '{column}' not found (use --column); columns are: {', '.join(map(str, table.columns))}")
+        raise PipelineInputError(
+            f"{source}: column '{column}' not found (use --column); columns are: {', '.join(map(str, table.columns))}"
+        )
     values = pd.to_numeric(table[column], errors="coerce")
     if values.isna().any():
-        raise PipelineInputError(f"{source}: row {int(values.isna().to_numpy().nonzero()[0][0]) + 1}: missing value in '{column}' (fill or interpolate it first)")
+        raise PipelineInputError(
+            f"{source}: row {int(values.isna().to_numpy().nonzero()[0][0]) + 1}: missing value in '{column}' (fill or interpolate it first)"
+        )
     w = meta["window"]
     if len(values) < w:
         raise PipelineInputError(f"{source}: {len(values)} values, fewer than the model's window of {w}")
@@ -99,7 +106,9 @@ def series_inputs(source: str, meta: dict, column: str) -> tuple[np.ndarray, pd.
 
 
 @torch.no_grad()
-def predict_file(ref: str, source: str, out: Path, registry: str = "data/registry", column: str = "value", top_k: int = 3) -> pd.DataFrame:
+def predict_file(
+    ref: str, source: str, out: Path, registry: str = "data/registry", column: str = "value", top_k: int = 3
+) -> pd.DataFrame:
     from models.tasks import predict
 
     net, info, card = load_registered(ref, registry)
@@ -153,7 +162,7 @@ def complete(ref: str, prompt: str, words: int = 8, registry: str = "data/regist
         logits = net(torch.tensor([context]))[0]
         logits[unk] = float("-inf")
         ids.append(int(logits.argmax()))
-    return " ".join(tokens + [meta["vocab"][i] for i in ids[len(tokens):]])
+    return " ".join(tokens + [meta["vocab"][i] for i in ids[len(tokens) :]])
 
 
 @cli_entry
@@ -162,7 +171,10 @@ def main(argv: list[str] | None = None) -> None:
 
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["complete"]:
-        parser = argparse.ArgumentParser(prog="python -m pipelines.predict complete", description="Complete a sentence with a registered next-word model.")
+        parser = argparse.ArgumentParser(
+            prog="python -m pipelines.predict complete",
+            description="Complete a sentence with a registered next-word model.",
+        )
         parser.add_argument("model", help="NAME[:VERSION|:ALIAS], e.g. text-next-word:production")
         parser.add_argument("prompt")
         parser.add_argument("--words", type=int, default=8)
@@ -172,7 +184,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     parser = argparse.ArgumentParser(prog="python -m pipelines.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="NAME[:VERSION|:ALIAS], e.g. digits-cnn:production")
-    parser.add_argument("input", help="CSV/Parquet table or series, IDX folder/file or .npz images, or a text file (one prompt per line)")
+    parser.add_argument(
+        "input",
+        help="CSV/Parquet table or series, IDX folder/file or .npz images, or a text file (one prompt per line)",
+    )
     parser.add_argument("output", type=Path, help="predictions CSV (written atomically)")
     parser.add_argument("--registry", default="data/registry")
     parser.add_argument("--column", default="value", help="series: the value column")

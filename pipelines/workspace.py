@@ -16,6 +16,7 @@ killed.
 
     python -m pipelines.workspace [WORKDIR]     # who is running the pipeline here, if anyone
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,8 +29,9 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from pipelines.errors import Unavailable
 
@@ -40,7 +42,8 @@ TOKEN_ENV = "DL_PIPELINE_WORKSPACE_TOKEN"  # the holder's stages carry its token
 class WorkspaceBusy(Unavailable):
     pass
 
-_held: dict[Path, "WorkspaceLock"] = {}
+
+_held: dict[Path, WorkspaceLock] = {}
 
 
 def lock_path(root: str | Path) -> Path:
@@ -101,7 +104,9 @@ def describe(record: dict[str, Any] | None) -> str:
 
 
 @contextlib.contextmanager
-def hold(root: str | Path, record: dict[str, Any], on_wait: Callable[[str], None] | None = None) -> Iterator[WorkspaceLock]:
+def hold(
+    root: str | Path, record: dict[str, Any], on_wait: Callable[[str], None] | None = None
+) -> Iterator[WorkspaceLock]:
     """Hold the workspace for a whole run, waiting (interruptibly) while another run holds it."""
     root = Path(root).resolve()
     path = lock_path(root)
@@ -117,13 +122,17 @@ def hold(root: str | Path, record: dict[str, Any], on_wait: Callable[[str], None
             fcntl.flock(fd, fcntl.LOCK_EX)  # a signal (cancellation) interrupts the wait
             if on_wait:
                 on_wait(f"workspace {root} is free after {time.monotonic() - waited:.0f}s; starting")
-        lock = WorkspaceLock(root, fd, {
-            "token": uuid.uuid4().hex,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            **record,
-        })
+        lock = WorkspaceLock(
+            root,
+            fd,
+            {
+                "token": uuid.uuid4().hex,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                **record,
+            },
+        )
         lock.note()
         _held[root] = lock
         try:

@@ -1,4 +1,5 @@
 """Shared fixtures: a throwaway copy of the project that is a real git + DVC repo."""
+
 from __future__ import annotations
 
 import os
@@ -35,13 +36,24 @@ def copy_project(dest: Path, params: dict | None = None) -> Path:
     Its default DVC remote (`local`, committed as ~/.local/share/...) is repointed at
     `local_remote_dir(dest)`, so no test pushes into the real home directory.
     """
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
+    files = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
     for rel in filter(None, files):
         src = ROOT / rel
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
-    for p in ("data/raw", "data/prepared", "data/train", "data/evaluate", "data/register", "data/registry", "data/ray_results", "dvc.lock"):
+    for p in (
+        "data/raw",
+        "data/prepared",
+        "data/train",
+        "data/evaluate",
+        "data/register",
+        "data/registry",
+        "data/ray_results",
+        "dvc.lock",
+    ):
         target = dest / p
         shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
     if params is not None:

@@ -3,6 +3,7 @@
 The functions run in child processes (multiprocessing 'spawn') take a registry
 location string, so each child opens its own registry, as a separate program would.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,11 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from pipelines.model_registry import open_registry
+from pipelines.registry.local import open_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +40,9 @@ def checkpoint(path: Path, payload: bytes) -> Path:
     return path
 
 
-def run_processes(target: Callable[..., None], arg_lists: list[tuple[Any, ...]], timeout: float = 120) -> list[int | None]:
+def run_processes(
+    target: Callable[..., None], arg_lists: list[tuple[Any, ...]], timeout: float = 120
+) -> list[int | None]:
     """One spawned process per argument tuple; their exit codes.
 
     Each target gets a barrier as its first argument and waits on it once it is
@@ -58,8 +62,12 @@ def cli(location: str, *args: str, check: bool = True) -> subprocess.CompletedPr
     """Run the registry CLI as its own program, on this worktree's code."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "pipelines.registry_cli", *args, "--registry", location],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "pipelines.registry.cli", *args, "--registry", location],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"registry_cli {args} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
@@ -97,7 +105,7 @@ def die(*_args: Any, **_kwargs: Any) -> None:
 
 def register_then_crash_before_card(barrier: Any, location: str, src: str) -> None:
     """Register, but be killed after the checkpoint blob is uploaded and before the card is."""
-    from pipelines.model_registry_s3 import S3ModelRegistry
+    from pipelines.registry.s3 import S3ModelRegistry
 
     S3ModelRegistry._publish_card = die  # type: ignore[method-assign]
     open_registry(location).register("m", src, card(0.99))
@@ -193,6 +201,9 @@ def check_cli(location: str, tmp_path: Path) -> None:
     assert "promoted: production -> v1 (forced" in cli(location, "promote", "m", "1", "--force").stdout
     assert reg.aliases("m") == {"production": 1}
 
-    for args, message in ((("show", "m:nope"), "no alias 'nope'"), (("download", "m:7", str(dest)), "no version 7; versions: [1, 2]")):
+    for args, message in (
+        (("show", "m:nope"), "no alias 'nope'"),
+        (("download", "m:7", str(dest)), "no version 7; versions: [1, 2]"),
+    ):
         bad = cli(location, *args, check=False)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr

@@ -22,6 +22,7 @@ If-None-Match / If-Match (it strips them), to test that the registry refuses it.
 
 Run directly (`python tests/s3_server.py`) it prints its port and serves until killed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,8 +31,9 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -72,15 +74,22 @@ class MotoS3:
     def client(self) -> Any:
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
 
 
 @contextlib.contextmanager
 def start_server(bucket: str = "registry-tests", ignore_conditions: bool = False) -> Iterator[MotoS3]:
     """A moto S3 server in a child process, with one empty bucket; stopped on exit."""
     args = [sys.executable, __file__] + (["--ignore-conditions"] if ignore_conditions else [])
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, **CREDENTIALS})
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, **CREDENTIALS}
+    )
     try:
         line = proc.stdout.readline()  # blocks until the server is listening
         if not line.strip().isdigit():

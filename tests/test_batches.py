@@ -1,6 +1,6 @@
 import torch
 
-from pipelines.batches import TensorBatches
+from pipelines.training.batches import TensorBatches
 
 
 def test_ranks_see_disjoint_equal_shards_covering_the_epoch():
@@ -26,5 +26,7 @@ def test_shuffle_changes_with_epoch_and_is_reproducible():
 
 def test_evaluation_shards_cover_every_row_once():
     x = torch.arange(11).float()
-    rows = sorted(v for r in range(3) for b in TensorBatches(x, x, 2, shuffle=False, rank=r, world=3) for v in b[0].tolist())
+    rows = sorted(
+        v for r in range(3) for b in TensorBatches(x, x, 2, shuffle=False, rank=r, world=3) for v in b[0].tolist()
+    )
     assert rows == list(range(11))

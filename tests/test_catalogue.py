@@ -1,4 +1,5 @@
 """Contract tests over every registered model family."""
+
 import pytest
 import torch
 
@@ -26,16 +27,23 @@ def n_classes_for(task: str) -> int | None:
 
 
 def spec_for(family: str, task: str) -> dict:
-    from pipelines.train import model_spec
+    from pipelines.stages.train import model_spec
 
-    meta = {"input_shape": SEQ_SHAPES.get(task, INPUT_SHAPES.get(family, [6])), "vocab_size": VOCAB if task == "next_word" else None}
+    meta = {
+        "input_shape": SEQ_SHAPES.get(task, INPUT_SHAPES.get(family, [6])),
+        "vocab_size": VOCAB if task == "next_word" else None,
+    }
     return model_spec(candidate(family), meta, output_size(task, DEFAULT_LOSS[task], n_classes_for(task)))
 
 
 def batch_for(family: str, task: str, n: int = 32):
     g = torch.Generator().manual_seed(0)
     shape = SEQ_SHAPES.get(task, INPUT_SHAPES.get(family, [6]))
-    x = torch.randint(0, VOCAB, (n, *shape), generator=g) if task == "next_word" else torch.randn(n, *shape, generator=g)
+    x = (
+        torch.randint(0, VOCAB, (n, *shape), generator=g)
+        if task == "next_word"
+        else torch.randn(n, *shape, generator=g)
+    )
     if task in ("regression", "forecast"):
         return x, torch.randn(n, 1, generator=g)
     return x, torch.randint(0, n_classes_for(task), (n,), generator=g)
@@ -84,8 +92,15 @@ def test_overfits_a_few_batches(family, task):
 
 @pytest.mark.parametrize(
     "task, loss, ok",
-    [("multiclass", "bce", False), ("regression", "cce", False), ("binary", "cce", True), ("binary", "mse", False),
-     ("next_word", "bce", False), ("forecast", "cce", False), ("next_word", "cce", True)],
+    [
+        ("multiclass", "bce", False),
+        ("regression", "cce", False),
+        ("binary", "cce", True),
+        ("binary", "mse", False),
+        ("next_word", "bce", False),
+        ("forecast", "cce", False),
+        ("next_word", "cce", True),
+    ],
 )
 def test_loss_and_task_combinations_are_checked(task, loss, ok):
     if ok:
@@ -101,14 +116,27 @@ def test_every_optimizer_and_schedule_trains(optimizer, schedule):
     import pytorch_lightning as pl
 
     torch.manual_seed(0)
-    optim = {"optimizer": optimizer, "lr": 0.05 if optimizer == "sgd" else 1e-2, "momentum": 0.9, "lr_schedule": schedule, "lr_step_size": 1, "lr_gamma": 0.5}
+    optim = {
+        "optimizer": optimizer,
+        "lr": 0.05 if optimizer == "sgd" else 1e-2,
+        "momentum": 0.9,
+        "lr_schedule": schedule,
+        "lr_step_size": 1,
+        "lr_gamma": 0.5,
+    }
     module = TaskModule(spec_for("fnn", "multiclass"), optim, "multiclass", "cce", N_CLASSES)
     x, y = batch_for("fnn", "multiclass", 64)
-    trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
     before = module._loss(x, y)[0].item()
-    from pipelines.batches import TensorBatches
+    from pipelines.training.batches import TensorBatches
 
-    trainer.fit(module, train_dataloaders=TensorBatches(x, y, 8, shuffle=True), val_dataloaders=TensorBatches(x, y, 64, shuffle=False))
+    trainer.fit(
+        module,
+        train_dataloaders=TensorBatches(x, y, 8, shuffle=True),
+        val_dataloaders=TensorBatches(x, y, 64, shuffle=False),
+    )
     assert module._loss(x, y)[0].item() < before
     lrs = [group["lr"] for group in trainer.optimizers[0].param_groups]
     if schedule == "step":

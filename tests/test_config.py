@@ -25,16 +25,40 @@ def ds(modality: str = "table", **sections) -> dict:
 @pytest.mark.parametrize(
     "data, key, words",
     [
-        (ds(train={"candidates": {"a": {"family": "fnn", "lr": -0.1}}}), "datasets.d.train.candidates.a.lr", "greater than 0"),
-        (ds(train={"candidates": {"a": {"family": "transformer"}}}), "datasets.d.train.candidates.a.family", "'fnn', 'cnn', 'lstm', 'gru'"),
+        (
+            ds(train={"candidates": {"a": {"family": "fnn", "lr": -0.1}}}),
+            "datasets.d.train.candidates.a.lr",
+            "greater than 0",
+        ),
+        (
+            ds(train={"candidates": {"a": {"family": "transformer"}}}),
+            "datasets.d.train.candidates.a.family",
+            "'fnn', 'cnn', 'lstm', 'gru'",
+        ),
         (ds(train={"epoch": 3}), "datasets.d.train.epoch", "unknown key"),
         (ds(prepare={"val_fraction": 0.9}), "datasets.d.prepare.val_fraction", "less than 0.5"),
         (ds(register={"model_name": "../escape"}), "datasets.d.register.model_name", "pattern"),
-        (ds(train={"candidates": {"a": {"family": "fnn", "activation": "gelu"}}}), "datasets.d.train.candidates.a.activation", "relu"),
-        (ds(train={"candidates": {"a": {"family": "lstm"}}}), "datasets.d.train.candidates.a.family", "lstm cannot learn from table data"),
-        (ds(train={"candidates": {"a": {"family": "cnn", "kernel_size": 4}}}, modality="image"), "datasets.d.train.candidates.a.kernel_size", "odd"),
+        (
+            ds(train={"candidates": {"a": {"family": "fnn", "activation": "gelu"}}}),
+            "datasets.d.train.candidates.a.activation",
+            "relu",
+        ),
+        (
+            ds(train={"candidates": {"a": {"family": "lstm"}}}),
+            "datasets.d.train.candidates.a.family",
+            "lstm cannot learn from table data",
+        ),
+        (
+            ds(train={"candidates": {"a": {"family": "cnn", "kernel_size": 4}}}, modality="image"),
+            "datasets.d.train.candidates.a.kernel_size",
+            "odd",
+        ),
         (ds(train={"batch_size": 1}), "datasets.d.train.batch_size", "at least train.num_workers"),
-        (ds(prepare={"window": 5, "season_length": 12}, modality="series"), "datasets.d.prepare.season_length", "12 must not exceed window (5)"),
+        (
+            ds(prepare={"window": 5, "season_length": 12}, modality="series"),
+            "datasets.d.prepare.season_length",
+            "12 must not exceed window (5)",
+        ),
         ({"train": {"num_wokers": 3}}, "train.num_wokers", "unknown key"),
     ],
 )
@@ -59,8 +83,19 @@ def test_flow_cli_refuses_a_bad_override_fast_and_writes_nothing(tmp_path):
     before = (tmp_path / "params.yaml").read_text()
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.flow", "--workdir", str(tmp_path), "-S", "datasets.tabular.train.candidates.fnn-relu.lr=-1"],
-        capture_output=True, text=True, env=project_env(), cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "pipelines.orchestration.flow",
+            "--workdir",
+            str(tmp_path),
+            "-S",
+            "datasets.tabular.train.candidates.fnn-relu.lr=-1",
+        ],
+        capture_output=True,
+        text=True,
+        env=project_env(),
+        cwd=ROOT,
     )
     elapsed = time.perf_counter() - started
     assert proc.returncode == 2

@@ -4,6 +4,7 @@ another clone of the project pulls from it and reproduces the run without re-run
 Tests repoint the remote at a temp dir through .dvc/config.local (tests/conftest.copy_project),
 the same override the README gives users, so nothing is written to the real home directory.
 """
+
 import json
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def test_the_flow_pushes_to_the_default_remote_and_a_clone_pulls_and_reproduces(
     from dvc.repo import Repo
     from prefect.testing.utilities import prefect_test_harness
 
-    from pipelines.flow import default_remote, training_pipeline
+    from pipelines.orchestration.flow import default_remote, training_pipeline
 
     env, dvc = project_env(), str(BIN / "dvc")
     project = copy_project(tmp_path / "a", small_params(("tabular",), epochs=2))

@@ -1,5 +1,6 @@
 """Data and models on S3 (a real S3-compatible server on 127.0.0.1): the DVC remote and the model
 registry both there; push, then a fresh clone pulls and reproduces the run without re-running a stage."""
+
 import json
 import sys
 from pathlib import Path
@@ -18,8 +19,13 @@ pytestmark = pytest.mark.slow
 def test_push_pull_in_a_fresh_clone_reproduces_the_run(tmp_path):
     with start_server(bucket="ml-pipeline") as s3:
         # Credentials and the endpoint come from the environment only: nothing secret goes into the repo.
-        env = {**project_env(), **s3.env(), "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-               "DL_REGISTRY_CACHE": str(tmp_path / "cache")}
+        env = {
+            **project_env(),
+            **s3.env(),
+            "AWS_CONFIG_FILE": str(tmp_path / "none"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+            "DL_REGISTRY_CACHE": str(tmp_path / "cache"),
+        }
         params = small_params(("tabular",), epochs=2)
         params["register"]["registry"] = "s3://ml-pipeline/models"
         project = copy_project(tmp_path / "a", params)
@@ -29,7 +35,10 @@ def test_push_pull_in_a_fresh_clone_reproduces_the_run(tmp_path):
         run(project, dvc, "push", env=env)
         run(project, *git, "add", "-A", env=env)
         run(project, *git, "commit", "-qm", "a run", env=env)
-        assert "endpoint" not in (project / ".dvc/config").read_text() and "testing" not in (project / ".dvc/config").read_text()
+        assert (
+            "endpoint" not in (project / ".dvc/config").read_text()
+            and "testing" not in (project / ".dvc/config").read_text()
+        )
 
         clone = tmp_path / "b"
         run(tmp_path, "git", "clone", "-q", str(project), str(clone), env=env)
@@ -38,7 +47,9 @@ def test_push_pull_in_a_fresh_clone_reproduces_the_run(tmp_path):
         assert (clone / "data/train/tabular/fnn-relu/model.pt").exists()
         out = run(clone, dvc, "repro", env=env)
         assert "Running stage" not in out  # everything pulled is up to date: nothing re-runs
-        assert json.loads((clone / "data/evaluate/tabular/metrics.json").read_text()) == json.loads((project / "data/evaluate/tabular/metrics.json").read_text())
+        assert json.loads((clone / "data/evaluate/tabular/metrics.json").read_text()) == json.loads(
+            (project / "data/evaluate/tabular/metrics.json").read_text()
+        )
 
         # Seeds everywhere: re-training from scratch on CPU gives the same metrics (README: tolerance 1e-6).
         run(clone, dvc, "repro", "-f", "-s", "train@tabular", env=env)
@@ -49,22 +60,39 @@ def test_push_pull_in_a_fresh_clone_reproduces_the_run(tmp_path):
             for split in ("val", "test"):
                 for key, value in scores[split].items():
                     if isinstance(value, float):
-                        assert again["candidates"][name][split][key] == pytest.approx(value, abs=1e-6), (name, split, key)
+                        assert again["candidates"][name][split][key] == pytest.approx(value, abs=1e-6), (
+                            name,
+                            split,
+                            key,
+                        )
 
         # The registered version lives on S3 and loads (sha256-checked) from the clone's side too.
         registered = yaml.safe_load((clone / "data/register/tabular.json").read_text())
         assert registered["uri"].startswith("s3://ml-pipeline/models/tabular-fnn/")
-        listing = run(clone, str(BIN / "python"), "-m", "pipelines.registry_cli", "list", "--registry", "s3://ml-pipeline/models", env=env)
+        listing = run(
+            clone,
+            str(BIN / "python"),
+            "-m",
+            "pipelines.registry.cli",
+            "list",
+            "--registry",
+            "s3://ml-pipeline/models",
+            env=env,
+        )
         assert "tabular-fnn" in listing and "production=v1" in listing
 
 
 def test_the_flow_pulls_first_pushes_after_and_saves_an_experiment(tmp_path, monkeypatch):
     from prefect.testing.utilities import prefect_test_harness
 
-    from pipelines.flow import training_pipeline
+    from pipelines.orchestration.flow import training_pipeline
 
     with start_server(bucket="ml-flow") as s3:
-        for var, value in {**s3.env(), "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}.items():
+        for var, value in {
+            **s3.env(),
+            "AWS_CONFIG_FILE": str(tmp_path / "none"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        }.items():
             monkeypatch.setenv(var, value)
         env = project_env()
         project = copy_project(tmp_path / "p", small_params(("tabular",), epochs=2))

@@ -1,10 +1,11 @@
 """A sweep as the README runs it: `dvc exp run --queue` with two values of a training param,
-`dvc queue start`, then `dvc exp show --json` and `python -m pipelines.experiments compare`.
+`dvc queue start`, then `dvc exp show --json` and `python -m pipelines.orchestration.experiments compare`.
 
 Queued experiments run in DVC's temporary workspaces (.dvc/tmp/exps/tmp*): real stages, a
 real Ray instance each, one after the other. The baseline commit is run first, so the
 experiments reuse its ingest/prepare outputs from the cache and only train onwards runs.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import workspace
-from pipelines.experiments import show_json
+from pipelines.orchestration.experiments import show_json
 from tests.conftest import BIN, copy_project, project_env, run, small_params
 
 pytestmark = pytest.mark.slow
@@ -34,12 +35,20 @@ def experiments_of_head(show: list[dict]) -> list[dict]:
 
 
 def lr_of(exp: dict) -> float:
-    return exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["datasets"]["tabular"]["train"]["candidates"]["fnn-relu"]["lr"]
+    return exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["datasets"]["tabular"]["train"]["candidates"][
+        "fnn-relu"
+    ]["lr"]
 
 
 def run_compare(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "python"), "-m", "pipelines.experiments", "compare", *args],
-                          cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(BIN / "python"), "-m", "pipelines.orchestration.experiments", "compare", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def wait_until_finished(project: Path, count: int, timeout: float) -> list[dict]:
@@ -75,8 +84,14 @@ def queue_worker(project: Path, env: dict[str, str], log: Path):
     time and answers no control message while it does, so the group is stopped directly.
     """
     with open(log, "w") as out:  # not a pipe: the daemon would inherit it and `queue start` return only when it exits
-        started = subprocess.run([str(BIN / "dvc"), "queue", "start", "--jobs", "1"], cwd=project, env=env,
-                                 stdout=out, stderr=subprocess.STDOUT, timeout=120)
+        started = subprocess.run(
+            [str(BIN / "dvc"), "queue", "start", "--jobs", "1"],
+            cwd=project,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        )
     assert started.returncode == 0, log.read_text()
     try:
         yield
@@ -85,7 +100,9 @@ def queue_worker(project: Path, env: dict[str, str], log: Path):
             time.sleep(1)  # the queue is empty: the worker stops and cleans up by itself in a few seconds
     finally:
         if live_workers(project):
-            subprocess.run([str(BIN / "dvc"), "queue", "stop", "--kill"], cwd=project, env=env, capture_output=True, timeout=60)
+            subprocess.run(
+                [str(BIN / "dvc"), "queue", "stop", "--kill"], cwd=project, env=env, capture_output=True, timeout=60
+            )
             for pgid in live_workers(project):
                 workspace.stop_process_group(pgid, grace_seconds=5)
 
@@ -94,7 +111,9 @@ def test_a_queued_sweep_runs_is_shown_and_compared(tmp_path):
     env, dvc = project_env(), str(BIN / "dvc")
     params = small_params(("tabular",), epochs=2)
     candidates = params["datasets"]["tabular"]["train"]["candidates"]
-    params["datasets"]["tabular"]["train"]["candidates"] = {"fnn-relu": candidates["fnn-relu"]}  # one candidate: half the time
+    params["datasets"]["tabular"]["train"]["candidates"] = {
+        "fnn-relu": candidates["fnn-relu"]
+    }  # one candidate: half the time
     project = copy_project(tmp_path / "p", params)
     run(project, dvc, "repro", env=env)  # the baseline the experiments are based on
     run(project, *GIT, "add", "-A", env=env)
@@ -127,7 +146,9 @@ def test_a_queued_sweep_runs_is_shown_and_compared(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for exp in exps:  # one line each: its name, its lr, its test accuracy
         line = next(line for line in proc.stdout.splitlines() if line.startswith(exp["name"] + " "))
-        assert f"{lr_of(exp):.4f}" in line and f"{results[lr_of(exp)]['best']['test_accuracy']:.4f}" in line, proc.stdout
+        assert f"{lr_of(exp):.4f}" in line and f"{results[lr_of(exp)]['best']['test_accuracy']:.4f}" in line, (
+            proc.stdout
+        )
     assert "fnn-relu.lr" in proc.stdout and "tabular: best.test_accuracy" in proc.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
 

@@ -1,4 +1,5 @@
 """Training survives failures: a killed worker process is replaced and training resumes from the last checkpoint."""
+
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.slow
 def train_worker_pids(storage: Path, run: str) -> list[int]:
     """This run's live Ray Train worker processes, from the placement records each worker writes at start
     (not every RayTrainWorker on the machine: another Ray instance's workers are none of this test's business)."""
-    from pipelines import ray_launcher
+    from pipelines.training import ray_launcher
 
     out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     alive = {int(line.split()[0]) for line in out.splitlines() if "RayTrainWorker" in line}
@@ -31,10 +32,10 @@ def digits_job(epochs: int = 10, prepared: bool = False):
     """The default CNN on the digits, prepared in the current directory, as the train stage builds it."""
     from pipelines.atomic import read_json
     from pipelines.config import PipelineParams
-    from pipelines.ingest import ingest
     from pipelines.paths import DatasetPaths
-    from pipelines.prepare import prepare
-    from pipelines.train import make_job
+    from pipelines.stages.ingest import ingest
+    from pipelines.stages.prepare import prepare
+    from pipelines.stages.train import make_job
 
     params = PipelineParams().datasets["digits"].model_copy(deep=True)
     params.train.epochs = epochs
@@ -47,24 +48,30 @@ def digits_job(epochs: int = 10, prepared: bool = False):
 
 
 def fit_digits(storage: str, run: str, prepared: bool = True):
-    from pipelines import ray_launcher
+    from pipelines.training import ray_launcher
 
     ray_launcher.ensure_ray()
     try:
-        return ray_launcher.fit(digits_job(prepared=prepared), ray_launcher.Scaling(num_workers=2), storage, run, keep=2)
+        return ray_launcher.fit(
+            digits_job(prepared=prepared), ray_launcher.Scaling(num_workers=2), storage, run, keep=2
+        )
     finally:
         ray_launcher.shutdown_ray()
 
 
 def test_a_killed_worker_is_replaced_and_training_resumes_from_the_last_checkpoint(in_tmp):
-    from pipelines import ray_launcher
+    from pipelines.training import ray_launcher
 
     job = digits_job()
     storage, run = in_tmp / "ray", "kill-test"
 
     ray_launcher.ensure_ray()
     outcome: dict = {}
-    fitting = threading.Thread(target=lambda: outcome.update(result=ray_launcher.fit(job, ray_launcher.Scaling(num_workers=2), str(storage), run, keep=2)))
+    fitting = threading.Thread(
+        target=lambda: outcome.update(
+            result=ray_launcher.fit(job, ray_launcher.Scaling(num_workers=2), str(storage), run, keep=2)
+        )
+    )
     fitting.start()
     try:
         seen: set[str] = set()  # one checkpoint per epoch; Ray deletes all but the top-k, so remember names
@@ -101,8 +108,14 @@ def test_a_run_whose_driver_died_resumes_when_rerun_with_the_same_name(in_tmp):
     storage, run = in_tmp / "ray", "driver-test"
     code = f"from tests.test_fault_tolerance import fit_digits; fit_digits({str(storage)!r}, {run!r})"
     env = {**project_env(), "PYTHONPATH": str(ROOT)}
-    driver = subprocess.Popen([sys.executable, "-c", code], cwd=in_tmp, env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=in_tmp,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     seen: set[str] = set()
     deadline = time.time() + 300
     while len(seen) < 3 and driver.poll() is None and time.time() < deadline:

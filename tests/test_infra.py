@@ -8,6 +8,7 @@ Every file, module and flow that a config names must exist. The GPU profile
 (infra/cluster-profile.yaml) must validate as pipeline params, and every cluster
 must have room for its Ray Train workers.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,7 +27,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from pipelines.config import ComputeParams as TrainParams, PipelineParams, load_params, validate_params
+from pipelines.config import ComputeParams as TrainParams
+from pipelines.config import PipelineParams, load_params, validate_params
 from tests.conftest import ROOT, project_env
 
 INFRA = ROOT / "infra"
@@ -69,7 +71,7 @@ def profile_overrides() -> list[str]:
 
 def gpu_params() -> PipelineParams:
     """params.yaml with the cluster profile's overrides, through the flow's own -S path."""
-    from pipelines.flow import parse_overrides
+    from pipelines.orchestration.flow import parse_overrides
 
     base = load_params(ROOT / "params.yaml").model_dump(mode="json")
     return validate_params(parse_overrides(profile_overrides(), base), str(PROFILE))
@@ -146,7 +148,7 @@ def dockerfile_copies() -> list[tuple[list[str], str]]:
 def dockerignore_patterns() -> list[str]:
     path = ROOT / ".dockerignore"
     lines = path.read_text().splitlines() if path.exists() else []
-    return [l.strip() for l in lines if l.strip() and not l.strip().startswith("#")]
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
 def dockerignored(rel: str, patterns: list[str]) -> bool:
@@ -172,7 +174,7 @@ def assert_module_exists(module: str) -> None:
 
 
 def flow_cli_args(tokens: list[str]) -> tuple[str | None, list[str]]:
-    """The --workdir and the -S overrides of a `python -m pipelines.flow ...` command."""
+    """The --workdir and the -S overrides of a `python -m pipelines.orchestration.flow ...` command."""
     workdir, overrides = None, []
     it = iter(tokens)
     for token in it:
@@ -244,7 +246,7 @@ def test_cluster_profile_validates_as_pipeline_params():
 
 def test_a_bad_profile_override_is_refused_naming_the_key():
     from pipelines.errors import PipelineInputError
-    from pipelines.flow import parse_overrides
+    from pipelines.orchestration.flow import parse_overrides
 
     with pytest.raises(PipelineInputError, match="train.num_workers"):
         validate_params(parse_overrides(["train.num_workers=0"], PipelineParams().model_dump(mode="json")))
@@ -255,8 +257,25 @@ def test_a_bad_profile_override_is_refused_naming_the_key():
 
 def test_dockerfile_parses_and_builds_from_the_locked_ray_and_python():
     instructions = dockerfile_instructions()
-    known = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME",
-             "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL"}
+    known = {
+        "FROM",
+        "RUN",
+        "CMD",
+        "LABEL",
+        "EXPOSE",
+        "ENV",
+        "ADD",
+        "COPY",
+        "ENTRYPOINT",
+        "VOLUME",
+        "USER",
+        "WORKDIR",
+        "ARG",
+        "ONBUILD",
+        "STOPSIGNAL",
+        "HEALTHCHECK",
+        "SHELL",
+    }
     assert {kw for kw, _ in instructions} <= known
     first = next(kw for kw, _ in instructions if kw != "ARG")
     assert first == "FROM"
@@ -310,7 +329,7 @@ def test_dockerfile_runs_the_flow_and_lets_ray_and_prefect_run_their_commands():
         "an ENTRYPOINT would swallow the commands KubeRay, `ray up` and Prefect workers run"
     )
     cmd = json.loads([a for kw, a in instructions if kw == "CMD"][-1])  # exec form
-    assert cmd[:3] == ["python", "-m", "pipelines.flow"]
+    assert cmd[:3] == ["python", "-m", "pipelines.orchestration.flow"]
     assert_module_exists(cmd[2])
     workdir, _ = flow_cli_args(cmd[3:])
     assert workdir == str(docker_workdir())
@@ -318,7 +337,7 @@ def test_dockerfile_runs_the_flow_and_lets_ray_and_prefect_run_their_commands():
 
 def test_image_workspace_is_a_dvc_project_without_git(tmp_path):
     """Lay out what the Dockerfile copies, run its `dvc config` step, and ask DVC for the DAG."""
-    from pipelines.flow import stage_order
+    from pipelines.orchestration.flow import stage_order
 
     app = tmp_path / "app"
     app.mkdir()
@@ -329,20 +348,32 @@ def test_image_workspace_is_a_dvc_project_without_git(tmp_path):
         for source in sources:
             src = ROOT / source
             if src.is_dir():
-                shutil.copytree(src, target_dir, dirs_exist_ok=True,
-                                ignore=lambda d, names: [n for n in names if dockerignored(
-                                    str(Path(d, n).relative_to(ROOT)), patterns)])
+                shutil.copytree(
+                    src,
+                    target_dir,
+                    dirs_exist_ok=True,
+                    ignore=lambda d, names: [
+                        n for n in names if dockerignored(str(Path(d, n).relative_to(ROOT)), patterns)
+                    ],
+                )
             else:
                 dest_file = target_dir if not dest.endswith("/") else target_dir / src.name
                 dest_file.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dest_file)
-    dvc_steps = [c.strip() for kw, a in dockerfile_instructions() if kw == "RUN"
-                 for c in a.split("&&") if c.strip().startswith("dvc ")]
+    dvc_steps = [
+        c.strip()
+        for kw, a in dockerfile_instructions()
+        if kw == "RUN"
+        for c in a.split("&&")
+        if c.strip().startswith("dvc ")
+    ]
     assert dvc_steps, "the image must configure DVC to run without git"
     for step in dvc_steps:
         subprocess.run(step, shell=True, cwd=app, env=project_env(), check=True, capture_output=True)
 
-    stages = {name: stage.get("do", stage) for name, stage in load_yaml(ROOT / "dvc.yaml")["stages"].items()}  # foreach stages
+    stages = {
+        name: stage.get("do", stage) for name, stage in load_yaml(ROOT / "dvc.yaml")["stages"].items()
+    }  # foreach stages
     datasets = list(load_yaml(ROOT / "params.yaml")["datasets"])
     assert stage_order(app, datasets) == [f"{name}@{ds}" for ds in datasets for name in stages]
     for name, stage in stages.items():
@@ -479,7 +510,7 @@ def test_rayjob_runs_the_flow_with_the_profile_on_the_cluster():
         "the job runs on the shared RayCluster: it must neither define nor delete one"
     )
     tokens = shlex.split(spec["entrypoint"])
-    assert tokens[:3] == ["python", "-m", "pipelines.flow"]
+    assert tokens[:3] == ["python", "-m", "pipelines.orchestration.flow"]
     assert_module_exists(tokens[2])
     workdir, overrides = flow_cli_args(tokens[3:])
     assert workdir == str(docker_workdir())
@@ -512,7 +543,7 @@ def test_deployments_load_their_flow_and_pass_the_profile(monkeypatch):
     from prefect.utilities.callables import parameter_schema
     from prefect.utilities.schema_tools import validate
 
-    from pipelines.flow import FLOW_NAME
+    from pipelines.orchestration.flow import FLOW_NAME
 
     monkeypatch.chdir(ROOT)  # `prefect deploy` resolves entrypoints from the repository root
     expected = gpu_params()
@@ -544,7 +575,9 @@ def test_work_pool_templates_are_valid_for_their_pool_type():
     from prefect.server.schemas.actions import WorkPoolCreate
 
     pools = work_pools_in_readme()
-    assert {d["work_pool"]["name"] for d in deployments()} <= set(pools), "a deployment names a pool the README never creates"
+    assert {d["work_pool"]["name"] for d in deployments()} <= set(pools), (
+        "a deployment names a pool the README never creates"
+    )
     for name, (pool_type, path) in pools.items():
         template = json.loads(path.read_text())
         WorkPoolCreate(name=name, type=pool_type, base_job_template=template)  # Prefect's own check
@@ -626,7 +659,7 @@ def test_pull_steps_name_real_prefect_steps():
     raw = load_yaml(PREFECT_YAML)
     for steps in [raw.get("pull") or []] + [d.get("pull") or [] for d in raw["deployments"]]:
         for step in steps:
-            (name, kwargs), = step.items()
+            ((name, kwargs),) = step.items()
             fn = import_object(name)
             arguments = {k: v for k, v in (kwargs or {}).items() if k not in ("id", "requires")}
             inspect.signature(fn).bind(**arguments)
@@ -638,8 +671,13 @@ def test_pull_steps_name_real_prefect_steps():
 def test_infra_readme_names_real_files_modules_and_the_image():
     text = INFRA_README.read_text()
     paths = set(re.findall(r"(?<![\w/.-])((?:infra|pipelines|tests)/[\w./-]*\w)", text))
-    assert {"infra/Dockerfile", "infra/ray-cluster.yaml", "infra/kuberay/raycluster.yaml",
-            "infra/kuberay/rayjob.yaml", "infra/prefect/prefect.yaml"} <= paths
+    assert {
+        "infra/Dockerfile",
+        "infra/ray-cluster.yaml",
+        "infra/kuberay/raycluster.yaml",
+        "infra/kuberay/rayjob.yaml",
+        "infra/prefect/prefect.yaml",
+    } <= paths
     for path in paths:
         assert (ROOT / path.split(":")[0]).exists(), f"infra/README.md names {path}, which does not exist"
     for module in python_modules(text):

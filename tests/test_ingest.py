@@ -8,15 +8,17 @@ import pytest
 
 from pipelines.config import DatasetParams
 from pipelines.errors import PipelineInputError
-from pipelines.ingest import ingest as ingest_stage
 from pipelines.paths import DatasetPaths
-from pipelines.prepare import prepare as prepare_stage
+from pipelines.stages.ingest import ingest as ingest_stage
+from pipelines.stages.prepare import prepare as prepare_stage
 
 WHERE = DatasetPaths("t")
 
 
 def table_dataset(**ingest) -> DatasetParams:
-    return DatasetParams(modality="table", ingest=ingest, train={"candidates": {"fnn": {"family": "fnn"}}}, register={"model_name": "m"})
+    return DatasetParams(
+        modality="table", ingest=ingest, train={"candidates": {"fnn": {"family": "fnn"}}}, register={"model_name": "m"}
+    )
 
 
 def ingest(**kw) -> dict:

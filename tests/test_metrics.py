@@ -1,4 +1,5 @@
 """Every reported metric agrees with an independent computation (scikit-learn / NumPy) on the same predictions."""
+
 import math
 
 import numpy as np
@@ -6,8 +7,8 @@ import pytest
 import torch
 from sklearn import metrics as sk
 
-from pipelines.evaluate import score
-from pipelines.metrics import confusion_matrix, unigram_perplexity
+from pipelines.evaluation.metrics import confusion_matrix, unigram_perplexity
+from pipelines.stages.evaluate import score
 
 rng = np.random.default_rng(0)
 
@@ -19,7 +20,12 @@ def test_classification_metrics_match_sklearn():
     scores, pred = score({"task": "multiclass", "classes": classes}, logits, "cce", None, y)
     np.testing.assert_array_equal(pred, logits.argmax(1).numpy())
     assert scores["accuracy"] == pytest.approx(sk.accuracy_score(y, pred))
-    for ours, theirs in (("precision", sk.precision_score), ("recall", sk.recall_score), ("f1", sk.f1_score), ("iou", sk.jaccard_score)):
+    for ours, theirs in (
+        ("precision", sk.precision_score),
+        ("recall", sk.recall_score),
+        ("f1", sk.f1_score),
+        ("iou", sk.jaccard_score),
+    ):
         assert scores[f"{ours}_macro"] == pytest.approx(theirs(y, pred, average="macro"), abs=1e-6), ours
         per_class = theirs(y, pred, average=None)
         assert [scores[f"{ours}_per_class"][c] for c in classes] == pytest.approx(per_class, abs=1e-6), ours

@@ -1,4 +1,5 @@
 """Images (IDX, npz, digits), text (vocabulary, <unk>, windows) and series (missing values, windows) through ingest + prepare."""
+
 import gzip
 
 import numpy as np
@@ -7,19 +8,22 @@ import pytest
 
 from pipelines.config import DatasetParams
 from pipelines.errors import PipelineInputError
-from pipelines.ingest import ingest
 from pipelines.modalities.image import read_idx
 from pipelines.modalities.text import UNK, tokenize
 from pipelines.paths import DatasetPaths
-from pipelines.prepare import load_split, prepare
+from pipelines.stages.ingest import ingest
+from pipelines.stages.prepare import load_split, prepare
 
 CANDIDATE = {"image": {"family": "cnn"}, "text": {"family": "lstm"}, "series": {"family": "gru"}}
 
 
 def dataset(modality: str, ingest_params: dict, **prepare_params) -> DatasetParams:
     return DatasetParams(
-        modality=modality, ingest=ingest_params, prepare=prepare_params,
-        train={"candidates": {"c": CANDIDATE[modality]}}, register={"model_name": "m"},
+        modality=modality,
+        ingest=ingest_params,
+        prepare=prepare_params,
+        train={"candidates": {"c": CANDIDATE[modality]}},
+        register={"model_name": "m"},
     )
 
 
@@ -78,7 +82,14 @@ def test_text_vocabulary_is_built_on_the_training_split_only(in_tmp):
     train_words = "the cat sat on the mat . " * 30
     later_words = "a zebra ran . " * 10  # only in the val/test part of the corpus
     (in_tmp / "corpus.txt").write_text(train_words + later_words)
-    params = dataset("text", {"source": str(in_tmp / "corpus.txt")}, context_length=3, min_count=2, val_fraction=0.1, test_fraction=0.1)
+    params = dataset(
+        "text",
+        {"source": str(in_tmp / "corpus.txt")},
+        context_length=3,
+        min_count=2,
+        val_fraction=0.1,
+        test_fraction=0.1,
+    )
     ingest("txt", params)
     meta = prepare("txt", params)
     assert meta["vocab"][0] == UNK and "zebra" not in meta["vocab"] and "cat" in meta["vocab"]
@@ -128,7 +139,9 @@ def test_series_missing_values_are_handled_explicitly(in_tmp, policy, length):
 
 def test_series_errors(in_tmp):
     pd.DataFrame({"value": [1.0, None, 3.0] * 10}).to_csv(in_tmp / "s.csv", index=False)
-    with pytest.raises(PipelineInputError, match=r"s.csv: row 2: missing value \(10 missing in all; set ingest.missing"):
+    with pytest.raises(
+        PipelineInputError, match=r"s.csv: row 2: missing value \(10 missing in all; set ingest.missing"
+    ):
         ingest("s", dataset("series", {"source": str(in_tmp / "s.csv")}))
     with pytest.raises(PipelineInputError, match="value column 'level' \\(ingest.column\\) not found"):
         ingest("s", dataset("series", {"source": str(in_tmp / "s.csv"), "column": "level"}))

@@ -1,9 +1,8 @@
-import json
 import multiprocessing as mp
 
 import pytest
 
-from pipelines.model_registry import LocalModelRegistry, RegistryError
+from pipelines.registry.local import LocalModelRegistry, RegistryError
 
 
 def make_checkpoint(path, payload: bytes):
@@ -58,7 +57,6 @@ def test_concurrent_registrations_from_two_processes_lose_nothing(tmp_path):
 
 # -- the shared interface, aliases, promotion, CLI (local backend) ------------------------------
 
-from pipelines.model_registry import decide_promotion, open_registry  # noqa: E402
 from registry_helpers import (  # noqa: E402
     card,
     check_cli,
@@ -69,6 +67,8 @@ from registry_helpers import (  # noqa: E402
     register_then_crash_before_rename,
     run_processes,
 )
+
+from pipelines.registry.local import decide_promotion, open_registry  # noqa: E402
 
 
 def test_open_registry_picks_the_backend(tmp_path):
@@ -113,7 +113,10 @@ def test_promotion_direction_comes_from_the_cards():
         decide_promotion("m", "production", 2, card(0.5), 1, card(0.5), primary_metric="iou", mode="max")
     with pytest.raises(RegistryError, match="higher or lower"):
         decide_promotion("m", "production", 2, card(0.5, task=None), 1, card(0.4), primary_metric="f1")
-    assert decide_promotion("m", "production", 2, card(0.5), 1, card(0.4), primary_metric="f1", mode="min").promoted is False
+    assert (
+        decide_promotion("m", "production", 2, card(0.5), 1, card(0.4), primary_metric="f1", mode="min").promoted
+        is False
+    )
 
 
 def test_concurrent_promotions_from_two_processes_lose_no_update(tmp_path):
@@ -125,7 +128,9 @@ def test_a_registration_killed_before_publishing_leaves_no_version(tmp_path):
     reg = LocalModelRegistry(location)
     reg.register("m", checkpoint(tmp_path / "a.pt", b"good"), card(0.5))
     reg.set_alias("m", "production", 1)
-    assert run_processes(register_then_crash_before_rename, [(location, str(checkpoint(tmp_path / "b.pt", b"new")))]) == [-9]
+    assert run_processes(
+        register_then_crash_before_rename, [(location, str(checkpoint(tmp_path / "b.pt", b"new")))]
+    ) == [-9]
     assert reg.list_versions("m") == [1] and reg.aliases("m") == {"production": 1}
     assert reg.get("m").checkpoint.read_bytes() == b"good"
     assert reg.register("m", tmp_path / "b.pt", card(0.6)).version == 2  # the leftover staging dir is in nobody's way

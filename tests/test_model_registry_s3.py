@@ -1,10 +1,8 @@
 """The model registry on S3, against a real moto S3 server over HTTP (nothing mocked)."""
+
 from __future__ import annotations
 
 import pytest
-
-from pipelines.model_registry import RegistryError, open_registry, sha256_file
-from pipelines.model_registry_s3 import S3ModelRegistry, parse_s3_uri
 from registry_helpers import (
     card,
     check_cli,
@@ -17,6 +15,9 @@ from registry_helpers import (
     run_processes,
 )
 from s3_server import moto_s3, s3_env, start_server  # noqa: F401  (fixtures)
+
+from pipelines.registry.local import RegistryError, open_registry, sha256_file
+from pipelines.registry.s3 import S3ModelRegistry, parse_s3_uri
 
 
 def _keys(moto_s3, location: str) -> list[str]:
@@ -39,7 +40,9 @@ def test_register_get_list_download(s3_env, tmp_path, moto_s3):
     blob = f"{prefix}/m/blobs/sha256/{digests[0]}"
     assert moto_s3.client().get_object(Bucket=moto_s3.bucket, Key=blob)["Body"].read() == b"one"
     # Exactly the layout in model_registry_s3's docstring: no probes or temp objects left behind.
-    expected = [f"{prefix}/m/versions/v{v}/card.json" for v in (1, 2)] + [f"{prefix}/m/blobs/sha256/{d}" for d in digests]
+    expected = [f"{prefix}/m/versions/v{v}/card.json" for v in (1, 2)] + [
+        f"{prefix}/m/blobs/sha256/{d}" for d in digests
+    ]
     assert sorted(_keys(moto_s3, s3_env)) == sorted(expected)
 
 
@@ -103,7 +106,10 @@ def test_an_endpoint_without_conditional_writes_is_refused(s3_env, tmp_path, mon
         reg = open_registry("s3://no-conditions/models")
         with pytest.raises(RegistryError, match="ignores the If-None-Match condition"):
             reg.register("m", checkpoint(tmp_path / "a.pt", b"w"), card(0.5))
-        assert reg.list_versions("m") == [] and server.client().list_objects_v2(Bucket="no-conditions").get("KeyCount") == 0
+        assert (
+            reg.list_versions("m") == []
+            and server.client().list_objects_v2(Bucket="no-conditions").get("KeyCount") == 0
+        )
 
 
 def test_cli_list_show_promote_download(s3_env, tmp_path):

@@ -1,5 +1,6 @@
 """A real two-node Ray cluster on this machine (head + one more node, each its own `ray start`):
 with RAY_ADDRESS set, the train stage runs on that cluster and its workers land on both nodes."""
+
 import json
 import os
 import secrets
@@ -9,7 +10,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -54,21 +54,51 @@ def two_node_cluster():
     temp = tempfile.mkdtemp(prefix="rmn-", dir="/tmp")  # short: Ray's unix sockets live under it
     port = free_port()
     address = f"127.0.0.1:{port}"
-    env = {**project_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        **project_env(),
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     ray = str(BIN / "ray")
     common = ["--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
     nodes = []
     try:
-        nodes.append(subprocess.Popen([ray, "start", "--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir", temp, *common],
-                                      env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        nodes.append(
+            subprocess.Popen(
+                [
+                    ray,
+                    "start",
+                    "--head",
+                    "--port",
+                    str(port),
+                    "--include-dashboard",
+                    "false",
+                    "--temp-dir",
+                    temp,
+                    *common,
+                ],
+                env=env,
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         deadline = time.time() + 120
         while time.time() < deadline:
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.5)
-        nodes.append(subprocess.Popen([ray, "start", "--address", address, *common],
-                                      env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        nodes.append(
+            subprocess.Popen(
+                [ray, "start", "--address", address, *common],
+                env=env,
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         client_env = {**env, "RAY_ADDRESS": address}
         while len(alive_nodes(client_env)) < 2 and time.time() < deadline:
             time.sleep(1)
@@ -86,7 +116,14 @@ def test_train_stage_joins_the_cluster_and_trains_on_both_nodes(tmp_path, two_no
     project = copy_project(tmp_path / "project", params)
     env = two_node_cluster["env"]
     for stage in ("ingest", "prepare", "train"):
-        proc = subprocess.run([str(BIN / "python"), "-m", f"pipelines.{stage}", "digits"], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [str(BIN / "python"), "-m", f"pipelines.{stage}", "digits"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     summary = yaml.safe_load((project / "data/train/digits/summary.json").read_text())

@@ -3,12 +3,12 @@
 One default run trains all four families on their built-in data (FNN on a table,
 CNN on digits, LSTM/GRU on text and on a series); every test below reads it.
 """
+
 import re
 import subprocess
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from tests.conftest import BIN, copy_project, project_env
@@ -23,7 +23,7 @@ def flow_run(tmp_path_factory):
     """One flow run of the repo's own params.yaml in a fresh copy of the project, through Prefect's test harness."""
     from prefect.testing.utilities import prefect_test_harness
 
-    from pipelines.flow import training_pipeline
+    from pipelines.orchestration.flow import training_pipeline
 
     project = copy_project(tmp_path_factory.mktemp("project"))
     with prefect_test_harness(server_startup_timeout=120):
@@ -74,8 +74,8 @@ def test_every_family_beats_its_stated_baseline(flow_run):
 
 
 def test_registered_models_reproduce_their_recorded_test_metrics(flow_run):
-    from pipelines.evaluate import model_outputs, score
-    from pipelines.model_registry import LocalModelRegistry
+    from pipelines.registry.local import LocalModelRegistry
+    from pipelines.stages.evaluate import model_outputs, score
 
     project, result = flow_run
     registry = LocalModelRegistry(project / "data/registry")
@@ -132,8 +132,13 @@ def test_dvc_repro_reruns_nothing_then_only_what_a_param_touches(flow_run):
 
 
 def predict_cli(project, *args) -> None:
-    proc = subprocess.run([str(BIN / "python"), "-m", "pipelines.predict", *args, "--registry", str(project / "data/registry")],
-                          capture_output=True, text=True, env=project_env(), cwd=project)
+    proc = subprocess.run(
+        [str(BIN / "python"), "-m", "pipelines.predict", *args, "--registry", str(project / "data/registry")],
+        capture_output=True,
+        text=True,
+        env=project_env(),
+        cwd=project,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
@@ -143,12 +148,16 @@ def test_predict_with_registered_models_reproduces_the_recorded_test_metrics(flo
 
     from pipelines.config import PrepareParams
     from pipelines.modalities.common import shuffled_split
-    from pipelines.model_registry import LocalModelRegistry
+    from pipelines.registry.local import LocalModelRegistry
 
     project, _ = flow_run
     registry = LocalModelRegistry(project / "data/registry")
     # v1 was promoted; a later version only takes the alias if it scores better on test accuracy.
-    assert registry.aliases("tabular-fnn")["production"] == 1 or registry.get("tabular-fnn", "production").card["metrics"]["test"]["accuracy"] > registry.get("tabular-fnn", 1).card["metrics"]["test"]["accuracy"]
+    assert (
+        registry.aliases("tabular-fnn")["production"] == 1
+        or registry.get("tabular-fnn", "production").card["metrics"]["test"]["accuracy"]
+        > registry.get("tabular-fnn", 1).card["metrics"]["test"]["accuracy"]
+    )
 
     # A table: the raw test rows as a user's CSV (original units, class names as labels).
     raw = pd.read_parquet(project / "data/raw/tabular/table.parquet")
@@ -157,7 +166,9 @@ def test_predict_with_registered_models_reproduces_the_recorded_test_metrics(flo
     predict_cli(project, "tabular-fnn:production", str(tmp_path / "rows.csv"), str(tmp_path / "out.csv"))
     out = pd.read_csv(tmp_path / "out.csv")
     accuracy = float((out["prediction"].astype(str) == rows["target"].astype(str).to_numpy()).mean())
-    assert accuracy == pytest.approx(registry.get("tabular-fnn", "production").card["metrics"]["test"]["accuracy"], abs=1e-6)  # float32 metric
+    assert accuracy == pytest.approx(
+        registry.get("tabular-fnn", "production").card["metrics"]["test"]["accuracy"], abs=1e-6
+    )  # float32 metric
 
     # Images: the raw test digits as a .npz of pixels and labels.
     with np.load(project / "data/raw/digits/images.npz") as images:

@@ -1,6 +1,6 @@
 """The pipeline run from a real Prefect server, the way the UI runs it.
 
-`python -m pipelines.serve` (what `make serve` runs) starts `prefect server start`
+`python -m pipelines.orchestration.serve` (what `make serve` runs) starts `prefect server start`
 on a free port with its own PREFECT_HOME (SQLite) and serves the deployments on a
 fresh copy of the project. The tests start runs through the API exactly as the
 UI's Run button does (POST /deployments/{id}/create_flow_run, via run_deployment),
@@ -9,6 +9,7 @@ the model registry and, in headless Chromium, the UI itself.
 
 One small dataset (tabular, 2 epochs) keeps it to a few minutes on 2 cores.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,7 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.serve import DATASET_FROM_EVENT
+from pipelines.orchestration.serve import DATASET_FROM_EVENT
 from tests.conftest import BIN, ROOT, copy_project, project_env, small_params
 
 pytestmark = pytest.mark.slow
@@ -93,7 +94,7 @@ def run_params(source_url) -> dict:
 
 
 class Served:
-    """`python -m pipelines.serve` running on a project copy, with the server it started."""
+    """`python -m pipelines.orchestration.serve` running on a project copy, with the server it started."""
 
     def __init__(self, project: Path, home: Path, port: int):
         self.project, self.home, self.port = project, home, port
@@ -107,8 +108,22 @@ class Served:
             DL_PIPELINE_RETRY_BASE_SECONDS="1",  # retry a failed ingest after 1 s, not 10
         )
         self.log = open(home / "serve.log", "w")
-        self.proc = subprocess.Popen([str(BIN / "python"), "-m", "pipelines.serve", "--workdir", str(project), "--port", str(port)],
-                                     cwd=project, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "python"),
+                "-m",
+                "pipelines.orchestration.serve",
+                "--workdir",
+                str(project),
+                "--port",
+                str(port),
+            ],
+            cwd=project,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def client(self):
         from prefect.client.orchestration import get_client
@@ -145,7 +160,9 @@ def served(tmp_path_factory):
 
 def _deployments(served: Served) -> int:
     if served.proc.poll() is not None:
-        raise AssertionError("pipelines.serve exited:\n" + (served.home / "serve.log").read_text()[-3000:])
+        raise AssertionError(
+            "pipelines.orchestration.serve exited:\n" + (served.home / "serve.log").read_text()[-3000:]
+        )
     try:
         with urllib.request.urlopen(f"{served.api_url}/health", timeout=2):
             pass
@@ -159,8 +176,12 @@ def _deployments(served: Served) -> int:
 
 def api(served: Served, path: str, body: dict):
     """POST to the REST API: a flow run's artifacts, its own and its tasks' (the client's filter joins task runs)."""
-    request = urllib.request.Request(f"{served.api_url}{path}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+    request = urllib.request.Request(
+        f"{served.api_url}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
@@ -190,8 +211,11 @@ def task_runs(served: Served, run_id) -> dict:
     from prefect.client.schemas.sorting import TaskRunSort
 
     with served.client() as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), limit=200,
-                                     sort=TaskRunSort.EXPECTED_START_TIME_DESC)
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])),
+            limit=200,
+            sort=TaskRunSort.EXPECTED_START_TIME_DESC,
+        )
     return {t.name: t for t in runs}
 
 
@@ -202,7 +226,12 @@ def log_entries(served: Served, run_id) -> list:
     entries, offset = [], 0
     with served.client() as client:
         while True:
-            page = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200, offset=offset, sort=LogSort.TIMESTAMP_ASC)
+            page = client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
+                limit=200,
+                offset=offset,
+                sort=LogSort.TIMESTAMP_ASC,
+            )
             entries += page
             offset += len(page)
             if len(page) < 200:
@@ -215,7 +244,11 @@ def logs(served: Served, run_id) -> str:
 
 def artifacts(served: Served, run_id) -> dict:
     """The run's artifacts by key: {key: {"id", "type", "data", ...}}."""
-    found = api(served, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [str(run_id)]}}, "limit": 200, "offset": 0, "sort": "CREATED_DESC"})
+    found = api(
+        served,
+        "/artifacts/filter",
+        {"artifacts": {"flow_run_id": {"any_": [str(run_id)]}}, "limit": 200, "offset": 0, "sort": "CREATED_DESC"},
+    )
     return {a["key"]: a for a in found}
 
 
@@ -224,8 +257,11 @@ def runs_of(served: Served, deployment: str) -> list:
     from prefect.client.schemas.sorting import FlowRunSort
 
     with served.client() as client:
-        return client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment.split("/")[1]])),
-                                     limit=200, sort=FlowRunSort.EXPECTED_START_TIME_DESC)
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment.split("/")[1]])),
+            limit=200,
+            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+        )
 
 
 # ------------------------------------------------------------------ the tests
@@ -244,8 +280,9 @@ def test_a_run_started_like_the_run_button_completes_with_its_results_on_the_run
     assert main_run.parameters["params"]["datasets"]["tabular"]["train"]["epochs"] == 2
 
     tasks = task_runs(served, main_run.id)
-    assert set(tasks) == {f"{s}@tabular" for s in ("ingest", "prepare", "train", "evaluate", "register", "artifacts")} | {
-        "dvc-push"}  # to the default DVC remote (a temp dir here: copy_project); no dvc.lock yet, so nothing to pull
+    assert set(tasks) == {
+        f"{s}@tabular" for s in ("ingest", "prepare", "train", "evaluate", "register", "artifacts")
+    } | {"dvc-push"}  # to the default DVC remote (a temp dir here: copy_project); no dvc.lock yet, so nothing to pull
     # The source answered 503 first: ingest exited 75 and was retried once (after 1 s here, 10 s by default).
     assert tasks["ingest@tabular"].run_count == 2 and tasks["train@tabular"].run_count == 1
     text = logs(served, main_run.id)
@@ -265,12 +302,13 @@ def test_a_run_started_like_the_run_button_completes_with_its_results_on_the_run
     registry_dir = served.project / "data/registry/tabular-fnn/versions/v1"
     assert (registry_dir / "model.pt").as_uri() in found["tabular-checkpoint"]["data"]
 
-    from pipelines.model_registry import LocalModelRegistry
+    from pipelines.registry.local import LocalModelRegistry
 
     version = LocalModelRegistry(served.project / "data/registry").get("tabular-fnn", "production")
     assert version.version == 1 and version.card["lineage"]["data"]["source"] == source_url
     assert version.card["metrics"]["test"]["accuracy"] == pytest.approx(
-        next(r["test_accuracy"] for r in rows if r["best"] == "yes"), abs=1e-4)
+        next(r["test_accuracy"] for r in rows if r["best"] == "yes"), abs=1e-4
+    )
 
 
 def test_bad_parameters_are_refused_by_the_api_naming_the_key_and_no_run_starts(served, main_run, run_params):
@@ -286,7 +324,9 @@ def test_bad_parameters_are_refused_by_the_api_naming_the_key_and_no_run_starts(
         with pytest.raises(PrefectHTTPStatusError) as refused:
             run(served, MAIN, {"params": bad, "datasets": ["tabular"]})
         assert refused.value.response.status_code == 409
-        assert f"Validation failed for field '{key}'" in refused.value.response.json()["detail"] and words in str(refused.value)
+        assert f"Validation failed for field '{key}'" in refused.value.response.json()["detail"] and words in str(
+            refused.value
+        )
     with pytest.raises(PrefectHTTPStatusError, match="Validation failed for field 'datasets'"):
         run(served, MAIN, {"datasets": "tabular"})  # a string, not a list
     assert len(runs_of(served, MAIN)) == before  # nothing was started
@@ -296,7 +336,10 @@ def test_bad_parameters_are_refused_by_the_api_naming_the_key_and_no_run_starts(
     bad = yaml.safe_load(yaml.safe_dump(run_params))
     bad["datasets"]["tabular"]["train"]["candidates"]["fnn-relu"] = {"family": "cnn"}
     failed = wait_final(served, run(served, MAIN, {"params": bad}).id, timeout=120)
-    assert failed.state.is_failed() and "train.candidates.fnn-relu.family: cnn cannot learn from table data" in failed.state.message
+    assert (
+        failed.state.is_failed()
+        and "train.candidates.fnn-relu.family: cnn cannot learn from table data" in failed.state.message
+    )
     assert task_runs(served, failed.id) == {}
     assert yaml.safe_load((served.project / "params.yaml").read_text()) == run_params  # untouched
 
@@ -313,9 +356,9 @@ def test_the_nightly_cron_schedule_creates_scheduled_runs(served):
         return [r for r in runs_of(served, f"{FLOW}/nightly") if r.state_type.value == "SCHEDULED"]
 
     upcoming = wait_for("the scheduler to schedule nightly runs", scheduled, timeout=90, every=2)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     for r in upcoming:
-        when = r.expected_start_time.astimezone(dt.timezone.utc)
+        when = r.expected_start_time.astimezone(dt.UTC)
         assert (when.hour, when.minute) == (2, 0) and now < when < now + dt.timedelta(days=101)
         assert r.auto_scheduled and r.parameters == {"workdir": str(served.project)}
 
@@ -330,7 +373,7 @@ def _processes() -> dict[int, tuple[int, int, str]]:
                 cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            fields = stat[stat.rindex(")") + 2:].split()
+            fields = stat[stat.rindex(")") + 2 :].split()
             table[int(entry.name)] = (int(fields[1]), int(fields[2]), cmd)
     return table
 
@@ -376,26 +419,42 @@ def test_cancelling_a_run_stops_its_training_and_runs_in_one_workspace_take_turn
         return tree if any("ray::" in cmd or "raylet" in cmd for cmd in tree.values()) else None
 
     tree = wait_for("the cancelled run's Ray training to start", training, timeout=240, every=1)
-    assert any("pipelines.train" in cmd for cmd in tree.values())
+    assert any("pipelines.stages.train" in cmd for cmd in tree.values())
 
     # A `dvc repro` by hand meanwhile: DVC's own lock on the outputs in use refuses it, naming the stage
     # that holds them; a stage DVC would let run refuses itself, naming the flow run that holds the workspace.
     def by_hand(*args):
-        done = subprocess.run([str(BIN / "dvc"), "repro", *args], cwd=served.project, capture_output=True, text=True, env=project_env())
+        done = subprocess.run(
+            [str(BIN / "dvc"), "repro", *args], cwd=served.project, capture_output=True, text=True, env=project_env()
+        )
         return done.returncode, done.stdout + done.stderr
 
     name = flow_run(served, cancelled.id).name
     code, out = by_hand()
-    assert code != 0 and "is busy, it is being blocked by" in out and "dvc repro --single-item train@tabular" in out, out
+    assert code != 0 and "is busy, it is being blocked by" in out and "dvc repro --single-item train@tabular" in out, (
+        out
+    )
     code, out = by_hand("--single-item", "--force", "ingest@tabular")
-    assert code != 0 and f"is in use by flow run '{name}', running train@tabular" in out and "exited with 75" in out, out
-    who = subprocess.run([str(BIN / "python"), "-m", "pipelines.workspace", str(served.project)], capture_output=True, text=True,
-                         env=project_env(), cwd=served.project)
+    assert code != 0 and f"is in use by flow run '{name}', running train@tabular" in out and "exited with 75" in out, (
+        out
+    )
+    who = subprocess.run(
+        [str(BIN / "python"), "-m", "pipelines.workspace", str(served.project)],
+        capture_output=True,
+        text=True,
+        env=project_env(),
+        cwd=served.project,
+    )
     assert who.returncode == 1 and f"held by flow run '{name}', running train@tabular" in who.stdout
 
     # A second run of the same workspace waits for the first, and says so.
     waiting = run(served, MAIN, {"params": run_params, "datasets": ["tabular"]})
-    wait_for("the second run to wait for the workspace", lambda: "is in use by flow run" in logs(served, waiting.id), timeout=120, every=2)
+    wait_for(
+        "the second run to wait for the workspace",
+        lambda: "is in use by flow run" in logs(served, waiting.id),
+        timeout=120,
+        every=2,
+    )
     assert task_runs(served, waiting.id) == {}
 
     with served.client() as client:  # the UI's Cancel button
@@ -417,11 +476,19 @@ def test_new_data_at_a_source_starts_the_on_new_data_deployment(served, main_run
     state = served.project / ".dvc/tmp/watch.json"
     state.write_text(json.dumps({"tabular": {"source": source_url, "fingerprint": "last-modified:long ago"}}))
     env = {**served.env, "PREFECT_API_URL": served.api_url}
-    watch = subprocess.run([str(BIN / "python"), "-m", "pipelines.watch", "--workdir", str(served.project), "--once"],
-                           cwd=served.project, env=env, capture_output=True, text=True, timeout=120)
+    watch = subprocess.run(
+        [str(BIN / "python"), "-m", "pipelines.orchestration.watch", "--workdir", str(served.project), "--once"],
+        cwd=served.project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert watch.returncode == 0 and "tabular: " + source_url + " changed" in watch.stdout, watch.stdout + watch.stderr
 
-    started = wait_for("the automation to start on-new-data", lambda: runs_of(served, f"{FLOW}/on-new-data"), timeout=120, every=2)
+    started = wait_for(
+        "the automation to start on-new-data", lambda: runs_of(served, f"{FLOW}/on-new-data"), timeout=120, every=2
+    )
     (triggered,) = started
     assert triggered.parameters["datasets"] == ["tabular"] and triggered.parameters["refresh"] is True
     done = wait_final(served, triggered.id, timeout=240)
@@ -439,7 +506,9 @@ def chromium():
             pytest.skip("chromium and chromium-driver are not installed and apt-get cannot install them here")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True, env=env, capture_output=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True, env=env, capture_output=True
+        )
     pytest.importorskip("selenium", reason="pip install -e .[dev]")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -474,7 +543,9 @@ def test_the_ui_shows_the_run_its_state_and_its_artifacts(served, main_run, chro
     # The run page, Artifacts tab (the UI at / is Prefect's v2 UI), tall enough for all the artifact cards.
     chromium.set_window_size(1400, 1300)
     chromium.get(f"{served.ui_url}/v2/runs/flow-run/{main_run.id}?tab=Artifacts")
-    _page_shows(chromium, "tabular(fnn)", "Completed", "tabular-metrics", "tabular-plots", "tabular-model", "training-summary")
+    _page_shows(
+        chromium, "tabular(fnn)", "Completed", "tabular-metrics", "tabular-plots", "tabular-model", "training-summary"
+    )
     time.sleep(1)  # let the timeline finish drawing
     chromium.save_screenshot(str(docs / "prefect-ui-run.png"))
 
@@ -487,37 +558,70 @@ def test_the_ui_shows_the_run_its_state_and_its_artifacts(served, main_run, chro
     _page_shows(chromium, "confusion fnn-relu", "learning curves")
 
     def drawn():
-        images = [i for i in chromium.find_elements(By.TAG_NAME, "img") if (i.get_attribute("src") or "").startswith("data:image/png")]
-        return images if len(images) == 3 and all(chromium.execute_script("return arguments[0].naturalWidth", i) > 100 for i in images) else None
+        images = [
+            i
+            for i in chromium.find_elements(By.TAG_NAME, "img")
+            if (i.get_attribute("src") or "").startswith("data:image/png")
+        ]
+        return (
+            images
+            if len(images) == 3
+            and all(chromium.execute_script("return arguments[0].naturalWidth", i) > 100 for i in images)
+            else None
+        )
 
     wait_for("the embedded PNGs to be drawn", drawn, timeout=30, every=0.5)
     chromium.save_screenshot(str(docs / "prefect-ui-plots.png"))
     assert (docs / "prefect-ui-run.png").stat().st_size > 20_000
 
 
-def test_prefect_yaml_deploys_to_a_process_pool_that_pulls_from_git_and_bad_input_fails_the_run_once(served, main_run, tmp_path):
+def test_prefect_yaml_deploys_to_a_process_pool_that_pulls_from_git_and_bad_input_fails_the_run_once(
+    served, main_run, tmp_path
+):
     """Last: it replaces the served deployments (same names) with prefect.yaml's, on a plain `prefect server start`."""
     import fastapi
 
     assert tuple(int(p) for p in fastapi.__version__.split(".")[:2]) < (0, 151), (
         f"FastAPI {fastapi.__version__}: from 0.151 the server refuses the null limits `prefect deploy` sends; "
-        "install the locked versions: pip install -c constraints.txt -e '.[dev]'")
+        "install the locked versions: pip install -c constraints.txt -e '.[dev]'"
+    )
     served.stop()  # Ctrl-C on `make serve`: the server it started goes too
     wait_for("the served server to stop", lambda: not _deployments_alive(served), timeout=30)
 
-    env = {**served.env, "PREFECT_API_URL": served.api_url, "PREFECT_SERVER_API_PORT": str(served.port),
-           "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
+    env = {
+        **served.env,
+        "PREFECT_API_URL": served.api_url,
+        "PREFECT_SERVER_API_PORT": str(served.port),
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+    }
     prefect = str(BIN / "prefect")
-    server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(served.port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(served.port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     worker = None
     try:
         wait_for("prefect server start", lambda: _deployments_alive(served), timeout=180, every=1)
         home = tmp_path / "home"
         (home / "dl-pipeline").mkdir(parents=True)
         deploy_env = {**env, "HOME": str(home), "DL_PIPELINE_GIT_URL": str(served.project)}
-        subprocess.run([prefect, "work-pool", "create", "local-process", "--type", "process"], env=env, check=True, capture_output=True)
-        deployed = subprocess.run([prefect, "--no-prompt", "deploy", "--all"], cwd=served.project, env=deploy_env, capture_output=True, text=True)
+        subprocess.run(
+            [prefect, "work-pool", "create", "local-process", "--type", "process"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        deployed = subprocess.run(
+            [prefect, "--no-prompt", "deploy", "--all"],
+            cwd=served.project,
+            env=deploy_env,
+            capture_output=True,
+            text=True,
+        )
         assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
         with served.client() as client:
             nightly = client.read_deployment_by_name(f"{FLOW}/nightly")
@@ -527,14 +631,25 @@ def test_prefect_yaml_deploys_to_a_process_pool_that_pulls_from_git_and_bad_inpu
         assert any("git_clone" in next(iter(step)) for step in preset.pull_steps)
         with served.client() as client:
             on_new_data = client.read_deployment_by_name(f"{FLOW}/on-new-data")
-        automations = [a for a in api(served, "/automations/filter", {}) if a["actions"][0].get("deployment_id") == str(on_new_data.id)]
+        automations = [
+            a
+            for a in api(served, "/automations/filter", {})
+            if a["actions"][0].get("deployment_id") == str(on_new_data.id)
+        ]
         assert {"datasets": [DATASET_FROM_EVENT], "refresh": True, "workdir": "."} in [
-            a["actions"][0]["parameters"] for a in automations]  # the trigger's template survived `prefect deploy`
+            a["actions"][0]["parameters"] for a in automations
+        ]  # the trigger's template survived `prefect deploy`
 
         # HOME as deployed: the run's git clone has no .dvc/config.local, so the committed default
         # remote (~/.local/share/...) must resolve under the temp home, not the real one.
-        worker = subprocess.Popen([prefect, "worker", "start", "--pool", "local-process"], env={**env, "HOME": str(home)}, cwd=tmp_path,
-                                  stdout=open(tmp_path / "worker.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        worker = subprocess.Popen(
+            [prefect, "worker", "start", "--pool", "local-process"],
+            env={**env, "HOME": str(home)},
+            cwd=tmp_path,
+            stdout=open(tmp_path / "worker.log", "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         params = small_params(("tabular",), epochs=2)
         params["datasets"]["tabular"]["ingest"]["source"] = "/nonexistent/houses.csv"
         failed = wait_final(served, run(served, MAIN, {"params": params}).id, timeout=240)
@@ -545,7 +660,9 @@ def test_prefect_yaml_deploys_to_a_process_pool_that_pulls_from_git_and_bad_inpu
         assert tasks["ingest@tabular"].run_count == 1  # bad input (exit 2) is not retried
         text = logs(served, failed.id)
         assert "error: ingest.source: /nonexistent/houses.csv: file does not exist" in text
-        assert (home / "dl-pipeline/dl-pipeline/dvc.yaml").exists()  # the run's code came from git, into the pool's working_dir
+        assert (
+            home / "dl-pipeline/dl-pipeline/dvc.yaml"
+        ).exists()  # the run's code came from git, into the pool's working_dir
     finally:
         for proc in (worker, server):
             if proc is not None:

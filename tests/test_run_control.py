@@ -5,6 +5,7 @@ the run name, what the artifacts say, the deployments `make serve` registers and
 the source watcher. The same pieces run for real against a Prefect server in
 tests/test_prefect_server.py.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,7 +24,7 @@ import yaml
 
 from pipelines import workspace
 from pipelines.errors import PipelineInputError, SourceUnavailable
-from pipelines.sources import _download_http
+from pipelines.modalities.sources import _download_http
 from tests.conftest import small_params
 
 # ------------------------------------------------------------------ sources: bad input vs unavailable
@@ -67,8 +68,13 @@ def test_ingest_exits_75_for_an_unavailable_source_and_2_for_bad_input(status_se
     for code, exit_code in ((503, 75), (404, 2)):
         params["datasets"]["tabular"]["ingest"]["source"] = f"{status_server}/{code}"
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-        proc = subprocess.run([str(BIN / "python"), "-m", "pipelines.ingest", "tabular"], cwd=tmp_path,
-                              capture_output=True, text=True, env={**project_env(), "PYTHONPATH": str(Path(__file__).parents[1])})
+        proc = subprocess.run(
+            [str(BIN / "python"), "-m", "pipelines.stages.ingest", "tabular"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env={**project_env(), "PYTHONPATH": str(Path(__file__).parents[1])},
+        )
         assert proc.returncode == exit_code, proc.stderr
         assert f"HTTP {code}" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -85,17 +91,17 @@ def _failed_state(exc):
 @pytest.mark.parametrize(
     "stage, exit_code, lock_busy, retried",
     [
-        ("ingest@tabular", 2, False, False),   # bad input: never
+        ("ingest@tabular", 2, False, False),  # bad input: never
         ("train@tabular", 2, False, False),
-        ("ingest@tabular", 75, False, True),   # the source was unavailable
-        ("ingest@tabular", 1, False, True),    # ingest reaches out: anything but bad input
-        ("train@tabular", 1, False, False),    # a bug or a diverged model: retrying will not help
-        ("train@tabular", None, True, True),   # another dvc command held DVC's lock
+        ("ingest@tabular", 75, False, True),  # the source was unavailable
+        ("ingest@tabular", 1, False, True),  # ingest reaches out: anything but bad input
+        ("train@tabular", 1, False, False),  # a bug or a diverged model: retrying will not help
+        ("train@tabular", None, True, True),  # another dvc command held DVC's lock
         ("evaluate@digits", 75, False, True),
     ],
 )
 def test_only_transient_stage_failures_are_retried(stage, exit_code, lock_busy, retried):
-    from pipelines.flow import StageFailed, _retry_transient
+    from pipelines.orchestration.flow import StageFailed, _retry_transient
 
     err = StageFailed(stage, "boom", exit_code=exit_code, lock_busy=lock_busy)
     assert _retry_transient(None, None, _failed_state(err)) is retried
@@ -107,7 +113,7 @@ def test_only_transient_stage_failures_are_retried(stage, exit_code, lock_busy, 
 
 
 def test_the_stage_task_retries_with_backoff_and_the_condition():
-    from pipelines.flow import RETRY_BASE_SECONDS, _retry_transient, run_stage
+    from pipelines.orchestration.flow import RETRY_BASE_SECONDS, _retry_transient, run_stage
 
     assert run_stage.retries == 3 and run_stage.retry_condition_fn is _retry_transient
     assert run_stage.retry_delay_seconds == [RETRY_BASE_SECONDS * 2**i for i in range(3)]
@@ -119,7 +125,7 @@ def test_the_stage_task_retries_with_backoff_and_the_condition():
 def test_run_names_say_the_datasets_and_families(tmp_path, monkeypatch):
     import prefect.runtime.flow_run as runtime
 
-    from pipelines.flow import run_name
+    from pipelines.orchestration.flow import run_name
 
     params = small_params(("tabular", "text"))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -127,7 +133,9 @@ def test_run_names_say_the_datasets_and_families(tmp_path, monkeypatch):
     assert run_name() == "tabular(fnn) text(gru,lstm)"
     monkeypatch.setattr(runtime, "parameters", {"workdir": str(tmp_path), "datasets": ["text"]}, raising=False)
     assert run_name() == "text(gru,lstm)"
-    monkeypatch.setattr(runtime, "parameters", {"params": small_params(("digits",)), "workdir": "/nowhere"}, raising=False)
+    monkeypatch.setattr(
+        runtime, "parameters", {"params": small_params(("digits",)), "workdir": "/nowhere"}, raising=False
+    )
     assert run_name() == "digits(cnn)"
     monkeypatch.setattr(runtime, "parameters", {"workdir": "/nowhere"}, raising=False)
     assert run_name() == "training-pipeline"  # never fails the run over a name
@@ -168,7 +176,9 @@ def test_a_second_run_waits_for_the_workspace_and_is_told_who_holds_it(tmp_path,
 def test_stopping_a_stage_stops_its_whole_process_group():
     proc = subprocess.Popen(["sh", "-c", "sleep 300 & sleep 300 & wait"], start_new_session=True)
     time.sleep(0.3)
-    members = [int(p) for p in subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()]
+    members = [
+        int(p) for p in subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    ]
     assert len(members) == 3
     assert workspace.stop_process_group(proc.pid, grace_seconds=5, reap=proc.poll)
     for pid in members:
@@ -181,52 +191,94 @@ def test_stopping_a_stage_stops_its_whole_process_group():
 # ------------------------------------------------------------------ artifacts
 
 
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
 
 
 def _evaluated_workspace(root: Path) -> None:
     """What evaluate and register leave for one dataset, in miniature."""
-    from pipelines.model_registry import LocalModelRegistry
+    from pipelines.registry.local import LocalModelRegistry
 
     ev = root / "data/evaluate/My_Data"
     (ev / "plots").mkdir(parents=True)
     for name in ("confusion_a.png", "confusion_b.png", "learning_curves.png"):
         (ev / "plots" / name).write_bytes(PNG)
-    (ev / "plots/comparison.md").write_text("# My_Data: test metrics\n\n| candidate | accuracy |\n|---|---|\n| a | 0.9 |\n")
+    (ev / "plots/comparison.md").write_text(
+        "# My_Data: test metrics\n\n| candidate | accuracy |\n|---|---|\n| a | 0.9 |\n"
+    )
     report = {
-        "dataset": "My_Data", "task": "binary", "primary_metric": "accuracy", "mode": "max", "best_candidate": "b",
+        "dataset": "My_Data",
+        "task": "binary",
+        "primary_metric": "accuracy",
+        "mode": "max",
+        "best_candidate": "b",
         "candidates": {
             "a": {"val": {"accuracy": 0.8}, "test": {"accuracy": 0.75, "f1_macro": 0.7, "confusion": [[1, 0], [0, 1]]}},
-            "b": {"val": {"accuracy": 0.9}, "test": {"accuracy": 0.85, "f1_macro": float("nan"), "confusion": [[1, 0], [0, 1]]}},
+            "b": {
+                "val": {"accuracy": 0.9},
+                "test": {"accuracy": 0.85, "f1_macro": float("nan"), "confusion": [[1, 0], [0, 1]]},
+            },
         },
         "best": {"candidate": "b", "test_accuracy": 0.85},
     }
     (ev / "metrics.json").write_text(json.dumps(report))
     (root / "data/train/My_Data").mkdir(parents=True)
-    (root / "data/train/My_Data/summary.json").write_text(json.dumps({"candidates": {"a": {"family": "fnn"}, "b": {"family": "fnn"}}}))
+    (root / "data/train/My_Data/summary.json").write_text(
+        json.dumps({"candidates": {"a": {"family": "fnn"}, "b": {"family": "fnn"}}})
+    )
     (root / "ckpt.pt").write_bytes(b"weights")
-    card = {"dataset": "My_Data", "candidate": "b", "family": "fnn", "task": "binary", "primary_metric": "accuracy",
-            "metrics": report["candidates"]["b"], "candidates_compared": ["a", "b"], "created_at": "2026-01-01T00:00:00+00:00",
-            "lineage": {"git": {"commit": "c" * 40, "dirty": False}, "data": {"source": "sklearn:breast_cancer", "prepared_dvc_md5": "m" * 32},
-                        "packages": {"torch": "2.13.0"}}}
+    card = {
+        "dataset": "My_Data",
+        "candidate": "b",
+        "family": "fnn",
+        "task": "binary",
+        "primary_metric": "accuracy",
+        "metrics": report["candidates"]["b"],
+        "candidates_compared": ["a", "b"],
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "lineage": {
+            "git": {"commit": "c" * 40, "dirty": False},
+            "data": {"source": "sklearn:breast_cancer", "prepared_dvc_md5": "m" * 32},
+            "packages": {"torch": "2.13.0"},
+        },
+    }
     registry = LocalModelRegistry(root / "data/registry")
     version = registry.register("my-model", root / "ckpt.pt", card)
     registry.promote("my-model", version.version, "production", policy="always")
     (root / "data/register").mkdir(parents=True)
-    (root / "data/register/My_Data.json").write_text(json.dumps(
-        {"dataset": "My_Data", "name": "my-model", "version": 1, "uri": version.uri, "path": str(version.path),
-         "sha256": version.card["sha256"], "candidate": "b", "promoted_to": "production"}))
+    (root / "data/register/My_Data.json").write_text(
+        json.dumps(
+            {
+                "dataset": "My_Data",
+                "name": "my-model",
+                "version": 1,
+                "uri": version.uri,
+                "path": str(version.path),
+                "sha256": version.card["sha256"],
+                "candidate": "b",
+                "promoted_to": "production",
+            }
+        )
+    )
 
 
 def test_artifacts_hold_the_metrics_plots_model_and_lineage(tmp_path):
-    from pipelines import artifacts
+    from pipelines.orchestration import artifacts
 
     _evaluated_workspace(tmp_path)
     assert artifacts.artifact_key("My_Data", "metrics") == "my-data-metrics"
 
     rows = artifacts.metrics_rows(tmp_path, "My_Data")
     assert [r["candidate"] for r in rows] == ["a", "b"] and rows[1]["best"] == "yes"
-    assert rows[1] == {"candidate": "b", "family": "fnn", "best": "yes", "val_accuracy": 0.9, "test_accuracy": 0.85, "test_f1_macro": None}
+    assert rows[1] == {
+        "candidate": "b",
+        "family": "fnn",
+        "best": "yes",
+        "val_accuracy": 0.9,
+        "test_accuracy": 0.85,
+        "test_f1_macro": None,
+    }
 
     plots = artifacts.plots_markdown(tmp_path, "My_Data")
     assert plots.count("](data:image/png;base64,") == 3
@@ -235,28 +287,50 @@ def test_artifacts_hold_the_metrics_plots_model_and_lineage(tmp_path):
 
     model, checkpoint = artifacts.model_markdown(tmp_path, "My_Data", "data/registry")
     assert checkpoint == (tmp_path / "data/registry/my-model/versions/v1/model.pt").as_uri()
-    for words in ("# my-model v1", "candidate **b**", "`production` → v1", "c" * 40, "sklearn:breast_cancer", "torch 2.13.0", "Promoted to `production`"):
+    for words in (
+        "# my-model v1",
+        "candidate **b**",
+        "`production` → v1",
+        "c" * 40,
+        "sklearn:breast_cancer",
+        "torch 2.13.0",
+        "Promoted to `production`",
+    ):
         assert words in model, words
     assert "earlier run" in artifacts.model_markdown(tmp_path, "My_Data", "data/registry", reused=True)[0]
     assert artifacts.summary_row(tmp_path, "My_Data") == {
-        "dataset": "My_Data", "model": "my-model:1", "candidate": "b", "metric": "test_accuracy", "value": 0.85, "promoted_to": "production"}
+        "dataset": "My_Data",
+        "model": "my-model:1",
+        "candidate": "b",
+        "metric": "test_accuracy",
+        "value": 0.85,
+        "promoted_to": "production",
+    }
 
 
 # ------------------------------------------------------------------ the deployments `make serve` registers
 
 
 def test_serve_registers_a_nightly_schedule_the_presets_and_an_event_trigger(tmp_path):
-    from pipelines.serve import build_deployments
+    from pipelines.orchestration.serve import build_deployments
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(small_params(("tabular", "digits"))))
     deployments = {d.name: d for d in build_deployments(tmp_path, cron="30 3 * * *", timezone="Europe/Paris")}
-    assert set(deployments) == {"nightly", "relu-vs-sigmoid", "digits-cnn", "on-new-data"}  # presets for the datasets there are
+    assert set(deployments) == {
+        "nightly",
+        "relu-vs-sigmoid",
+        "digits-cnn",
+        "on-new-data",
+    }  # presets for the datasets there are
     nightly = deployments["nightly"]
     (schedule,) = nightly.schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone, schedule.active) == ("30 3 * * *", "Europe/Paris", True)
     assert nightly.parameters == {"workdir": str(tmp_path.resolve())}
     digits = deployments["digits-cnn"]
-    assert digits.parameters["datasets"] == ["digits"] and digits.parameters["params"]["datasets"]["digits"]["train"]["epochs"] == 4
+    assert (
+        digits.parameters["datasets"] == ["digits"]
+        and digits.parameters["params"]["datasets"]["digits"]["train"]["epochs"] == 4
+    )
     (trigger,) = deployments["on-new-data"].triggers
     assert trigger.expect == {"dl-pipeline.source.changed"} and trigger.parameters["refresh"] is True
     assert trigger.parameters["datasets"] == [{"__prefect_kind": "jinja", "template": "{{ event.payload.dataset }}"}]
@@ -273,14 +347,14 @@ def test_serve_registers_a_nightly_schedule_the_presets_and_an_event_trigger(tmp
 
 
 def test_prefect_yaml_has_the_same_deployments_for_a_process_pool_with_a_git_pull():
-    from pipelines.serve import PRESETS
+    from pipelines.orchestration.serve import PRESETS
 
     config = yaml.safe_load((Path(__file__).parents[1] / "prefect.yaml").read_text())
     names = {d["name"]: d for d in config["deployments"]}
     assert set(names) == {"nightly", "on-new-data", *PRESETS}
     assert any("git_clone" in next(iter(step)) for step in config["pull"])
     for name, deployment in names.items():
-        assert deployment["entrypoint"] == "pipelines/flow.py:training_pipeline"
+        assert deployment["entrypoint"] == "pipelines/orchestration/flow.py:training_pipeline"
         assert deployment["work_pool"]["name"] == "local-process"
         if name in PRESETS:
             assert deployment["parameters"]["datasets"] == [PRESETS[name][0]]
@@ -297,7 +371,7 @@ def test_prefect_yaml_has_the_same_deployments_for_a_process_pool_with_a_git_pul
 
 
 def test_the_watcher_reports_a_changed_source_once(tmp_path):
-    from pipelines.watch import poll
+    from pipelines.orchestration.watch import poll
 
     params = small_params(("tabular", "digits"))
     params["datasets"]["tabular"]["ingest"]["source"] = "houses.csv"
@@ -314,10 +388,12 @@ def test_the_watcher_reports_a_changed_source_once(tmp_path):
 
 
 def test_the_watcher_reads_http_sources_with_a_head_request(tmp_path):
-    from pipelines.watch import fingerprint
+    from pipelines.orchestration.watch import fingerprint
 
     (tmp_path / "t.csv").write_text("a,b\n")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path)))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         first = fingerprint(f"http://127.0.0.1:{server.server_address[1]}/t.csv", tmp_path)
@@ -329,9 +405,11 @@ def test_the_watcher_reads_http_sources_with_a_head_request(tmp_path):
 
 def test_the_flow_pulls_only_stages_that_dvc_lock_records(tmp_path):
     """A first run has no dvc.lock: nothing to pull (DVC would only warn per output); later runs pull what it records."""
-    from pipelines.flow import recorded_stages
+    from pipelines.orchestration.flow import recorded_stages
 
     stages = ["ingest@tabular", "prepare@tabular", "ingest@digits"]
     assert recorded_stages(tmp_path, stages) == []
-    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages:\n  ingest@tabular:\n    cmd: python -m pipelines.ingest tabular\n")
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  ingest@tabular:\n    cmd: python -m pipelines.stages.ingest tabular\n"
+    )
     assert recorded_stages(tmp_path, stages) == ["ingest@tabular"]

@@ -1,4 +1,5 @@
 """Hyperparameter search: Ray Tune + ASHA, each trial its own Ray Train run; the train stage exports the best trial."""
+
 import math
 
 import pytest
@@ -10,7 +11,11 @@ from tests.conftest import ROOT
 
 def image_params(search: dict) -> dict:
     cand = {"family": "cnn", "filters": [8, 16], "dense": [32]}
-    ds = {"modality": "image", "train": {"candidates": {"cnn": cand}, "search": search}, "register": {"model_name": "m"}}
+    ds = {
+        "modality": "image",
+        "train": {"candidates": {"cnn": cand}, "search": search},
+        "register": {"model_name": "m"},
+    }
     return {"datasets": {"d": ds}}
 
 
@@ -36,10 +41,23 @@ def test_a_bad_search_space_is_refused_naming_the_key(space, key, words):
 
 
 def test_search_names_an_existing_candidate_and_is_off_by_default():
-    with pytest.raises(PipelineInputError, match=r"datasets.d.train.search.candidate: 'nope' is not a candidate; have: cnn"):
-        validate_params(image_params({"candidate": "nope", "space": {"lr": {"type": "uniform", "low": 0.1, "high": 0.2}}}))
-    ok = validate_params(image_params({"candidate": "cnn", "space": {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
-                                                                    "dense": {"type": "choice", "values": [[16], [32]]}}}))
+    with pytest.raises(
+        PipelineInputError, match=r"datasets.d.train.search.candidate: 'nope' is not a candidate; have: cnn"
+    ):
+        validate_params(
+            image_params({"candidate": "nope", "space": {"lr": {"type": "uniform", "low": 0.1, "high": 0.2}}})
+        )
+    ok = validate_params(
+        image_params(
+            {
+                "candidate": "cnn",
+                "space": {
+                    "lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
+                    "dense": {"type": "choice", "values": [[16], [32]]},
+                },
+            }
+        )
+    )
     assert ok.datasets["d"].train.search.enabled is False
     from pipelines.config import PipelineParams
 
@@ -49,12 +67,12 @@ def test_search_names_an_existing_candidate_and_is_off_by_default():
 @pytest.mark.slow
 def test_tune_search_runs_concurrent_trials_stops_weak_ones_and_exports_the_best(in_tmp, monkeypatch):
     from models.checkpoint import load_checkpoint
-    from pipelines import ray_launcher
     from pipelines.config import ComputeParams, DatasetParams, PipelineParams
-    from pipelines.ingest import ingest
     from pipelines.paths import DatasetPaths
-    from pipelines.prepare import prepare
-    from pipelines.train import train
+    from pipelines.stages.ingest import ingest
+    from pipelines.stages.prepare import prepare
+    from pipelines.stages.train import train
+    from pipelines.training import ray_launcher
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # Ray's worker processes import this checkout's pipelines
     epochs = 4
@@ -64,10 +82,16 @@ def test_tune_search_runs_concurrent_trials_stops_weak_ones_and_exports_the_best
         early_stopping={"patience": 100},  # only ASHA stops trials early here
         candidates={"cnn": {"family": "cnn", "filters": [8, 16], "dense": [32]}},
         search={
-            "enabled": True, "candidate": "cnn", "num_samples": 4, "max_concurrent_trials": 2,
-            "grace_period": 1, "reduction_factor": 2,
-            "space": {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
-                      "dense": {"type": "choice", "values": [[16], [48]]}},
+            "enabled": True,
+            "candidate": "cnn",
+            "num_samples": 4,
+            "max_concurrent_trials": 2,
+            "grace_period": 1,
+            "reduction_factor": 2,
+            "space": {
+                "lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
+                "dense": {"type": "choice", "values": [[16], [48]]},
+            },
         },
     )
     params = DatasetParams.model_validate(base)

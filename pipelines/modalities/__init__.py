@@ -4,6 +4,7 @@ Each module has
     ingest(params: IngestParams, out_dir: Path) -> dict          raw files + what was read
     prepare(raw_dir, ingest, params) -> (splits, meta)           arrays per split + meta.json content
 """
+
 from __future__ import annotations
 
 from types import ModuleType

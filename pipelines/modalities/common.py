@@ -1,4 +1,5 @@
 """Helpers the modalities share: seeded splits."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -3,6 +3,7 @@
 Raw form: images.npz with `x` (N, C, H, W) uint8/float32 pixels, `y` labels, and
 `split` ("train"/"test") when the source has a predefined test set (MNIST's t10k).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -14,11 +15,29 @@ import numpy as np
 from pipelines.config import IngestParams, PrepareParams
 from pipelines.errors import PipelineInputError
 from pipelines.modalities.common import encode_classes, shuffled_split
-from pipelines.sources import fetched
+from pipelines.modalities.sources import fetched
 
 RAW_IMAGES = "images.npz"
-IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+IDX_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -36,7 +55,9 @@ def read_idx(path: Path) -> np.ndarray:
     offset = 4 + 4 * ndim
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(data) - offset != expected:
-        raise PipelineInputError(f"{path}: IDX header says {dims} ({expected} bytes) but the file holds {len(data) - offset}")
+        raise PipelineInputError(
+            f"{path}: IDX header says {dims} ({expected} bytes) but the file holds {len(data) - offset}"
+        )
     return np.frombuffer(data, dtype=dtype, offset=offset).reshape(dims)
 
 
@@ -46,7 +67,9 @@ def _idx_pair(folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray] | None
     if not images and not labels:
         return None
     if not images or not labels:
-        raise PipelineInputError(f"{folder}: found {prefix} {'images' if images else 'labels'} but not the matching {'labels' if images else 'images'} IDX file")
+        raise PipelineInputError(
+            f"{folder}: found {prefix} {'images' if images else 'labels'} but not the matching {'labels' if images else 'images'} IDX file"
+        )
     x, y = read_idx(images[0]), read_idx(labels[0])
     if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
         raise PipelineInputError(f"{images[0]}: expected (N, H, W) images and N labels, got {x.shape} and {y.shape}")
@@ -55,7 +78,9 @@ def _idx_pair(folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray] | None
 
 def read_idx_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """An MNIST-style folder: train-* and t10k-* image/label IDX pairs (the t10k pair is the test split)."""
-    parts = [(name, pair) for name, prefix in (("train", "train"), ("test", "t10k")) if (pair := _idx_pair(folder, prefix))]
+    parts = [
+        (name, pair) for name, prefix in (("train", "train"), ("test", "t10k")) if (pair := _idx_pair(folder, prefix))
+    ]
     if not parts:
         raise PipelineInputError(f"{folder}: no *images-idx3-ubyte / *labels-idx1-ubyte IDX files found")
     x = np.concatenate([p[0] for _, p in parts])
@@ -86,14 +111,18 @@ def load_source(source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
                 xk = next((k for k in ("x", "images") if k in keys), None)
                 yk = next((k for k in ("y", "labels") if k in keys), None)
                 if not xk or not yk:
-                    raise PipelineInputError(f"{source}: a .npz of images needs arrays 'x' (or 'images') and 'y' (or 'labels'); it has {sorted(keys)}")
+                    raise PipelineInputError(
+                        f"{source}: a .npz of images needs arrays 'x' (or 'images') and 'y' (or 'labels'); it has {sorted(keys)}"
+                    )
                 return arrays[xk], arrays[yk], None, None, {"kind": "npz", "sha256": digest}
         if "idx3-ubyte" in local.name:
             labels = Path(str(local).replace("images", "labels").replace("idx3", "idx1"))
             if not labels.exists():
                 raise PipelineInputError(f"{source}: the labels file {labels.name} is not beside the images")
             return read_idx(local), read_idx(labels), None, None, {"kind": "idx", "sha256": digest}
-    raise PipelineInputError(f"ingest.source: {source}: expected sklearn:digits, an MNIST-style IDX folder or file, or a .npz with x and y")
+    raise PipelineInputError(
+        f"ingest.source: {source}: expected sklearn:digits, an MNIST-style IDX folder or file, or a .npz with x and y"
+    )
 
 
 def validate_images(x: np.ndarray, y: np.ndarray, source: str) -> np.ndarray:
@@ -146,7 +175,11 @@ def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: di
         train_pool = np.flatnonzero(predefined == "train")
         order = np.random.default_rng(params.seed).permutation(len(train_pool))
         n_val = max(1, int(round(len(train_pool) * params.val_fraction)))
-        splits = {"train": np.sort(train_pool[order[n_val:]]), "val": np.sort(train_pool[order[:n_val]]), "test": np.flatnonzero(predefined == "test")}
+        splits = {
+            "train": np.sort(train_pool[order[n_val:]]),
+            "val": np.sort(train_pool[order[:n_val]]),
+            "test": np.flatnonzero(predefined == "test"),
+        }
     else:
         splits = shuffled_split(len(x), params)
     # One mean/std per channel, from the training images only.

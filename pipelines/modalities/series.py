@@ -3,6 +3,7 @@
 Raw form: series.parquet with one `value` column in time order. Missing values
 are handled explicitly (ingest.missing): refused, dropped, or linearly interpolated.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +15,7 @@ import pandas as pd
 from pipelines.config import IngestParams, PrepareParams
 from pipelines.errors import PipelineInputError
 from pipelines.modalities.common import chronological_split
-from pipelines.sources import fetched, read_table
+from pipelines.modalities.sources import fetched, read_table
 
 RAW_SERIES = "series.parquet"
 # statsmodels ships these real series with its wheel (no download).
@@ -30,7 +31,10 @@ def load_source(params: IngestParams) -> tuple[pd.Series, dict]:
     if source.startswith("statsmodels:"):
         name = source.split(":", 1)[1]
         if name not in STATSMODELS_SERIES:
-            raise PipelineInputError(f"ingest.source: {source}: unknown built-in series; choose one of " + ", ".join(f"statsmodels:{n}" for n in STATSMODELS_SERIES))
+            raise PipelineInputError(
+                f"ingest.source: {source}: unknown built-in series; choose one of "
+                + ", ".join(f"statsmodels:{n}" for n in STATSMODELS_SERIES)
+            )
         import importlib
 
         module, column, _ = STATSMODELS_SERIES[name]
@@ -40,12 +44,16 @@ def load_source(params: IngestParams) -> tuple[pd.Series, dict]:
         digest = hashlib.sha256(local.read_bytes()).hexdigest()
         table = read_table(local, source)
     if params.column not in table.columns:
-        raise PipelineInputError(f"{source}: value column '{params.column}' (ingest.column) not found; columns are: {', '.join(map(str, table.columns))}")
+        raise PipelineInputError(
+            f"{source}: value column '{params.column}' (ingest.column) not found; columns are: {', '.join(map(str, table.columns))}"
+        )
     values = pd.to_numeric(table[params.column], errors="coerce")
     bad = values.isna() & table[params.column].notna()
     if bad.any():
         row = int(bad.to_numpy().nonzero()[0][0])
-        raise PipelineInputError(f"{source}: column '{params.column}', row {row + 1}: {table[params.column].iloc[row]!r} is not a number")
+        raise PipelineInputError(
+            f"{source}: column '{params.column}', row {row + 1}: {table[params.column].iloc[row]!r} is not a number"
+        )
     return values.astype("float64"), {"kind": "file", "sha256": digest}
 
 
@@ -74,7 +82,11 @@ def ingest(params: IngestParams, out_dir: Path) -> dict:
         raise PipelineInputError(f"{params.source}: {len(values)} values are too few for a forecasting series")
     pd.DataFrame({"value": values.astype("float32")}).to_parquet(out_dir / RAW_SERIES, index=False)
     info.update(
-        source=params.source, length=int(len(values)), missing=n_missing, missing_policy=params.missing, task="forecast",
+        source=params.source,
+        length=int(len(values)),
+        missing=n_missing,
+        missing_policy=params.missing,
+        task="forecast",
         summary=f"{len(values)} steps ({n_missing} missing values, {params.missing if n_missing else 'none to handle'})",
     )
     return info
@@ -84,7 +96,9 @@ def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: di
     values = pd.read_parquet(raw_dir / RAW_SERIES)["value"].to_numpy(dtype=np.float32)
     n_windows = len(values) - params.window
     if n_windows < 3:
-        raise PipelineInputError(f"prepare.window: {params.window} leaves {max(n_windows, 0)} windows of a {len(values)}-step series; use a shorter window")
+        raise PipelineInputError(
+            f"prepare.window: {params.window} leaves {max(n_windows, 0)} windows of a {len(values)}-step series; use a shorter window"
+        )
     parts = chronological_split(n_windows, params, "windows")
     # Statistics from the values the training windows can see (inputs and targets) only.
     seen = values[: parts["train"][-1] + params.window + 1]
@@ -94,7 +108,9 @@ def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: di
     scaled = (values - mean) / std
     x = np.lib.stride_tricks.sliding_window_view(scaled[:-1], params.window)[:n_windows]
     y = scaled[params.window :].reshape(-1, 1)
-    arrays = {name: (np.ascontiguousarray(x[idx], dtype=np.float32), y[idx].astype(np.float32)) for name, idx in parts.items()}
+    arrays = {
+        name: (np.ascontiguousarray(x[idx], dtype=np.float32), y[idx].astype(np.float32)) for name, idx in parts.items()
+    }
     meta = {
         "input_shape": [params.window],
         "window": params.window,

@@ -1,4 +1,5 @@
 """Tables (CSV, Parquet, scikit-learn's bundled tables) for the FNN: regression, binary, multi-class."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +11,7 @@ import pandas as pd
 from pipelines.config import IngestParams, PrepareParams
 from pipelines.errors import PipelineInputError
 from pipelines.modalities.common import encode_classes, shuffled_split
-from pipelines.sources import fetched, load_sklearn_table, read_table
+from pipelines.modalities.sources import fetched, load_sklearn_table, read_table
 
 RAW_TABLE = "table.parquet"
 
@@ -89,7 +90,9 @@ def validate_table(df: pd.DataFrame, params: IngestParams) -> tuple[pd.DataFrame
     if task in ("binary", "multiclass"):
         n = df[params.label].nunique()
         if n < 2:
-            raise PipelineInputError(f"{src}: label '{params.label}' has a single class; a classifier needs two or more")
+            raise PipelineInputError(
+                f"{src}: label '{params.label}' has a single class; a classifier needs two or more"
+            )
         if task == "binary" and n != 2:
             raise PipelineInputError(f"{src}: ingest.task is binary but label '{params.label}' has {n} classes")
     df[features] = df[features].astype("float32")

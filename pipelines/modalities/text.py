@@ -3,6 +3,7 @@
 Raw form: corpus.txt (UTF-8). Prepared: windows of `context_length` word ids
 that predict the next word's id; id 0 is the unknown-word token <unk>.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,7 +16,7 @@ import numpy as np
 from pipelines.config import IngestParams, PrepareParams
 from pipelines.errors import PipelineInputError
 from pipelines.modalities.common import chronological_split
-from pipelines.sources import fetched
+from pipelines.modalities.sources import fetched
 
 RAW_CORPUS = "corpus.txt"
 UNK = "<unk>"
@@ -44,7 +45,9 @@ def load_source(source: str) -> tuple[str, dict]:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise PipelineInputError(f"{source}: not UTF-8 text (byte {err.start}): expected a plain-text corpus") from None
+            raise PipelineInputError(
+                f"{source}: not UTF-8 text (byte {err.start}): expected a plain-text corpus"
+            ) from None
     return text, {"kind": "file", "sha256": hashlib.sha256(data).hexdigest()}
 
 
@@ -54,7 +57,9 @@ def ingest(params: IngestParams, out_dir: Path) -> dict:
     if words == 0:
         raise PipelineInputError(f"{params.source}: the text holds no words")
     (out_dir / RAW_CORPUS).write_text(text, encoding="utf-8")
-    info.update(source=params.source, characters=len(text), words=words, task="next_word", summary=f"{words} words of text")
+    info.update(
+        source=params.source, characters=len(text), words=words, task="next_word", summary=f"{words} words of text"
+    )
     return info
 
 

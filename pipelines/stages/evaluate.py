@@ -1,7 +1,8 @@
 """Stage 4, evaluate: torchmetrics on val and test for every candidate of a dataset; DVC metrics and plots.
 
-    python -m pipelines.evaluate <dataset>
+python -m pipelines.stages.evaluate <dataset>
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,17 +11,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipelines import plots
 from pipelines.atomic import atomic_dir, read_json, write_json
 from pipelines.config import EvaluateParams
 from pipelines.errors import cli_entry
-from pipelines.metrics import (
-    PRIMARY_METRIC, classification_metrics, confusion_matrix, forecast_metrics, next_word_metrics, regression_metrics,
+from pipelines.evaluation import plots
+from pipelines.evaluation.metrics import (
+    PRIMARY_METRIC,
+    classification_metrics,
+    confusion_matrix,
+    forecast_metrics,
+    next_word_metrics,
+    regression_metrics,
     unigram_perplexity,
 )
 from pipelines.paths import DatasetPaths
-from pipelines.prepare import load_split
-from pipelines.stage_cli import pipeline_and_dataset
+from pipelines.stages.cli import pipeline_and_dataset
+from pipelines.stages.prepare import load_split
 
 PLOT_KINDS = ("learning", "confusion", "predictions")  # one directory each, declared as DVC plots
 
@@ -69,24 +75,41 @@ def score(meta: dict, logits: torch.Tensor, loss: str, x: np.ndarray, y: np.ndar
     return classification_metrics(point, torch.from_numpy(y), len(classes), classes), point.numpy()
 
 
-def write_test_plots(meta: dict, name: str, pred: np.ndarray, x: np.ndarray, y: np.ndarray, out: Path, scores: dict) -> None:
+def write_test_plots(
+    meta: dict, name: str, pred: np.ndarray, x: np.ndarray, y: np.ndarray, out: Path, scores: dict
+) -> None:
     """CSV for DVC plots under out/<kind>/, a PNG under out/plots/."""
     task, classes = meta["task"], meta.get("classes")
     png_dir = out / "plots"
     if task in ("binary", "multiclass"):
-        pd.DataFrame({"actual": [classes[i] for i in y], "predicted": [classes[i] for i in pred]}).to_csv(out / "confusion" / f"{name}.csv", index=False)
+        pd.DataFrame({"actual": [classes[i] for i in y], "predicted": [classes[i] for i in pred]}).to_csv(
+            out / "confusion" / f"{name}.csv", index=False
+        )
         cm = confusion_matrix(torch.from_numpy(pred), torch.from_numpy(y), len(classes))
         scores["confusion_matrix"] = cm
-        plots.confusion_matrix(cm, classes, f"{meta['dataset']} / {name}: test confusion matrix", png_dir / f"confusion_{name}.png")
+        plots.confusion_matrix(
+            cm, classes, f"{meta['dataset']} / {name}: test confusion matrix", png_dir / f"confusion_{name}.png"
+        )
     elif task == "regression":
-        pd.DataFrame({"actual": y.reshape(-1), "predicted": pred}).to_csv(out / "predictions" / f"{name}.csv", index=False)
-        plots.predicted_vs_true(y.reshape(-1), pred, f"{meta['dataset']} / {name}: test predictions", png_dir / f"predicted_vs_true_{name}.png")
+        pd.DataFrame({"actual": y.reshape(-1), "predicted": pred}).to_csv(
+            out / "predictions" / f"{name}.csv", index=False
+        )
+        plots.predicted_vs_true(
+            y.reshape(-1),
+            pred,
+            f"{meta['dataset']} / {name}: test predictions",
+            png_dir / f"predicted_vs_true_{name}.png",
+        )
     elif task == "forecast":
         true = denormalize(y.reshape(-1), meta)
         last = denormalize(x[:, -1], meta)
         frame = pd.DataFrame({"step": np.arange(len(true)), "actual": true, "predicted": pred, "naive_last": last})
         frame.to_csv(out / "predictions" / f"{name}.csv", index=False)
-        plots.forecast(frame, f"{meta['dataset']} / {name}: test forecast (RMSE {scores['rmse']:.2f}, naive {scores['naive_last_rmse']:.2f})", png_dir / f"forecast_{name}.png")
+        plots.forecast(
+            frame,
+            f"{meta['dataset']} / {name}: test forecast (RMSE {scores['rmse']:.2f}, naive {scores['naive_last_rmse']:.2f})",
+            png_dir / f"forecast_{name}.png",
+        )
 
 
 def evaluate(dataset: str, params: EvaluateParams) -> dict:
@@ -99,7 +122,9 @@ def evaluate(dataset: str, params: EvaluateParams) -> dict:
     report: dict = {"dataset": dataset, "task": task, "primary_metric": primary, "mode": mode, "candidates": {}}
     if task == "next_word":
         train_y = torch.from_numpy(load_split(dataset, "train")[1])
-        report["baselines"] = {"unigram_perplexity": unigram_perplexity(train_y, torch.from_numpy(splits["test"][1]), meta["vocab_size"])}
+        report["baselines"] = {
+            "unigram_perplexity": unigram_perplexity(train_y, torch.from_numpy(splits["test"][1]), meta["vocab_size"])
+        }
     histories = {}
 
     # The whole data/evaluate/<dataset>/ appears at once: metrics.json, the PNGs
@@ -122,9 +147,14 @@ def evaluate(dataset: str, params: EvaluateParams) -> dict:
             history.rename(columns=lambda c: c.replace("/", "_")).to_csv(out / "learning" / f"{name}.csv", index=False)
             histories[name] = history
         plots.learning_curves(histories, plot_dir / "learning_curves.png", title=f"{dataset}: learning curves")
-        ranked = sorted(report["candidates"], key=lambda n: report["candidates"][n]["val"][primary], reverse=mode == "max")
+        ranked = sorted(
+            report["candidates"], key=lambda n: report["candidates"][n]["val"][primary], reverse=mode == "max"
+        )
         report["best_candidate"] = ranked[0]
-        report["best"] = {"candidate": ranked[0], **{f"test_{k}": v for k, v in report["candidates"][ranked[0]]["test"].items() if isinstance(v, float)}}
+        report["best"] = {
+            "candidate": ranked[0],
+            **{f"test_{k}": v for k, v in report["candidates"][ranked[0]]["test"].items() if isinstance(v, float)},
+        }
         (plot_dir / "comparison.md").write_text(comparison_table(report))
         write_json(out / where.metrics_file.name, report)
     return report
@@ -134,8 +164,12 @@ def comparison_table(report: dict) -> str:
     """A Markdown table of every candidate's test metrics (the scalar ones)."""
     names = list(report["candidates"])
     keys = [k for k, v in report["candidates"][names[0]]["test"].items() if isinstance(v, float)]
-    lines = [f"# {report['dataset']}: test metrics ({report['task']}; best by val {report['primary_metric']})", "",
-             "| candidate | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines = [
+        f"# {report['dataset']}: test metrics ({report['task']}; best by val {report['primary_metric']})",
+        "",
+        "| candidate | " + " | ".join(keys) + " |",
+        "|---" * (len(keys) + 1) + "|",
+    ]
     for name in names:
         test = report["candidates"][name]["test"]
         lines.append(f"| {name} | " + " | ".join(f"{test[k]:.4f}" for k in keys) + " |")
@@ -150,10 +184,14 @@ def main() -> None:
     report = evaluate(dataset, params.evaluate)
     primary = report["primary_metric"]
     for name, scores in report["candidates"].items():
-        print(f"evaluate[{dataset}]: {name}: val {primary}={scores['val'][primary]:.4f}, test {primary}={scores['test'][primary]:.4f}")
+        print(
+            f"evaluate[{dataset}]: {name}: val {primary}={scores['val'][primary]:.4f}, test {primary}={scores['test'][primary]:.4f}"
+        )
     for key, value in report.get("baselines", {}).items():
         print(f"evaluate[{dataset}]: baseline {key}={value:.4f}")
-    print(f"evaluate[{dataset}]: best candidate by val {primary}: {report['best_candidate']}; plots in {DatasetPaths(dataset).plots_dir}/")
+    print(
+        f"evaluate[{dataset}]: best candidate by val {primary}: {report['best_candidate']}; plots in {DatasetPaths(dataset).plots_dir}/"
+    )
 
 
 if __name__ == "__main__":

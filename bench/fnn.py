@@ -16,13 +16,14 @@ between consecutive epoch starts (so it includes validation and, on our path,
 Ray's per-epoch report + checkpoint). Fixed cost is everything else: Ray start,
 worker group start (processes, imports, process group), teardown, Prefect's start.
 
-    python -m pipelines.benchmark [--rows 100000] [--epochs 6] [--cpus 2] [--workers 2]
-    python -m pipelines.benchmark cnn [--source /usr/share/datasets/fashion-mnist] [--epochs 8]
+    python -m bench.fnn [--rows 100000] [--epochs 6] [--cpus 2] [--workers 2]
+    python -m bench.fnn cnn [--source /usr/share/datasets/fashion-mnist] [--epochs 8]
 
 The `cnn` workload trains the same CNN on Fashion-MNIST (when its IDX files are
 present) both ways and reports test accuracy per epoch, time to 90 % test accuracy
 and samples/s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,9 +42,16 @@ def make_data(rows: int, features: int, seed: int) -> dict[str, np.ndarray]:
     """A deterministic synthetic table that ships with scikit-learn (no download)."""
     from sklearn.datasets import make_classification
 
-    x, y = make_classification(n_samples=rows + 2048, n_features=features, n_informative=features // 2, random_state=seed)
+    x, y = make_classification(
+        n_samples=rows + 2048, n_features=features, n_informative=features // 2, random_state=seed
+    )
     x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
-    return {"train_x": x[:rows], "train_y": y[:rows].astype(np.int64), "val_x": x[rows:], "val_y": y[rows:].astype(np.int64)}
+    return {
+        "train_x": x[:rows],
+        "train_y": y[:rows].astype(np.int64),
+        "val_x": x[rows:],
+        "val_y": y[rows:].astype(np.int64),
+    }
 
 
 def hand_written_setup(spec: dict, lr: float, seed: int, threads: int):
@@ -139,8 +147,10 @@ def hand_written_ddp(data, spec, lr, batch, epochs, seed, workers, threads) -> l
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     starts_out = ctx.Queue()
-    procs = [ctx.Process(target=_ddp_rank, args=(r, workers, port, data, spec, lr, batch, epochs, seed, threads, starts_out))
-             for r in range(workers)]
+    procs = [
+        ctx.Process(target=_ddp_rank, args=(r, workers, port, data, spec, lr, batch, epochs, seed, threads, starts_out))
+        for r in range(workers)
+    ]
     for p in procs:
         p.start()
     try:
@@ -160,15 +170,25 @@ def our_path(data, spec, lr, batch, epochs, seed, workers, cpus_per_worker, loop
     Ray instance idles beside it (its daemons and idle workers wake up many times a second), which is
     what Ray's mere presence costs a compute-bound loop on this machine.
     """
-    from pipelines import ray_launcher
+    from pipelines.training import ray_launcher
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "train.npz", x=data["train_x"], y=data["train_y"])
         np.savez(tmp / "val.npz", x=data["val_x"], y=data["val_y"])
         job = ray_launcher.TrainJob(
-            candidate=f"bench-{workers}w", model_spec=spec, optim={"optimizer": "adam", "lr": lr}, task="multiclass", loss="cce",
-            n_classes=2, data_dir=str(tmp), seed=seed, epochs=epochs, batch_size=batch, monitor="val/loss", mode="min",
+            candidate=f"bench-{workers}w",
+            model_spec=spec,
+            optim={"optimizer": "adam", "lr": lr},
+            task="multiclass",
+            loss="cce",
+            n_classes=2,
+            data_dir=str(tmp),
+            seed=seed,
+            epochs=epochs,
+            batch_size=batch,
+            monitor="val/loss",
+            mode="min",
             patience=epochs + 1,
         )
         ray_start = ray_launcher.ensure_ray()
@@ -179,7 +199,10 @@ def our_path(data, spec, lr, batch, epochs, seed, workers, cpus_per_worker, loop
         beside = None
         if loop_beside_ray:  # after the fit: its own process must not share the CPUs with it
             time.sleep(2)  # the fit's actors exit; Ray is back to idle
-            beside = steady_samples_per_s(hand_written_loop(data, spec, lr, batch, 4, seed, threads=workers * cpus_per_worker), len(data["train_x"]))
+            beside = steady_samples_per_s(
+                hand_written_loop(data, spec, lr, batch, 4, seed, threads=workers * cpus_per_worker),
+                len(data["train_x"]),
+            )
         t = time.perf_counter()
         ray_launcher.shutdown_ray()
         shutdown = time.perf_counter() - t
@@ -188,15 +211,23 @@ def our_path(data, spec, lr, batch, epochs, seed, workers, cpus_per_worker, loop
     period = statistics.median(np.diff(starts[1:]))
     sps = steady_samples_per_s(starts + [starts[-1] + period], len(data["train_x"]))
     # Between EpochHistory's epoch end and the next epoch's start: Ray's report + checkpoint.
-    report = statistics.median(b["epoch_start_time"] - a["epoch_start_time"] - a["epoch_seconds"] for a, b in zip(rows[1:], rows[2:]))
-    return {"samples_per_s": sps, "ray_start_s": ray_start, "shutdown_s": shutdown, "epoch_s": period, "report_s": report,
-            "hand_beside_ray_samples_per_s": beside,
-            # fit() call to the first epoch's start: controller, worker processes, imports, process group, Lightning set-up
-            "group_start_s": starts[0] - started,
-            # the last epoch's end (at the steady pace) to fit() returning: workers and controller shut down, result read back
-            "teardown_s": ended - (starts[-1] + period),
-            # what the first epoch took beyond a steady one (first-touch allocations, lazy inits)
-            "warmup_s": max(0.0, (starts[1] - starts[0]) - period) if len(starts) > 1 else 0.0}
+    report = statistics.median(
+        b["epoch_start_time"] - a["epoch_start_time"] - a["epoch_seconds"] for a, b in zip(rows[1:], rows[2:])
+    )
+    return {
+        "samples_per_s": sps,
+        "ray_start_s": ray_start,
+        "shutdown_s": shutdown,
+        "epoch_s": period,
+        "report_s": report,
+        "hand_beside_ray_samples_per_s": beside,
+        # fit() call to the first epoch's start: controller, worker processes, imports, process group, Lightning set-up
+        "group_start_s": starts[0] - started,
+        # the last epoch's end (at the steady pace) to fit() returning: workers and controller shut down, result read back
+        "teardown_s": ended - (starts[-1] + period),
+        # what the first epoch took beyond a steady one (first-touch allocations, lazy inits)
+        "warmup_s": max(0.0, (starts[1] - starts[0]) - period) if len(starts) > 1 else 0.0,
+    }
 
 
 def prefect_start_seconds() -> float:
@@ -211,7 +242,7 @@ def prefect_start_seconds() -> float:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["cnn"]:
-        from pipelines.benchmark_cnn import main as cnn_main
+        from bench.cnn import main as cnn_main
 
         return cnn_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -227,18 +258,32 @@ def main(argv: list[str] | None = None) -> None:
     if args.cpus % args.workers:
         parser.error(f"--cpus {args.cpus} does not split evenly over --workers {args.workers}")
 
-    spec = {"family": "fnn", "input_shape": [args.features], "out_features": 2, "hidden": args.hidden, "activation": "relu", "dropout": 0.0}
+    spec = {
+        "family": "fnn",
+        "input_shape": [args.features],
+        "out_features": 2,
+        "hidden": args.hidden,
+        "activation": "relu",
+        "dropout": 0.0,
+    }
     data = make_data(args.rows, args.features, args.seed)
     n, per = args.workers, args.cpus // args.workers
-    print(f"workload: FNN {args.features}-{'-'.join(map(str, args.hidden))}-2 on {args.rows} rows, global batch {args.batch}, "
-          f"{args.epochs} epochs, Adam, seed {args.seed}; every side uses {args.cpus} CPU(s)", flush=True)
+    print(
+        f"workload: FNN {args.features}-{'-'.join(map(str, args.hidden))}-2 on {args.rows} rows, global batch {args.batch}, "
+        f"{args.epochs} epochs, Adam, seed {args.seed}; every side uses {args.cpus} CPU(s)",
+        flush=True,
+    )
 
     rows = args.rows
-    hand = steady_samples_per_s(hand_written_loop(data, spec, 1e-3, args.batch, args.epochs, args.seed, threads=args.cpus), rows)
+    hand = steady_samples_per_s(
+        hand_written_loop(data, spec, 1e-3, args.batch, args.epochs, args.seed, threads=args.cpus), rows
+    )
     print(f"hand-written loop, 1 process x {args.cpus} threads    : {hand:9.0f} samples/s", flush=True)
     ddp = steady_samples_per_s(hand_written_ddp(data, spec, 1e-3, args.batch, args.epochs, args.seed, n, per), rows)
     print(f"hand-written DDP, {n} processes x {per} thread(s)  : {ddp:9.0f} samples/s", flush=True)
-    one = our_path(data, spec, 1e-3, args.batch, args.epochs, args.seed, workers=1, cpus_per_worker=args.cpus, loop_beside_ray=True)
+    one = our_path(
+        data, spec, 1e-3, args.batch, args.epochs, args.seed, workers=1, cpus_per_worker=args.cpus, loop_beside_ray=True
+    )
     beside = one["hand_beside_ray_samples_per_s"]
     print(f"hand-written loop, with Ray idling beside it: {beside:9.0f} samples/s", flush=True)
     print(f"our train path, 1 worker x {args.cpus} CPUs           : {one['samples_per_s']:9.0f} samples/s", flush=True)
@@ -246,18 +291,33 @@ def main(argv: list[str] | None = None) -> None:
     print(f"our train path, {n} workers x {per} CPU(s)          : {many['samples_per_s']:9.0f} samples/s", flush=True)
 
     print("throughput ratios (steady state, same run):")
-    print(f"  ours 1 worker  / hand-written loop  {one['samples_per_s'] / hand:6.3f}  (target >= 0.90: framework overhead)")
-    print(f"  ours {n} workers / hand-written DDP   {many['samples_per_s'] / ddp:6.3f}  (framework overhead at {n} workers)")
+    print(
+        f"  ours 1 worker  / hand-written loop  {one['samples_per_s'] / hand:6.3f}  (target >= 0.90: framework overhead)"
+    )
+    print(
+        f"  ours {n} workers / hand-written DDP   {many['samples_per_s'] / ddp:6.3f}  (framework overhead at {n} workers)"
+    )
     print(f"  hand-written DDP / hand-written loop {ddp / hand:6.3f}  (what {n}-process data parallelism costs here)")
-    print(f"  loop beside idle Ray / loop          {beside / hand:6.3f}  (what a running Ray instance costs a loop here)")
-    print(f"  ours 1 worker / loop beside idle Ray {one['samples_per_s'] / beside:6.3f}  (Lightning + Ray Train in the worker)")
+    print(
+        f"  loop beside idle Ray / loop          {beside / hand:6.3f}  (what a running Ray instance costs a loop here)"
+    )
+    print(
+        f"  ours 1 worker / loop beside idle Ray {one['samples_per_s'] / beside:6.3f}  (Lightning + Ray Train in the worker)"
+    )
     for label, side in (("1 worker", one), (f"{n} workers", many)):
-        print(f"  per epoch, ours {label}: {side['epoch_s']:.2f} s, of which Ray report + checkpoint {side['report_s']:.3f} s")
+        print(
+            f"  per epoch, ours {label}: {side['epoch_s']:.2f} s, of which Ray report + checkpoint {side['report_s']:.3f} s"
+        )
 
     prefect_s = prefect_start_seconds()
-    print("fixed cost per training (1 worker / %d workers):" % n)
-    parts = (("Ray start (local instance)", "ray_start_s"), ("worker group start (to first epoch)", "group_start_s"),
-             ("first-epoch warm-up", "warmup_s"), ("worker group teardown", "teardown_s"), ("Ray shutdown", "shutdown_s"))
+    print(f"fixed cost per training (1 worker / {n} workers):")
+    parts = (
+        ("Ray start (local instance)", "ray_start_s"),
+        ("worker group start (to first epoch)", "group_start_s"),
+        ("first-epoch warm-up", "warmup_s"),
+        ("worker group teardown", "teardown_s"),
+        ("Ray shutdown", "shutdown_s"),
+    )
     for label, key in parts:
         print(f"  {label:<38} {one[key]:6.1f} s / {many[key]:6.1f} s")
     print(f"  {'Prefect start (embedded API, one task)':<38} {prefect_s:6.1f} s")

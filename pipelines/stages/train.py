@@ -1,7 +1,8 @@
 """Stage 3, train: each candidate of a dataset through Ray Train; export its best checkpoint.
 
-    python -m pipelines.train <dataset>
+python -m pipelines.stages.train <dataset>
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,7 +17,7 @@ from pipelines.atomic import atomic_dir, read_json, write_json
 from pipelines.config import Candidate, ComputeParams, DatasetParams
 from pipelines.errors import PipelineInputError, cli_entry
 from pipelines.paths import DatasetPaths
-from pipelines.stage_cli import pipeline_and_dataset
+from pipelines.stages.cli import pipeline_and_dataset
 
 
 def data_fingerprint(prepared_dir: Path) -> str:
@@ -29,26 +30,34 @@ def data_fingerprint(prepared_dir: Path) -> str:
 
 def model_spec(cand: Candidate, meta: dict, out_features: int) -> dict:
     """Plain keyword arguments for models.create_model: they travel to workers and into checkpoints."""
-    spec = {"family": cand.family, "input_shape": meta["input_shape"], "out_features": out_features,
-            "activation": cand.activation, "dropout": cand.dropout}
+    spec = {
+        "family": cand.family,
+        "input_shape": meta["input_shape"],
+        "out_features": out_features,
+        "activation": cand.activation,
+        "dropout": cand.dropout,
+    }
     if cand.family == "fnn":
         spec["hidden"] = cand.hidden
     elif cand.family == "cnn":
         spec.update(filters=cand.filters, kernel_size=cand.kernel_size, pool=cand.pool, dense=cand.dense)
     else:  # lstm / gru
-        spec.update(hidden_size=cand.hidden_size, num_layers=cand.num_layers, embedding_dim=cand.embedding_dim,
-                    vocab_size=meta.get("vocab_size"))
+        spec.update(
+            hidden_size=cand.hidden_size,
+            num_layers=cand.num_layers,
+            embedding_dim=cand.embedding_dim,
+            vocab_size=meta.get("vocab_size"),
+        )
     return spec
 
 
 def make_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, compute: ComputeParams, meta: dict):
     """Check the candidate against the data (task, loss, monitor) and describe it as a TrainJob."""
+    import models  # noqa: F401
     from models.catalogue import supported_tasks
     from models.task_module import VAL_SCORE
     from models.tasks import output_size, resolve_loss
-    from pipelines.ray_launcher import TrainJob
-
-    import models  # noqa: F401
+    from pipelines.training.ray_launcher import TrainJob
 
     key = f"datasets.{dataset}.train"
     task, classes = meta["task"], meta.get("classes")
@@ -62,8 +71,13 @@ def make_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, co
     monitor = params.train.early_stopping.monitor
     known = {"val/loss", "train/loss", VAL_SCORE[task]}
     if monitor not in known:
-        raise PipelineInputError(f"{key}.early_stopping.monitor: {monitor!r} is not logged for a {task} task; use one of {sorted(known)}")
-    optim = {k: getattr(cand, k) for k in ("optimizer", "lr", "weight_decay", "momentum", "lr_schedule", "lr_step_size", "lr_gamma")}
+        raise PipelineInputError(
+            f"{key}.early_stopping.monitor: {monitor!r} is not logged for a {task} task; use one of {sorted(known)}"
+        )
+    optim = {
+        k: getattr(cand, k)
+        for k in ("optimizer", "lr", "weight_decay", "momentum", "lr_schedule", "lr_step_size", "lr_gamma")
+    }
     return TrainJob(
         candidate=f"{dataset}/{name}",
         model_spec=model_spec(cand, meta, output_size(task, loss, n_classes)),
@@ -83,8 +97,16 @@ def make_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, co
     )
 
 
-def searched_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, compute: ComputeParams, meta: dict,
-                 data_dir: str, knobs: dict):
+def searched_job(
+    dataset: str,
+    name: str,
+    cand: Candidate,
+    params: DatasetParams,
+    compute: ComputeParams,
+    meta: dict,
+    data_dir: str,
+    knobs: dict,
+):
     """The job of candidate `name` with some knobs replaced (one search trial).
 
     Runs in Ray Tune's trial actors, whose working directory is the trial's: data_dir is resolved by the caller.
@@ -96,14 +118,19 @@ def searched_job(dataset: str, name: str, cand: Candidate, params: DatasetParams
 
 
 def search_spec(params: DatasetParams):
-    from pipelines.ray_launcher import SearchSpec
+    from pipelines.training.ray_launcher import SearchSpec
 
     s = params.train.search
     metric, mode = params.train.searched_metric()
     return SearchSpec(
         space={k: dim.model_dump(exclude_none=True) for k, dim in s.space.items()},
-        num_samples=s.num_samples, max_concurrent_trials=s.max_concurrent_trials, grace_period=s.grace_period,
-        reduction_factor=s.reduction_factor, metric=metric, mode=mode, seed=params.train.seed,
+        num_samples=s.num_samples,
+        max_concurrent_trials=s.max_concurrent_trials,
+        grace_period=s.grace_period,
+        reduction_factor=s.reduction_factor,
+        metric=metric,
+        mode=mode,
+        seed=params.train.seed,
     )
 
 
@@ -117,28 +144,44 @@ def write_history(path: Path, rows: list[dict[str, float]]) -> None:
 
 def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
     from models.checkpoint import net_state_from_lightning, save_checkpoint
-    from pipelines import ray_launcher
+    from pipelines.training import ray_launcher
 
     where = DatasetPaths(dataset)
     meta = read_json(where.prepared_meta)
-    jobs = {name: make_job(dataset, name, cand, params, compute, meta) for name, cand in params.train.candidates.items()}  # fail fast
+    jobs = {
+        name: make_job(dataset, name, cand, params, compute, meta) for name, cand in params.train.candidates.items()
+    }  # fail fast
     search = params.train.search if params.train.search is not None and params.train.search.enabled else None
     if search is not None:
         spec = search_spec(params)
         for dim_key, dim in search.space.items():  # every edge of the space makes a job (task, loss, monitor)
-            for value in (dim.values if dim.type == "choice" else []):
-                searched_job(dataset, search.candidate, params.train.candidates[search.candidate], params, compute, meta, "", {dim_key: value})
+            for value in dim.values if dim.type == "choice" else []:
+                searched_job(
+                    dataset,
+                    search.candidate,
+                    params.train.candidates[search.candidate],
+                    params,
+                    compute,
+                    meta,
+                    "",
+                    {dim_key: value},
+                )
         known = {"val/loss", "train/loss", jobs[search.candidate].monitor}
         from models.task_module import VAL_SCORE
 
         known.add(VAL_SCORE[meta["task"]])
         if spec.metric not in known:
-            raise PipelineInputError(f"datasets.{dataset}.train.search.metric: {spec.metric!r} is not logged for a {meta['task']} task; use one of {sorted(known)}")
+            raise PipelineInputError(
+                f"datasets.{dataset}.train.search.metric: {spec.metric!r} is not logged for a {meta['task']} task; use one of {sorted(known)}"
+            )
     data_hash = data_fingerprint(where.prepared_dir)
     storage = compute.storage_path if "://" in compute.storage_path else str(paths.absolute(compute.storage_path))
     scaling = ray_launcher.Scaling(
-        num_workers=compute.num_workers, use_gpu=compute.use_gpu, cpus_per_worker=compute.cpus_per_worker,
-        gpus_per_worker=compute.gpus_per_worker, placement_strategy=compute.placement_strategy,
+        num_workers=compute.num_workers,
+        use_gpu=compute.use_gpu,
+        cpus_per_worker=compute.cpus_per_worker,
+        gpus_per_worker=compute.gpus_per_worker,
+        placement_strategy=compute.placement_strategy,
     )
 
     summary: dict = {"dataset": dataset, "candidates": {}, "data_fingerprint": data_hash}
@@ -147,18 +190,29 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
     with atomic_dir(where.train_dir) as out:
         for name, job in jobs.items():
             run_name = f"{dataset}-{name}-{job.fingerprint(data_hash)}"
-            print(f"train[{dataset}]: {name} ({job.model_spec['family']}) on {compute.num_workers} worker(s), Ray run {run_name}", flush=True)
+            print(
+                f"train[{dataset}]: {name} ({job.model_spec['family']}) on {compute.num_workers} worker(s), Ray run {run_name}",
+                flush=True,
+            )
             started = time.perf_counter()
             searched = None
             if search is not None and name == search.candidate:
                 run_name = f"{dataset}-{name}-search-{job.fingerprint(data_hash + repr(asdict(spec)))}"
-                print(f"train[{dataset}]: {name}: searching {', '.join(spec.space)} with Ray Tune + ASHA "
-                      f"({spec.num_samples} trials, {spec.max_concurrent_trials} at once, by {spec.metric})", flush=True)
-                make = partial(searched_job, dataset, name, params.train.candidates[name], params, compute, meta, job.data_dir)
+                print(
+                    f"train[{dataset}]: {name}: searching {', '.join(spec.space)} with Ray Tune + ASHA "
+                    f"({spec.num_samples} trials, {spec.max_concurrent_trials} at once, by {spec.metric})",
+                    flush=True,
+                )
+                make = partial(
+                    searched_job, dataset, name, params.train.candidates[name], params, compute, meta, job.data_dir
+                )
                 found = ray_launcher.search(make, spec, scaling, storage, run_name, keep=compute.checkpoints_to_keep)
                 outcome, job = found.best, make(found.best_knobs)
                 searched = {
-                    "knobs": found.best_knobs, "trial": found.best_trial_id, "metric": spec.metric, "mode": spec.mode,
+                    "knobs": found.best_knobs,
+                    "trial": found.best_trial_id,
+                    "metric": spec.metric,
+                    "mode": spec.mode,
                     "trials": [asdict(t) for t in found.trials],
                 }
                 finished_runs.extend(found.run_names)

@@ -4,6 +4,7 @@ Accepted: sklearn:<name> (a table bundled with scikit-learn, no network),
 a local path, s3://bucket/key (boto3; honours AWS_ENDPOINT_URL and the usual
 AWS credential chain, so any S3-compatible server works) and http(s):// URLs.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -11,8 +12,8 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 
@@ -76,13 +77,26 @@ def _download_s3(url: str, into: Path) -> Path:
             raise SourceUnavailable(f"ingest.source: {url}: {err}") from None
         raise PipelineInputError(f"ingest.source: {url}: {err}") from None
     except botocore.exceptions.NoCredentialsError:
-        raise PipelineInputError(f"ingest.source: {url}: no AWS credentials (set AWS_PROFILE or AWS_ACCESS_KEY_ID)") from None
-    except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError) as err:
+        raise PipelineInputError(
+            f"ingest.source: {url}: no AWS credentials (set AWS_PROFILE or AWS_ACCESS_KEY_ID)"
+        ) from None
+    except (
+        botocore.exceptions.EndpointConnectionError,
+        botocore.exceptions.ConnectTimeoutError,
+        botocore.exceptions.ReadTimeoutError,
+    ) as err:
         raise SourceUnavailable(f"ingest.source: {url}: {err}") from None
     return target
 
 
-_S3_TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable", "InternalError"}
+_S3_TRANSIENT = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "ServiceUnavailable",
+    "InternalError",
+}
 
 
 def _download_http(url: str, into: Path) -> Path:
@@ -114,4 +128,6 @@ def read_table(path: Path, shown_as: str) -> pd.DataFrame:
         raise PipelineInputError(f"{shown_as}: the file is empty (expected a header row and data rows)") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as err:
         raise PipelineInputError(f"{shown_as}: cannot be read as a table: {err}") from None
-    raise PipelineInputError(f"{shown_as}: unsupported file type {suffixes or '(none)'}; expected .csv, .csv.gz or .parquet")
+    raise PipelineInputError(
+        f"{shown_as}: unsupported file type {suffixes or '(none)'}; expected .csv, .csv.gz or .parquet"
+    )

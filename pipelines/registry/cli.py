@@ -1,14 +1,15 @@
 """Command line for the model registry: list, show, promote, download.
 
-    python -m pipelines.registry_cli list [NAME]
-    python -m pipelines.registry_cli show NAME[:VERSION|:ALIAS] [--json]
-    python -m pipelines.registry_cli promote NAME VERSION [--alias production] [--force]
-    python -m pipelines.registry_cli download NAME[:VERSION|:ALIAS] DEST
+    python -m pipelines.registry.cli list [NAME]
+    python -m pipelines.registry.cli show NAME[:VERSION|:ALIAS] [--json]
+    python -m pipelines.registry.cli promote NAME VERSION [--alias production] [--force]
+    python -m pipelines.registry.cli download NAME[:VERSION|:ALIAS] DEST
 
 Every command takes --registry (default data/registry; s3://bucket/prefix for S3)
 and --endpoint-url (else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL). A VERSION is
 3 or v3; anything else after the colon is an alias; no colon means the latest.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,7 @@ import sys
 from typing import Any
 
 from pipelines.errors import PipelineInputError, cli_entry
-from pipelines.model_registry import ModelRegistry, RegistryError, VersionSpec, open_registry
+from pipelines.registry.local import ModelRegistry, RegistryError, VersionSpec, open_registry
 
 DEFAULT_REGISTRY = "data/registry"
 
@@ -70,7 +71,15 @@ def cmd_list(reg: ModelRegistry, name: str | None) -> None:
     rows = [("VERSION", "ALIASES", "TEST METRIC", "CREATED", "CANDIDATE")]
     for v in versions:
         card = reg.get_card(name, v)
-        rows.append((f"v{v}", ",".join(aliases.get(v, [])) or "-", _primary(card), str(card.get("created_at", "-")), str(card.get("candidate", "-"))))
+        rows.append(
+            (
+                f"v{v}",
+                ",".join(aliases.get(v, [])) or "-",
+                _primary(card),
+                str(card.get("created_at", "-")),
+                str(card.get("candidate", "-")),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -92,7 +101,12 @@ def cmd_show(reg: ModelRegistry, ref: str, as_json: bool) -> None:
         ("created", card.get("created_at")),
         ("task", card.get("task")),
         ("candidate", card.get("candidate")),
-        ("primary", f"{primary}" + {"max": " (higher is better)", "min": " (lower is better)"}.get(card.get("mode"), "") if primary else None),
+        (
+            "primary",
+            f"{primary}" + {"max": " (higher is better)", "min": " (lower is better)"}.get(card.get("mode"), "")
+            if primary
+            else None,
+        ),
     ):
         if value is not None:
             print(f"  {label:<10}{value}")
@@ -125,10 +139,15 @@ def cmd_show(reg: ModelRegistry, ref: str, as_json: bool) -> None:
             print(f"  {item}")
     else:
         commit = (lineage.get("git") or {}).get("commit")
-        print("  not recorded in the card; the evaluate stage writes them to data/evaluate/plots" + (f" (git {commit[:12]}, then dvc pull)" if commit else ""))
+        print(
+            "  not recorded in the card; the evaluate stage writes them to data/evaluate/plots"
+            + (f" (git {commit[:12]}, then dvc pull)" if commit else "")
+        )
 
 
-def cmd_promote(reg: ModelRegistry, name: str, version: str, alias: str, force: bool, metric: str | None, mode: str | None) -> None:
+def cmd_promote(
+    reg: ModelRegistry, name: str, version: str, alias: str, force: bool, metric: str | None, mode: str | None
+) -> None:
     number = parse_version(version)
     if not isinstance(number, int):
         raise RegistryError(f"promote takes a version number (3 or v3), not {version!r}")
@@ -144,9 +163,17 @@ def cmd_download(reg: ModelRegistry, ref: str, dest: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--registry", default=DEFAULT_REGISTRY, help=f"registry location: a path or s3://bucket/prefix (default {DEFAULT_REGISTRY})")
-    common.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)")
-    parser = argparse.ArgumentParser(prog="dl-registry", description="The model registry of trained, versioned checkpoints.")
+    common.add_argument(
+        "--registry",
+        default=DEFAULT_REGISTRY,
+        help=f"registry location: a path or s3://bucket/prefix (default {DEFAULT_REGISTRY})",
+    )
+    common.add_argument(
+        "--endpoint-url", default=None, help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)"
+    )
+    parser = argparse.ArgumentParser(
+        prog="dl-registry", description="The model registry of trained, versioned checkpoints."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", parents=[common], help="models, or the versions of one model")
     p.add_argument("name", nargs="?")
@@ -159,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alias", default="production")
     p.add_argument("--force", action="store_true", help="move the alias whatever the metrics say")
     p.add_argument("--metric", default=None, help="compare this test metric (default: the card's primary_metric)")
-    p.add_argument("--mode", choices=("max", "min"), default=None, help="which way the metric improves (default: from the card)")
+    p.add_argument(
+        "--mode", choices=("max", "min"), default=None, help="which way the metric improves (default: from the card)"
+    )
     p = sub.add_parser("download", parents=[common], help="copy a verified checkpoint and its card to DEST")
     p.add_argument("ref", metavar="NAME[:VERSION|:ALIAS]")
     p.add_argument("dest", metavar="DEST")

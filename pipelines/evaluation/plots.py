@@ -1,4 +1,5 @@
 """PNG plots (DVC's HTML plots load JavaScript from a CDN and stay blank offline)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,9 @@ import pandas as pd  # noqa: E402
 
 
 def learning_curves(histories: dict[str, pd.DataFrame], out: Path, title: str = "") -> None:
-    metrics = ["train/loss", "val/loss"] + sorted({c for h in histories.values() for c in h.columns if c.startswith("val/") and c != "val/loss"})
+    metrics = ["train/loss", "val/loss"] + sorted(
+        {c for h in histories.values() for c in h.columns if c.startswith("val/") and c != "val/loss"}
+    )
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for name, hist in histories.items():
@@ -36,7 +39,15 @@ def confusion_matrix(cm: list[list[int]], classes: list[str], title: str, out: P
     for i in range(n):
         for j in range(n):
             ax.text(j, i, str(cm[i][j]), ha="center", va="center", color="white" if cm[i][j] > peak / 2 else "black")
-    ax.set(xticks=range(n), yticks=range(n), xticklabels=classes, yticklabels=classes, xlabel="predicted", ylabel="actual", title=title)
+    ax.set(
+        xticks=range(n),
+        yticks=range(n),
+        xticklabels=classes,
+        yticklabels=classes,
+        xlabel="predicted",
+        ylabel="actual",
+        title=title,
+    )
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
     fig.tight_layout()
     fig.savefig(out, dpi=110)

@@ -3,6 +3,7 @@
 `quiet()` runs as Ray's worker_process_setup_hook in every Ray worker process,
 Ray Train's controller and helper actors included.
 """
+
 from __future__ import annotations
 
 import logging

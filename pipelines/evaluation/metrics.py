@@ -2,6 +2,7 @@
 
 Every number here is checked against scikit-learn/NumPy in tests/test_metrics.py.
 """
+
 from __future__ import annotations
 
 import math
@@ -76,11 +77,15 @@ def unigram_perplexity(train_targets: torch.Tensor, target: torch.Tensor, vocab_
     return float(math.exp(-log_p[target.long().view(-1)].mean()))
 
 
-def forecast_metrics(pred: torch.Tensor, target: torch.Tensor, last_value: torch.Tensor, seasonal_value: torch.Tensor) -> dict[str, float]:
+def forecast_metrics(
+    pred: torch.Tensor, target: torch.Tensor, last_value: torch.Tensor, seasonal_value: torch.Tensor
+) -> dict[str, float]:
     """The model's errors beside the naive last-value and seasonal-naive baselines (all in the series' units)."""
     scores = regression_metrics(pred, target)
     for name, baseline in (("naive_last", last_value), ("seasonal_naive", seasonal_value)):
         b = regression_metrics(baseline, target)
         scores[f"{name}_rmse"], scores[f"{name}_mae"] = b["rmse"], b["mae"]
-    scores["rmse_vs_naive_last"] = scores["rmse"] / scores["naive_last_rmse"] if scores["naive_last_rmse"] > 0 else float("nan")
+    scores["rmse_vs_naive_last"] = (
+        scores["rmse"] / scores["naive_last_rmse"] if scores["naive_last_rmse"] > 0 else float("nan")
+    )
     return scores

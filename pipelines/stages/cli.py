@@ -1,4 +1,5 @@
 """The one argument every stage takes: which dataset of params.yaml to work on."""
+
 from __future__ import annotations
 
 import sys
@@ -14,7 +15,9 @@ def pipeline_and_dataset(stage: str, argv: list[str] | None = None) -> tuple[Pip
     workspace.refuse_if_held_elsewhere(".")  # a `dvc repro` by hand while a pipeline run holds the workspace
     params = load_params()
     if len(args) != 1:
-        raise PipelineInputError(f"usage: python -m pipelines.{stage} <dataset>; datasets in params.yaml: {', '.join(params.datasets)}")
+        raise PipelineInputError(
+            f"usage: python -m pipelines.{stage} <dataset>; datasets in params.yaml: {', '.join(params.datasets)}"
+        )
     params.dataset(args[0])  # a clear error for an unknown name
     return params, args[0]
 

@@ -1,7 +1,8 @@
 """Stage 5, register: publish a dataset's best candidate as a new immutable model version.
 
-    python -m pipelines.register <dataset>
+python -m pipelines.stages.register <dataset>
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -10,10 +11,10 @@ from pipelines import paths
 from pipelines.atomic import read_json, write_json
 from pipelines.config import PipelineParams
 from pipelines.errors import cli_entry
-from pipelines.lineage import dvc_output_hash, git_commit, package_versions
-from pipelines.model_registry import ModelVersion, open_registry
 from pipelines.paths import DatasetPaths
-from pipelines.stage_cli import pipeline_and_dataset
+from pipelines.registry.lineage import dvc_output_hash, git_commit, package_versions
+from pipelines.registry.local import ModelVersion, open_registry
+from pipelines.stages.cli import pipeline_and_dataset
 
 
 def register(params: PipelineParams, dataset: str) -> ModelVersion:
@@ -23,7 +24,7 @@ def register(params: PipelineParams, dataset: str) -> ModelVersion:
     best = report["best_candidate"]
     summary = read_json(where.train_summary)
     card = {
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "dataset": dataset,
         "candidate": best,
         "family": summary["candidates"][best]["family"],
@@ -50,13 +51,22 @@ def register(params: PipelineParams, dataset: str) -> ModelVersion:
     version = registry.register(ds.register.model_name, where.candidate_checkpoint(best), card)
     promotion = None
     if params.register.promote_policy != "never":
-        promotion = registry.promote(version.name, version.version, params.register.promote_alias, policy=params.register.promote_policy)
+        promotion = registry.promote(
+            version.name, version.version, params.register.promote_alias, policy=params.register.promote_policy
+        )
         print(f"register[{dataset}]: {promotion}")
     write_json(
         where.registered_file,
-        {"dataset": dataset, "name": version.name, "version": version.version, "uri": version.uri or str(version.path),
-         "path": str(version.path), "sha256": version.card["sha256"], "candidate": best,
-         "promoted_to": params.register.promote_alias if promotion and promotion.promoted else None},
+        {
+            "dataset": dataset,
+            "name": version.name,
+            "version": version.version,
+            "uri": version.uri or str(version.path),
+            "path": str(version.path),
+            "sha256": version.card["sha256"],
+            "candidate": best,
+            "promoted_to": params.register.promote_alias if promotion and promotion.promoted else None,
+        },
     )
     return version
 

@@ -3,6 +3,7 @@
 The main job trains every one of them; each is also a ready-made experiment
 (`dvc exp run register@digits`, or pick it in the Prefect form).
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,6 +1,6 @@
 """Tell Prefect when new data arrives at an ingest source.
 
-    python -m pipelines.watch [--workdir .] [--interval 300] [--once] [--dataset NAME ...]
+    python -m pipelines.orchestration.watch [--workdir .] [--interval 300] [--once] [--dataset NAME ...]
 
 Polls the `ingest.source` of each dataset in params.yaml — a local file or folder
 (size and modification time), s3://bucket/key (the object's ETag) or an http(s)://
@@ -17,6 +17,7 @@ statsmodels:) never change and are not polled. The last fingerprints are kept in
 .dvc/tmp/watch.json: the first poll of a source only records it, and a restarted
 watcher does not fire again for data it already reported.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,7 @@ def fingerprint(source: str, root: Path) -> str | None:
     if source.startswith("s3://"):
         import boto3
 
-        bucket, _, key = source[len("s3://"):].partition("/")
+        bucket, _, key = source[len("s3://") :].partition("/")
         head = boto3.client("s3").head_object(Bucket=bucket, Key=key)
         return f"etag:{head['ETag']}"
     if source.startswith(("http://", "https://")):
@@ -85,13 +86,18 @@ def emit(change: dict) -> None:
 
     emit_event(
         event=SOURCE_CHANGED,
-        resource={"prefect.resource.id": f"dl-pipeline.dataset.{change['dataset']}", "prefect.resource.name": change["dataset"]},
+        resource={
+            "prefect.resource.id": f"dl-pipeline.dataset.{change['dataset']}",
+            "prefect.resource.name": change["dataset"],
+        },
         payload=change,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.watch", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.orchestration.watch", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--workdir", default=".")
     parser.add_argument("--interval", type=float, default=300, help="seconds between polls (default: %(default)s)")
     parser.add_argument("--once", action="store_true", help="poll once and exit")

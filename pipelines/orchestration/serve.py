@@ -1,6 +1,6 @@
 """`make serve`: a local Prefect server and the pipeline's deployments, ready to run from the UI.
 
-    python -m pipelines.serve [--workdir .] [--port 4200] [--cron "0 2 * * *"] [--timezone UTC]
+    python -m pipelines.orchestration.serve [--workdir .] [--port 4200] [--cron "0 2 * * *"] [--timezone UTC]
 
 Starts `prefect server start` on 127.0.0.1:4200 (its SQLite database is
 $PREFECT_HOME/prefect.db, ~/.prefect by default; PREFECT_API_DATABASE_CONNECTION_URL
@@ -14,13 +14,14 @@ of the `training-pipeline` flow, all on the workspace `--workdir`:
     training-pipeline/text-next-word
     training-pipeline/sunspots-forecast
     training-pipeline/on-new-data        started by the event `dl-pipeline.source.changed`
-                                         (python -m pipelines.watch emits it)
+                                         (python -m pipelines.orchestration.watch emits it)
 
 The UI shows each deployment's parameters as a form built from the typed config
 (pipelines/config.py) and the server refuses a run whose parameters do not fit it.
 Runs execute in subprocesses of this one; stopping it (Ctrl-C) stops the server it
 started and pauses the schedules.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from pipelines.watch import SOURCE_CHANGED  # noqa: E402  (the event pipelines.watch emits)
+from pipelines.orchestration.watch import SOURCE_CHANGED  # noqa: E402  (the event pipelines.orchestration.watch emits)
 
 NIGHTLY_CRON = "0 2 * * *"
 # The trigger's `datasets`: the event's dataset, rendered by Prefect when the event arrives
@@ -55,7 +56,7 @@ def build_deployments(workdir: str | Path, cron: str = NIGHTLY_CRON, timezone: s
     from prefect.schedules import Cron
 
     from pipelines.config import load_params
-    from pipelines.flow import training_pipeline
+    from pipelines.orchestration.flow import training_pipeline
 
     root = Path(workdir).resolve()
     current = load_params(root / "params.yaml")
@@ -72,23 +73,31 @@ def build_deployments(workdir: str | Path, cron: str = NIGHTLY_CRON, timezone: s
     ]
     for name, (dataset, about) in PRESETS.items():
         if dataset in current.datasets:
-            deployments.append(training_pipeline.to_deployment(
-                name, description=f"{about}: the `{dataset}` chain of {root}. The form starts from params.yaml "
-                f"as it was when serving started; a run writes the params it was given to params.yaml.",
-                tags=["experiment"], parameters={"params": snapshot, "datasets": [dataset], "workdir": str(root)},
-            ))
-    deployments.append(training_pipeline.to_deployment(
-        "on-new-data",
-        description=f"Ingest a dataset again when `python -m pipelines.watch` reports its source changed ({SOURCE_CHANGED}).",
-        tags=["event"],
-        parameters={"workdir": str(root)},
-        triggers=[DeploymentEventTrigger(
-            name="new data at an ingest source",
-            expect={SOURCE_CHANGED},
-            match={"prefect.resource.id": "dl-pipeline.dataset.*"},
-            parameters={"datasets": [DATASET_FROM_EVENT], "refresh": True, "workdir": str(root)},
-        )],
-    ))
+            deployments.append(
+                training_pipeline.to_deployment(
+                    name,
+                    description=f"{about}: the `{dataset}` chain of {root}. The form starts from params.yaml "
+                    f"as it was when serving started; a run writes the params it was given to params.yaml.",
+                    tags=["experiment"],
+                    parameters={"params": snapshot, "datasets": [dataset], "workdir": str(root)},
+                )
+            )
+    deployments.append(
+        training_pipeline.to_deployment(
+            "on-new-data",
+            description=f"Ingest a dataset again when `python -m pipelines.orchestration.watch` reports its source changed ({SOURCE_CHANGED}).",
+            tags=["event"],
+            parameters={"workdir": str(root)},
+            triggers=[
+                DeploymentEventTrigger(
+                    name="new data at an ingest source",
+                    expect={SOURCE_CHANGED},
+                    match={"prefect.resource.id": "dl-pipeline.dataset.*"},
+                    parameters={"datasets": [DATASET_FROM_EVENT], "refresh": True, "workdir": str(root)},
+                )
+            ],
+        )
+    )
     return deployments
 
 
@@ -108,9 +117,14 @@ def start_server(host: str, port: int, timeout: float = 180) -> tuple[subprocess
         return None, api_url
     env = dict(os.environ)
     # The UI asks the server where its API is: tell it the host and port it really has.
-    env.update(PREFECT_SERVER_API_HOST=host, PREFECT_SERVER_API_PORT=str(port), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(
+        PREFECT_SERVER_API_HOST=host, PREFECT_SERVER_API_PORT=str(port), PREFECT_SERVER_ANALYTICS_ENABLED="false"
+    )
     prefect = str(Path(sys.executable).parent / "prefect")
-    database = env.get("PREFECT_API_DATABASE_CONNECTION_URL") or f"SQLite at {env.get('PREFECT_HOME', '~/.prefect')}/prefect.db"
+    database = (
+        env.get("PREFECT_API_DATABASE_CONNECTION_URL")
+        or f"SQLite at {env.get('PREFECT_HOME', '~/.prefect')}/prefect.db"
+    )
     print(f"Starting the Prefect server on {host}:{port} ({database.split('@')[-1]}) ...")
     server = subprocess.Popen([prefect, "server", "start", "--host", host, "--port", str(port)], env=env)
     deadline = time.monotonic() + timeout
@@ -125,11 +139,15 @@ def start_server(host: str, port: int, timeout: float = 180) -> tuple[subprocess
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.serve", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.orchestration.serve", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--workdir", default=".", help="the project (DVC workspace) the runs use")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4200)
-    parser.add_argument("--cron", default=NIGHTLY_CRON, help="schedule of the nightly deployment (default: %(default)s)")
+    parser.add_argument(
+        "--cron", default=NIGHTLY_CRON, help="schedule of the nightly deployment (default: %(default)s)"
+    )
     parser.add_argument("--timezone", default="UTC", help="time zone of --cron (default: %(default)s)")
     args = parser.parse_args(argv)
 
@@ -147,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
 
         with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_UI_URL: ui_url}):
             deployments = build_deployments(args.workdir, args.cron, args.timezone)
-            print(f"Serving {len(deployments)} deployments of training-pipeline on {Path(args.workdir).resolve()}; "
-                  f"UI: {ui_url}/deployments  (Ctrl-C stops)")
+            print(
+                f"Serving {len(deployments)} deployments of training-pipeline on {Path(args.workdir).resolve()}; "
+                f"UI: {ui_url}/deployments  (Ctrl-C stops)"
+            )
             serve(*deployments)
     except KeyboardInterrupt:
         pass

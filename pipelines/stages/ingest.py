@@ -1,7 +1,8 @@
 """Stage 1, ingest: read a dataset's source, validate it, write data/raw/<dataset>/.
 
-    python -m pipelines.ingest <dataset>
+python -m pipelines.stages.ingest <dataset>
 """
+
 from __future__ import annotations
 
 from pipelines.atomic import atomic_dir, write_json
@@ -9,7 +10,7 @@ from pipelines.config import DatasetParams
 from pipelines.errors import cli_entry
 from pipelines.modalities import module_for
 from pipelines.paths import DatasetPaths
-from pipelines.stage_cli import dataset_from_argv
+from pipelines.stages.cli import dataset_from_argv
 
 
 def ingest(name: str, params: DatasetParams) -> dict:

@@ -5,15 +5,16 @@ runs `dvc repro --single-item <stage>` for each, so a flow run and `dvc repro`
 are the same computation and leave the same dvc.lock (and an unchanged stage
 is skipped by DVC in both).
 
-    python -m pipelines.flow                                  # every dataset in params.yaml
-    python -m pipelines.flow --dataset digits                 # one dataset's chain only
-    python -m pipelines.flow -S datasets.digits.train.epochs=5   # validated override, written to params.yaml
+    python -m pipelines.orchestration.flow                                  # every dataset in params.yaml
+    python -m pipelines.orchestration.flow --dataset digits                 # one dataset's chain only
+    python -m pipelines.orchestration.flow -S datasets.digits.train.epochs=5   # validated override, written to params.yaml
 
-From the Prefect UI: `make serve` (pipelines/serve.py) serves this flow's deployments.
+From the Prefect UI: `make serve` (pipelines/orchestration/serve.py) serves this flow's deployments.
 A run holds its workspace for its whole length (pipelines/workspace.py), so runs
 that share one take turns; each dataset's results are published as artifacts on
-the run's page (pipelines/artifacts.py).
+the run's page (pipelines/orchestration/artifacts.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,10 +35,10 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
 
 from pipelines import paths, workspace
-from pipelines.artifacts import publish_dataset, publish_summary
 from pipelines.atomic import atomic_path, read_json
 from pipelines.config import PipelineParams, load_params, validate_params
 from pipelines.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, PipelineInputError
+from pipelines.orchestration.artifacts import publish_dataset, publish_summary
 from pipelines.paths import DatasetPaths
 
 FLOW_NAME = "training-pipeline"
@@ -160,12 +161,16 @@ def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
         if lock:
             lock.note(stage=None, stage_pgid=None)
     if proc.returncode != 0:
-        errors = [l for l in tail if l.startswith(("error:", "ERROR"))] or tail[-10:]
+        errors = [line for line in tail if line.startswith(("error:", "ERROR"))] or tail[-10:]
         found = STAGE_EXIT.findall("\n".join(tail))
-        lock_busy = any(busy in l for l in tail for busy in DVC_LOCK_BUSY)
+        lock_busy = any(busy in line for line in tail for busy in DVC_LOCK_BUSY)
         hint = "\n(another dvc command is using this workspace: DVC's lock; retried with backoff)" if lock_busy else ""
-        raise StageFailed(stage, f"stage '{stage}' failed (exit {proc.returncode}):\n" + "\n".join(errors) + hint,
-                          exit_code=int(found[-1]) if found else None, lock_busy=lock_busy)
+        raise StageFailed(
+            stage,
+            f"stage '{stage}' failed (exit {proc.returncode}):\n" + "\n".join(errors) + hint,
+            exit_code=int(found[-1]) if found else None,
+            lock_busy=lock_busy,
+        )
     return {"stage": stage, "skipped": skipped, "seconds": round(time.perf_counter() - started, 2)}
 
 
@@ -188,8 +193,13 @@ def recorded_stages(workdir: Path, stages: list[str]) -> list[str]:
     return [stage for stage in stages if stage in recorded]
 
 
-@task(name="dvc-sync", task_run_name="dvc-{action}", retries=3,
-      retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BASE_SECONDS), retry_jitter_factor=0.2)
+@task(
+    name="dvc-sync",
+    task_run_name="dvc-{action}",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BASE_SECONDS),
+    retry_jitter_factor=0.2,
+)
 def dvc_sync(action: str, workdir: str, stages: list[str]) -> str:
     """`dvc pull` what the chosen stages' recorded outputs need before a run, `dvc push` what they made after.
 
@@ -212,8 +222,13 @@ def save_experiment(workdir: str, name: str) -> str:
     """Record this run's workspace (params, dvc.lock, metrics) as a DVC experiment: it shows in `dvc exp show`."""
     safe = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "flow-run"
     # dvc.lock is what makes it an experiment of this run; include it even before it was ever committed.
-    proc = subprocess.run([str(Path(sys.executable).parent / "dvc"), "exp", "save", "--force", "-n", safe, "-I", "dvc.lock"],
-                          cwd=workdir, env=_stage_env(), capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), "exp", "save", "--force", "-n", safe, "-I", "dvc.lock"],
+        cwd=workdir,
+        env=_stage_env(),
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"dvc exp save failed: {(proc.stdout + proc.stderr).strip()[-500:]}")
     return safe
@@ -272,9 +287,9 @@ def stop_running_stage(flow, flow_run, state) -> None:
     """
     root = Path((flow_run.parameters or {}).get("workdir") or ".")
     record = workspace.read_record(root) or {}
-    if record.get("flow_run_id") == str(flow_run.id) and record.get("stage_pgid"):
-        if workspace.stop_process_group(int(record["stage_pgid"])):
-            print(f"stopped {record.get('stage')} (process group {record['stage_pgid']}) of flow run {flow_run.name}")
+    ours = record.get("flow_run_id") == str(flow_run.id) and record.get("stage_pgid")
+    if ours and workspace.stop_process_group(int(record["stage_pgid"])):
+        print(f"stopped {record.get('stage')} (process group {record['stage_pgid']}) of flow run {flow_run.name}")
 
 
 @flow(
@@ -286,7 +301,10 @@ def stop_running_stage(flow, flow_run, state) -> None:
     on_crashed=[stop_running_stage],
 )
 def training_pipeline(
-    params: PipelineParams | None = None, datasets: list[str] | None = None, workdir: str = ".", refresh: bool = False,
+    params: PipelineParams | None = None,
+    datasets: list[str] | None = None,
+    workdir: str = ".",
+    refresh: bool = False,
     save_experiment_as: str | None = None,
 ) -> dict:
     """ingest -> prepare -> train -> evaluate -> register for each dataset, as declared in dvc.yaml.
@@ -377,9 +395,20 @@ def parse_overrides(pairs: list[str], base: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.flow", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a param, e.g. datasets.digits.train.epochs=5")
-    parser.add_argument("--dataset", action="append", default=None, metavar="NAME", help="run only this dataset's stages (repeatable)")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.orchestration.flow", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "-S",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a param, e.g. datasets.digits.train.epochs=5",
+    )
+    parser.add_argument(
+        "--dataset", action="append", default=None, metavar="NAME", help="run only this dataset's stages (repeatable)"
+    )
     parser.add_argument("--workdir", default=".", help="project root (holds dvc.yaml and params.yaml)")
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
@@ -400,8 +429,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\nDone.")
     for name, done in result["datasets"].items():
         reg, primary = done["registered"], done["primary_metric"]
-        print(f"  {name:<10} {reg['name']} v{reg['version']} ({reg['candidate']}): test {primary} {done['best']['test_' + primary]:.4f}"
-              f"   plots: {DatasetPaths(name).plots_dir}/")
+        print(
+            f"  {name:<10} {reg['name']} v{reg['version']} ({reg['candidate']}): test {primary} {done['best']['test_' + primary]:.4f}"
+            f"   plots: {DatasetPaths(name).plots_dir}/"
+        )
     print("Metrics: dvc metrics show   Plots: dvc plots show (or the PNGs above)   Models: data/registry/")
     return 0
 

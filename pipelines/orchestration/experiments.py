@@ -1,8 +1,8 @@
 """Compare DVC experiments (a `dvc exp run --queue` sweep): a plain table and a PNG bar chart.
 
-    python -m pipelines.experiments compare                               # each dataset's primary test metric
-    python -m pipelines.experiments compare --metric best.test_f1_macro   # any number in the metrics files
-    python -m pipelines.experiments compare --out sweep.png
+    python -m pipelines.orchestration.experiments compare                               # each dataset's primary test metric
+    python -m pipelines.orchestration.experiments compare --metric best.test_f1_macro   # any number in the metrics files
+    python -m pipelines.orchestration.experiments compare --out sweep.png
 
 It reads `dvc exp show --json` (the experiments of the current commit and that commit,
 the baseline), labels each experiment with the params that differ between them, and
@@ -10,6 +10,7 @@ draws one panel per metrics file (one per dataset), one bar per experiment. The 
 exists because DVC's own HTML plots load Vega from a CDN and are blank offline.
 Queued, running and failed experiments have no metrics yet: they are named, not drawn.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,10 +50,13 @@ class Experiment:
 def show_json(workdir: str | Path = ".") -> list[dict[str, Any]]:
     """`dvc exp show --json` in `workdir`: a list of commits (and the workspace), each with its experiments."""
     dvc = Path(sys.executable).parent / "dvc"
-    proc = subprocess.run([str(dvc) if dvc.exists() else "dvc", "exp", "show", "--json"],
-                          cwd=workdir, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(dvc) if dvc.exists() else "dvc", "exp", "show", "--json"], cwd=workdir, capture_output=True, text=True
+    )
     if proc.returncode != 0:
-        raise ExperimentsError(f"dvc exp show failed in {Path(workdir).resolve()}: {(proc.stderr or proc.stdout).strip()[-500:]}")
+        raise ExperimentsError(
+            f"dvc exp show failed in {Path(workdir).resolve()}: {(proc.stderr or proc.stdout).strip()[-500:]}"
+        )
     return json.loads(proc.stdout)
 
 
@@ -76,8 +80,13 @@ def _row(state: dict[str, Any], status: str, name: str | None) -> Experiment:
     params: dict[str, Any] = {}
     for path, values in _files(data.get("params")).items():
         params.update(values if path == PARAMS_FILE else {f"{path}:{k}": v for k, v in values.items()})
-    return Experiment(name=name or state.get("name") or state["rev"][:7], rev=state["rev"], state=status,
-                      params=params, metrics=_files(data.get("metrics")))
+    return Experiment(
+        name=name or state.get("name") or state["rev"][:7],
+        rev=state["rev"],
+        state=status,
+        params=params,
+        metrics=_files(data.get("metrics")),
+    )
 
 
 def parse_show(show: list[dict[str, Any]]) -> list[Experiment]:
@@ -130,8 +139,13 @@ def metric_columns(rows: list[Experiment], metric: str | None) -> list[tuple[str
     files = sorted({path for row in rows for path in row.metrics})
     if not files:
         raise ExperimentsError("no metrics in dvc exp show: run the pipeline (dvc repro) or an experiment first")
-    numeric = {(path, key) for row in rows for path, values in row.metrics.items()
-               for key, value in values.items() if _is_number(value)}
+    numeric = {
+        (path, key)
+        for row in rows
+        for path, values in row.metrics.items()
+        for key, value in values.items()
+        if _is_number(value)
+    }
     if metric is not None:
         found = [(path, metric) for path in files if (path, metric) in numeric]
         if not found:
@@ -184,22 +198,29 @@ def _fmt(value: Any) -> str:
 
 def bar_chart(rows: list[Experiment], params: list[str], columns: list[tuple[str, str]], out: Path) -> None:
     """One panel per metric column, one bar per experiment (the baseline grey), labelled with its differing params."""
-    from pipelines.plots import plt  # Agg backend, as for the stage plots
+    from pipelines.evaluation.plots import plt  # Agg backend, as for the stage plots
 
     short = short_names(params)
     labels = [row.name + "".join(f"\n{short[p]}={_fmt(row.params.get(p))}" for p in params) for row in rows]
-    fig, axes = plt.subplots(1, len(columns), figsize=(max(5.0, 1.3 * len(rows) + 1.5) * len(columns), 4.5), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(columns), figsize=(max(5.0, 1.3 * len(rows) + 1.5) * len(columns), 4.5), squeeze=False
+    )
     for ax, (path, key) in zip(axes[0], columns):
         values = [row.metrics.get(path, {}).get(key) for row in rows]
         heights = [v if _is_number(v) else 0.0 for v in values]
         colors = ["tab:grey" if row.baseline else "tab:blue" for row in rows]
         bars = ax.bar(range(len(rows)), heights, color=colors)
         for bar, value in zip(bars, values):
-            ax.annotate(_fmt(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center", va="bottom", fontsize=8)
+            ax.annotate(
+                _fmt(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8
+            )
         ax.set_xticks(range(len(rows)), labels, fontsize=8)
         primary = key == f"best.test_{_field(rows, path, 'primary_metric')}"
-        better = {"max": " (higher is better)", "min": " (lower is better)"}.get(_field(rows, path, "mode"), "") if primary else ""
+        better = (
+            {"max": " (higher is better)", "min": " (lower is better)"}.get(_field(rows, path, "mode"), "")
+            if primary
+            else ""
+        )
         ax.set(title=_column_title(path, key) + better, ylabel=key)
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle("DVC experiments (grey: the baseline commit)")
@@ -218,7 +239,8 @@ def compare(show: list[dict[str, Any]], metric: str | None = None, out: Path = D
         waiting = f" ({', '.join(f'{r.name}: {r.state}' for r in pending)})" if pending else ""
         raise ExperimentsError(
             f"no finished experiments in dvc exp show{waiting}; queue some with "
-            "dvc exp run --queue -S KEY=V1,V2 and run them with dvc queue start")
+            "dvc exp run --queue -S KEY=V1,V2 and run them with dvc queue start"
+        )
     columns = metric_columns(done, metric)
     params = differing_params(done)
     bar_chart(done, params, columns, out)
@@ -229,11 +251,17 @@ def compare(show: list[dict[str, Any]], metric: str | None = None, out: Path = D
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.experiments", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.orchestration.experiments", description=__doc__.split("\n\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     cmp = commands.add_parser("compare", help="table and PNG of the experiments in dvc exp show")
-    cmp.add_argument("--metric", default=None, metavar="KEY",
-                     help="a number in the metrics files, e.g. best.test_f1_macro (default: each dataset's primary test metric)")
+    cmp.add_argument(
+        "--metric",
+        default=None,
+        metavar="KEY",
+        help="a number in the metrics files, e.g. best.test_f1_macro (default: each dataset's primary test metric)",
+    )
     cmp.add_argument("--out", type=Path, default=None, help=f"the PNG to write (default: {DEFAULT_OUT} in the project)")
     cmp.add_argument("--workdir", default=".", help="the DVC project (default: here)")
     args = parser.parse_args(argv)

@@ -1,4 +1,5 @@
 """Lightning callbacks used inside Ray workers."""
+
 from __future__ import annotations
 
 import os

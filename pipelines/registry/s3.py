@@ -25,6 +25,7 @@ Credentials come only from the standard AWS chain (env, profile, instance
 role); nothing is stored. The endpoint is the argument, else AWS_ENDPOINT_URL_S3,
 else AWS_ENDPOINT_URL, else AWS itself.
 """
+
 from __future__ import annotations
 
 import base64
@@ -43,7 +44,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from pipelines.atomic import atomic_path
-from pipelines.model_registry import (
+from pipelines.registry.local import (
     ALIASES_NAME,
     CARD_NAME,
     CHECKPOINT_NAME,
@@ -173,7 +174,9 @@ class S3ModelRegistry(ModelRegistry):
                     self._s3.download_file(self.bucket, blob, str(tmp))
                 except ClientError as err:
                     if _is_missing(err):
-                        raise RegistryError(f"{name} v{version}: its checkpoint blob is missing from {self.location}") from None
+                        raise RegistryError(
+                            f"{name} v{version}: its checkpoint blob is missing from {self.location}"
+                        ) from None
                     raise
                 if verify:
                     verify_checkpoint(tmp, card, where=f"s3://{self.bucket}/{blob}")
@@ -238,7 +241,9 @@ class S3ModelRegistry(ModelRegistry):
         key = self._card_key(name, version)
         body = (json.dumps(card, indent=2, sort_keys=True) + "\n").encode()
         try:
-            etag = self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*", ContentType="application/json")["ETag"]
+            etag = self._s3.put_object(
+                Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*", ContentType="application/json"
+            )["ETag"]
         except ClientError as err:
             if _is_conflict(err):
                 return False
@@ -246,7 +251,9 @@ class S3ModelRegistry(ModelRegistry):
         # Read back: if another writer's card replaced ours, the endpoint did not make the
         # condition atomic. Fail loudly rather than report a version that is not ours.
         if self._s3.head_object(Bucket=self.bucket, Key=key)["ETag"] != etag:
-            raise RegistryError(f"{key}: overwritten right after a conditional create; the endpoint does not make If-None-Match atomic")
+            raise RegistryError(
+                f"{key}: overwritten right after a conditional create; the endpoint does not make If-None-Match atomic"
+            )
         return True
 
     def register(self, name: str, checkpoint: str | Path, card: dict[str, Any]) -> ModelVersion:
@@ -264,7 +271,9 @@ class S3ModelRegistry(ModelRegistry):
         else:
             raise RegistryError(f"could not register {name}: lost the race for a version number {_MAX_ATTEMPTS} times")
         self._cache(checkpoint, digest)
-        return ModelVersion(name, number, self.cache_dir / "sha256" / digest, full_card, self._version_uri(name, number))
+        return ModelVersion(
+            name, number, self.cache_dir / "sha256" / digest, full_card, self._version_uri(name, number)
+        )
 
     def _cache(self, checkpoint: Path, digest: str) -> None:
         local = self.cache_dir / "sha256" / digest / CHECKPOINT_NAME

@@ -1,7 +1,8 @@
 """Stage 2, prepare: seeded, deterministic split; train-only normalization; compact arrays + meta.
 
-    python -m pipelines.prepare <dataset>
+python -m pipelines.stages.prepare <dataset>
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +12,7 @@ from pipelines.config import DatasetParams
 from pipelines.errors import cli_entry
 from pipelines.modalities import module_for
 from pipelines.paths import DatasetPaths
-from pipelines.stage_cli import dataset_from_argv
+from pipelines.stages.cli import dataset_from_argv
 
 SPLITS = ("train", "val", "test")
 
@@ -48,7 +49,9 @@ def load_split(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 def main() -> None:
     name, params = dataset_from_argv("prepare")
     meta = prepare(name, params)
-    print(f"prepare[{name}]: {meta['modality']} / {meta['task']}, input {meta['input_shape']}, split sizes {meta['sizes']}")
+    print(
+        f"prepare[{name}]: {meta['modality']} / {meta['task']}, input {meta['input_shape']}, split sizes {meta['sizes']}"
+    )
 
 
 if __name__ == "__main__":

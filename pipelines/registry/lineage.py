@@ -1,4 +1,5 @@
 """Where a model came from: git commit, DVC data hash, package versions."""
+
 from __future__ import annotations
 
 import os

@@ -15,6 +15,7 @@ The plots are embedded as data: URIs because an image artifact only holds a URL
 and the PNGs are files on the machine that ran the stage; Prefect's UI renders
 markdown images with data: URIs (tests/test_prefect_server.py checks it in Chromium).
 """
+
 from __future__ import annotations
 
 import base64
@@ -24,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.atomic import read_json
-from pipelines.model_registry import open_registry
 from pipelines.paths import DatasetPaths
+from pipelines.registry.local import open_registry
 
 SUMMARY_KEY = "training-summary"
 MAX_EMBEDDED_PNG = 512 * 1024  # bytes; a bigger PNG is linked, not embedded
@@ -138,11 +139,15 @@ def model_markdown(root: Path, dataset: str, registry_location: str, reused: boo
         "",
         ("Registered by an earlier run (nothing changed since). " if reused else "")
         + ("Promoted to `" + promoted + "` when registered." if promoted else "Not promoted when registered.")
-        + " Aliases now: " + (", ".join(f"`{a}` → v{v}" for a, v in sorted(aliases.items())) or "none") + ".",
+        + " Aliases now: "
+        + (", ".join(f"`{a}` → v{v}" for a, v in sorted(aliases.items())) or "none")
+        + ".",
         "",
         "| | |",
         "|---|---|",
-        f"| model | `{registered['name']}:{registered['version']}`" + (f" (= `{registered['name']}:{on_alias[0]}`)" if on_alias else "") + " |",
+        f"| model | `{registered['name']}:{registered['version']}`"
+        + (f" (= `{registered['name']}:{on_alias[0]}`)" if on_alias else "")
+        + " |",
         f"| registry | `{location}` |",
         f"| checkpoint | [{checkpoint}]({checkpoint}) |",
         f"| sha256 | `{card.get('sha256', registered.get('sha256'))}` |",
@@ -196,18 +201,25 @@ def publish_dataset(root: str | Path, dataset: str, registry_location: str, reus
     registered = read_json(root / DatasetPaths(dataset).registered_file)
     made = {
         artifact_key(dataset, "metrics"): create_table_artifact(
-            rows, key=artifact_key(dataset, "metrics"), description=f"{dataset}: val and test metrics of every candidate"
+            rows,
+            key=artifact_key(dataset, "metrics"),
+            description=f"{dataset}: val and test metrics of every candidate",
         ),
         artifact_key(dataset, "plots"): create_markdown_artifact(
-            plots_markdown(root, dataset), key=artifact_key(dataset, "plots"), description=f"{dataset}: evaluation plots"
+            plots_markdown(root, dataset),
+            key=artifact_key(dataset, "plots"),
+            description=f"{dataset}: evaluation plots",
         ),
         artifact_key(dataset, "model"): create_markdown_artifact(
-            model_md, key=artifact_key(dataset, "model"),
+            model_md,
+            key=artifact_key(dataset, "model"),
             description=f"{dataset}: registered {registered['name']} v{registered['version']} and its lineage",
         ),
         artifact_key(dataset, "checkpoint"): create_link_artifact(
-            checkpoint, link_text=f"{registered['name']} v{registered['version']} model.pt",
-            key=artifact_key(dataset, "checkpoint"), description=f"{dataset}: the registered checkpoint",
+            checkpoint,
+            link_text=f"{registered['name']} v{registered['version']} model.pt",
+            key=artifact_key(dataset, "checkpoint"),
+            description=f"{dataset}: the registered checkpoint",
         ),
     }
     return {key: str(value) for key, value in made.items()}

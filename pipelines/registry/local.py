@@ -22,6 +22,7 @@ A version is assembled in a staging directory and published with one
 rename(2), which fails if v<N> exists: two concurrent registrations each get
 their own number, and a crash leaves at most an invisible staging directory.
 """
+
 from __future__ import annotations
 
 import abc
@@ -33,9 +34,10 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 from pipelines.atomic import atomic_path, write_json
 
@@ -70,13 +72,17 @@ def sha256_file(path: str | Path) -> str:
 def check_model_name(name: str) -> str:
     # Names become path components and S3 key segments: no '/', no '..'.
     if not isinstance(name, str) or not _MODEL_NAME.match(name):
-        raise RegistryError(f"invalid model name {name!r}: use letters, digits, '_', '.', '-' (not starting with '.', '_' or '-')")
+        raise RegistryError(
+            f"invalid model name {name!r}: use letters, digits, '_', '.', '-' (not starting with '.', '_' or '-')"
+        )
     return name
 
 
 def check_alias_name(alias: str) -> str:
     if not isinstance(alias, str) or not _ALIAS_NAME.match(alias) or alias == LATEST:
-        raise RegistryError(f"invalid alias {alias!r}: start with a letter, then letters, digits, '_', '.', '-' ({LATEST!r} is reserved)")
+        raise RegistryError(
+            f"invalid alias {alias!r}: start with a letter, then letters, digits, '_', '.', '-' ({LATEST!r} is reserved)"
+        )
     return alias
 
 
@@ -118,7 +124,11 @@ class Promotion:
     previous_value: float | None = None
 
     def __str__(self) -> str:
-        verb = f"{self.alias} -> v{self.version}" if self.promoted else f"{self.alias} stays at " + (f"v{self.previous}" if self.previous else "(unset)")
+        verb = (
+            f"{self.alias} -> v{self.version}"
+            if self.promoted
+            else f"{self.alias} stays at " + (f"v{self.previous}" if self.previous else "(unset)")
+        )
         return f"{self.name}: {'promoted' if self.promoted else 'not promoted'}: {verb} ({self.reason})"
 
 
@@ -137,7 +147,7 @@ def _metric_mode(card: dict[str, Any], metric: str) -> Mode:
     if card.get("mode") in ("max", "min") and card.get("primary_metric") == metric:
         return card["mode"]
     if card.get("task"):
-        from pipelines.metrics import PRIMARY_METRIC  # lazy: imports torch
+        from pipelines.evaluation.metrics import PRIMARY_METRIC  # lazy: imports torch
 
         primary, mode = PRIMARY_METRIC.get(card["task"], (None, None))
         if primary == metric:
@@ -174,7 +184,7 @@ def decide_promotion(
     mode = mode or _metric_mode(card, metric)
     new, old = _test_metric(card, metric), _test_metric(current_card, metric)
     better = new > old if mode == "max" else new < old
-    relation = (">" if new > old else "<" if new < old else "=")
+    relation = ">" if new > old else "<" if new < old else "="
     reason = f"test {metric} {new:.6g} {relation} {old:.6g} of v{current}, {'higher' if mode == 'max' else 'lower'} is better"
     return Promotion(better, reason=reason, metric=metric, value=new, previous_value=old, **base)
 
@@ -285,7 +295,9 @@ class ModelRegistry(abc.ABC):
             if current is not None and current not in cards:
                 cards[current] = self._read_card(name, current)
             outcome[:] = [
-                decide_promotion(name, alias, version, cards[version], current, cards.get(current), primary_metric, mode, policy)
+                decide_promotion(
+                    name, alias, version, cards[version], current, cards.get(current), primary_metric, mode, policy
+                )
             ]
             return {**aliases, alias: version} if outcome[0].promoted else None
 
@@ -370,11 +382,13 @@ class LocalModelRegistry(ModelRegistry):
                 write_json(self.root / name / ALIASES_NAME, new)  # temp + os.replace: readers never see half
 
 
-def open_registry(location: str | Path, *, endpoint_url: str | None = None, cache_dir: str | Path | None = None) -> ModelRegistry:
+def open_registry(
+    location: str | Path, *, endpoint_url: str | None = None, cache_dir: str | Path | None = None
+) -> ModelRegistry:
     """The registry at `location`: 's3://bucket/prefix' (any S3-compatible endpoint) or a local path."""
     text = str(location)
     if text.startswith("s3://"):
-        from pipelines.model_registry_s3 import S3ModelRegistry  # lazy: boto3 only when needed
+        from pipelines.registry.s3 import S3ModelRegistry  # lazy: boto3 only when needed
 
         return S3ModelRegistry(text, endpoint_url=endpoint_url, cache_dir=cache_dir)
     if "://" in text:

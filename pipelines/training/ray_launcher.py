@@ -11,6 +11,7 @@ A search (`search`) is a Ray Tune run whose trials are function trainables
 inner run's TuneReportCallback forwards every epoch's report to Tune, where
 ASHA stops the weak trials early. (Train V2: no Trainer inside a Tuner.)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,9 +20,10 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 # A worker's report queue holds one result, which the controller collects at its health
 # check (every 2 s by default): with epochs shorter than that, the next report blocks until
@@ -75,7 +77,9 @@ class FitOutcome:
     best_checkpoint_dir: Path  # holds checkpoint.ckpt (a full Lightning checkpoint)
     best_metrics: dict[str, float]
     history: list[dict[str, float]]
-    placement: list[dict[str, Any]] = field(default_factory=list)  # per rank: Ray node id, host, pid (the last worker group)
+    placement: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # per rank: Ray node id, host, pid (the last worker group)
 
 
 def ensure_ray(address: str | None = None) -> float:
@@ -95,7 +99,7 @@ def ensure_ray(address: str | None = None) -> float:
         log_to_driver=True,
         runtime_env={
             "env_vars": {k: os.environ[k] for k in wanted},
-            "worker_process_setup_hook": "pipelines.ray_logging.quiet",
+            "worker_process_setup_hook": "pipelines.training.ray_logging.quiet",
         },
     )
     return time.perf_counter() - started
@@ -108,7 +112,9 @@ def shutdown_ray() -> None:
         ray.shutdown()
 
 
-def fit(job: TrainJob, scaling: Scaling, storage_path: str, run_name: str, keep: int = 2, max_failures: int = 2) -> FitOutcome:
+def fit(
+    job: TrainJob, scaling: Scaling, storage_path: str, run_name: str, keep: int = 2, max_failures: int = 2
+) -> FitOutcome:
     """Run one distributed training; return its best checkpoint (by job.monitor)."""
     result = _torch_trainer(job, scaling, storage_path, run_name, keep, max_failures).fit()
     best = result.get_best_checkpoint(job.monitor, job.mode)
@@ -140,7 +146,12 @@ def _record_placement(uri: str, rank: int) -> None:
 
     fs, root = pyarrow.fs.FileSystem.from_uri(uri)
     fs.create_dir(root, recursive=True)
-    record = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid()}
+    record = {
+        "rank": rank,
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
     with fs.open_output_stream(f"{root}/rank{rank}.json") as out:
         out.write(json.dumps(record).encode())
 
@@ -149,7 +160,9 @@ def _read_placement(uri: str) -> list[dict[str, Any]]:
     import pyarrow.fs
 
     fs, root = pyarrow.fs.FileSystem.from_uri(uri)
-    infos = [i for i in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True)) if i.path.endswith(".json")]
+    infos = [
+        i for i in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True)) if i.path.endswith(".json")
+    ]
     records = []
     for info in infos:
         with fs.open_input_stream(info.path) as f:
@@ -157,8 +170,17 @@ def _read_placement(uri: str) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: r["rank"])
 
 
-def _torch_trainer(job: TrainJob, scaling: Scaling, storage_path: str, run_name: str, keep: int, max_failures: int,
-                   callbacks: list | None = None, score: tuple[str, str] | None = None, worker_resources: dict | None = None):
+def _torch_trainer(
+    job: TrainJob,
+    scaling: Scaling,
+    storage_path: str,
+    run_name: str,
+    keep: int,
+    max_failures: int,
+    callbacks: list | None = None,
+    score: tuple[str, str] | None = None,
+    worker_resources: dict | None = None,
+):
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -171,7 +193,8 @@ def _torch_trainer(job: TrainJob, scaling: Scaling, storage_path: str, run_name:
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers,
             use_gpu=scaling.use_gpu,
-            resources_per_worker=worker_resources or {"CPU": scaling.cpus_per_worker, **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})},
+            resources_per_worker=worker_resources
+            or {"CPU": scaling.cpus_per_worker, **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})},
             placement_strategy=scaling.placement_strategy,
         ),
         run_config=RunConfig(
@@ -250,8 +273,16 @@ def _plain(knobs: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in knobs.items()}
 
 
-def _trial_driver(config: dict[str, Any], make_job: Callable[[dict], TrainJob], scaling: Scaling, storage_path: str,
-                  run_name: str, keep: int, max_failures: int, score: tuple[str, str]) -> None:
+def _trial_driver(
+    config: dict[str, Any],
+    make_job: Callable[[dict], TrainJob],
+    scaling: Scaling,
+    storage_path: str,
+    run_name: str,
+    keep: int,
+    max_failures: int,
+    score: tuple[str, str],
+) -> None:
     """One Tune trial: build this trial's job from its knobs and fit it with its own TorchTrainer."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -263,8 +294,17 @@ def _trial_driver(config: dict[str, Any], make_job: Callable[[dict], TrainJob], 
     # controller; Train's PlacementGroupCleaner needs the State API (a full dashboard) to notice, so
     # without one the worker group's placement group outlives the trial: it must hold no CPU.
     workers = {"CPU": 0, "memory": 32 * 2**20, **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})}
-    _torch_trainer(job, scaling, storage_path, trial_run, keep, max_failures,
-                   callbacks=[TuneReportCallback()], score=score, worker_resources=workers).fit()
+    _torch_trainer(
+        job,
+        scaling,
+        storage_path,
+        trial_run,
+        keep,
+        max_failures,
+        callbacks=[TuneReportCallback()],
+        score=score,
+        worker_resources=workers,
+    ).fit()
 
 
 def _checkpoint_at(path: str, storage_path: str):
@@ -287,8 +327,15 @@ def _exists(checkpoint) -> bool:
         return False
 
 
-def search(make_job: Callable[[dict], TrainJob], spec: SearchSpec, scaling: Scaling, storage_path: str, run_name: str,
-           keep: int = 2, max_failures: int = 2) -> SearchOutcome:
+def search(
+    make_job: Callable[[dict], TrainJob],
+    spec: SearchSpec,
+    scaling: Scaling,
+    storage_path: str,
+    run_name: str,
+    keep: int = 2,
+    max_failures: int = 2,
+) -> SearchOutcome:
     """Ray Tune + ASHA over `spec.space`; each trial is a distributed fit of make_job(knobs).
 
     Returns the best trial (by spec.metric over all its epochs) with its best checkpoint.
@@ -300,8 +347,14 @@ def search(make_job: Callable[[dict], TrainJob], spec: SearchSpec, scaling: Scal
 
     max_epochs = make_job({}).epochs
     driver = tune.with_parameters(
-        _trial_driver, make_job=make_job, scaling=scaling, storage_path=storage_path, run_name=run_name,
-        keep=keep, max_failures=max_failures, score=(spec.metric, spec.mode),
+        _trial_driver,
+        make_job=make_job,
+        scaling=scaling,
+        storage_path=storage_path,
+        run_name=run_name,
+        keep=keep,
+        max_failures=max_failures,
+        score=(spec.metric, spec.mode),
     )
     tune_name = f"{run_name}-tune"
     tuner = tune.Tuner(
@@ -313,9 +366,15 @@ def search(make_job: Callable[[dict], TrainJob], spec: SearchSpec, scaling: Scal
             mode=spec.mode,
             num_samples=spec.num_samples,
             max_concurrent_trials=spec.max_concurrent_trials,
-            search_alg=BasicVariantGenerator(max_concurrent=spec.max_concurrent_trials, random_state=spec.seed),  # seed -> same configs
-            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_epochs,
-                                    grace_period=spec.grace_period, reduction_factor=spec.reduction_factor),
+            search_alg=BasicVariantGenerator(
+                max_concurrent=spec.max_concurrent_trials, random_state=spec.seed
+            ),  # seed -> same configs
+            scheduler=ASHAScheduler(
+                time_attr="training_iteration",
+                max_t=max_epochs,
+                grace_period=spec.grace_period,
+                reduction_factor=spec.reduction_factor,
+            ),
         ),
         run_config=tune.RunConfig(name=tune_name, storage_path=storage_path, verbose=0),
     )
@@ -328,16 +387,33 @@ def search(make_job: Callable[[dict], TrainJob], spec: SearchSpec, scaling: Scal
         trial_id = result.metrics.get("trial_id") if result.metrics else None
         trial_id = trial_id or Path(result.path).name
         if df is None or df.empty or spec.metric not in df:
-            trials.append(TrialRecord(trial_id, _plain(result.config.get("knobs", {})), 0, None, 0.0, 0.0,
-                                      error=str(result.error) if result.error else "no reports"))
+            trials.append(
+                TrialRecord(
+                    trial_id,
+                    _plain(result.config.get("knobs", {})),
+                    0,
+                    None,
+                    0.0,
+                    0.0,
+                    error=str(result.error) if result.error else "no reports",
+                )
+            )
             continue
         df = df.sort_values("training_iteration")
         scores = df[spec.metric].astype(float)
         i = int((sign * scores).values.argmin())
         started = float(df["timestamp"].iloc[0] - df["time_this_iter_s"].iloc[0])
-        trials.append(TrialRecord(trial_id, _plain(result.config["knobs"]), int(df["training_iteration"].max()),
-                                  float(scores.iloc[i]), started, float(df["timestamp"].iloc[-1]),
-                                  error=str(result.error) if result.error else None))
+        trials.append(
+            TrialRecord(
+                trial_id,
+                _plain(result.config["knobs"]),
+                int(df["training_iteration"].max()),
+                float(scores.iloc[i]),
+                started,
+                float(df["timestamp"].iloc[-1]),
+                error=str(result.error) if result.error else None,
+            )
+        )
         if best_row is None or sign * scores.iloc[i] < sign * best_row[spec.metric]:
             best_row, best_result = df.iloc[i], (result, df, trial_id)
     if best_row is None:
@@ -352,12 +428,18 @@ def search(make_job: Callable[[dict], TrainJob], spec: SearchSpec, scaling: Scal
         if _exists(latest):
             history = _history_from_checkpoint(latest)
             break
-    metrics = {k: float(v) for k, v in best_row.items() if k.startswith(("val/", "train/")) and isinstance(v, (int, float))}
+    metrics = {
+        k: float(v) for k, v in best_row.items() if k.startswith(("val/", "train/")) and isinstance(v, (int, float))
+    }
     return SearchOutcome(
         best_knobs=_plain(result.config["knobs"]),
         best_trial_id=trial_id,
-        best=FitOutcome(best_checkpoint_dir=_local_dir(best_ckpt), best_metrics=metrics, history=history,
-                        placement=_read_placement(_placement_uri(storage_path, f"{run_name}-{trial_id}"))),
+        best=FitOutcome(
+            best_checkpoint_dir=_local_dir(best_ckpt),
+            best_metrics=metrics,
+            history=history,
+            placement=_read_placement(_placement_uri(storage_path, f"{run_name}-{trial_id}")),
+        ),
         trials=trials,
         run_names=[tune_name] + [f"{run_name}-{t.trial_id}" for t in trials],
     )
@@ -428,10 +510,9 @@ def train_worker(config: dict[str, Any]) -> None:
 
     import models  # noqa: F401  (registers the families)
     from models.task_module import TaskModule
-    from pipelines.batches import TensorBatches
-    from pipelines.callbacks import EpochHistory, EpochPrinter
-
-    from pipelines.ray_logging import quiet
+    from pipelines.training.batches import TensorBatches
+    from pipelines.training.callbacks import EpochHistory, EpochPrinter
+    from pipelines.training.ray_logging import quiet
 
     quiet()  # Ray Train configures its loggers after the setup hook ran
     placement_uri = config.pop(PLACEMENT_KEY, None)
@@ -495,4 +576,9 @@ def train_worker(config: dict[str, Any]) -> None:
         trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
     else:
         with checkpoint.as_directory() as ckpt_dir:
-            trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=str(Path(ckpt_dir) / RayTrainReportCallback.CHECKPOINT_NAME))
+            trainer.fit(
+                module,
+                train_dataloaders=train,
+                val_dataloaders=val,
+                ckpt_path=str(Path(ckpt_dir) / RayTrainReportCallback.CHECKPOINT_NAME),
+            )
