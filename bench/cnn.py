@@ -64,7 +64,8 @@ def hand_written_loop(data, spec, lr, batch, epochs, seed, threads) -> list[dict
             }
         )
         print(
-            f"  hand-written epoch {epoch + 1}/{epochs}: test accuracy {rows[-1]['test_accuracy']:.4f} ({rows[-1]['epoch_end_time'] - started:.1f} s)",
+            f"  hand-written epoch {epoch + 1}/{epochs}: test accuracy {rows[-1]['test_accuracy']:.4f} "
+            f"({rows[-1]['epoch_end_time'] - started:.1f} s)",
             flush=True,
         )
     return rows
@@ -135,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not Path(args.source).is_dir():
         print(
-            f"Fashion-MNIST not found at {args.source}: install Debian's dataset-fashion-mnist or pass --source. Skipping the CNN benchmark."
+            f"Fashion-MNIST not found at {args.source}: install Debian's dataset-fashion-mnist or pass --source. "
+            "Skipping the CNN benchmark."
         )
         return
 
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     n = len(data["train_x"])
     print(
-        f"workload: CNN conv32-conv64-dense128 on Fashion-MNIST ({n} train / {len(data['test_x'])} test), global batch {args.batch}, "
+        f"workload: CNN conv32-conv64-dense128 on Fashion-MNIST ({n} train / {len(data['test_x'])} test), "
+        f"global batch {args.batch}, "
         f"{args.epochs} epochs, Adam lr {args.lr}, seed {args.seed}, {args.workers} CPU thread(s) for each side",
         flush=True,
     )
@@ -166,8 +169,10 @@ def main(argv: list[str] | None = None) -> None:
         starts = [r["epoch_start_time"] for r in rows] + [rows[-1]["epoch_end_time"]]
         t90 = time_to(rows, TARGET)
         print(
-            f"{name:<18}: test accuracy {rows[-1]['test_accuracy']:.4f} after {len(rows)} epochs (best {max(r['test_accuracy'] for r in rows):.4f}); "
-            f"time to {TARGET:.0%}: {f'{t90:.0f} s' if t90 else 'not reached'}; {steady_samples_per_s(starts, n):.0f} samples/s steady state"
+            f"{name:<18}: test accuracy {rows[-1]['test_accuracy']:.4f} after {len(rows)} epochs "
+            f"(best {max(r['test_accuracy'] for r in rows):.4f}); "
+            f"time to {TARGET:.0%}: {f'{t90:.0f} s' if t90 else 'not reached'}; "
+            f"{steady_samples_per_s(starts, n):.0f} samples/s steady state"
         )
     h, o = time_to(hand, TARGET), time_to(ours, TARGET)
     hand_sps = steady_samples_per_s([r["epoch_start_time"] for r in hand] + [hand[-1]["epoch_end_time"]], n)

@@ -223,7 +223,8 @@ def our_path(data, spec, lr, batch, epochs, seed, workers, cpus_per_worker, loop
         "hand_beside_ray_samples_per_s": beside,
         # fit() call to the first epoch's start: controller, worker processes, imports, process group, Lightning set-up
         "group_start_s": starts[0] - started,
-        # the last epoch's end (at the steady pace) to fit() returning: workers and controller shut down, result read back
+        # the last epoch's end (at the steady pace) to fit() returning: workers and controller shut down,
+        # result read back
         "teardown_s": ended - (starts[-1] + period),
         # what the first epoch took beyond a steady one (first-touch allocations, lazy inits)
         "warmup_s": max(0.0, (starts[1] - starts[0]) - period) if len(starts) > 1 else 0.0,
@@ -269,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     data = make_data(args.rows, args.features, args.seed)
     n, per = args.workers, args.cpus // args.workers
     print(
-        f"workload: FNN {args.features}-{'-'.join(map(str, args.hidden))}-2 on {args.rows} rows, global batch {args.batch}, "
+        f"workload: FNN {args.features}-{'-'.join(map(str, args.hidden))}-2 on {args.rows} rows, "
+        f"global batch {args.batch}, "
         f"{args.epochs} epochs, Adam, seed {args.seed}; every side uses {args.cpus} CPU(s)",
         flush=True,
     )
@@ -292,21 +294,25 @@ def main(argv: list[str] | None = None) -> None:
 
     print("throughput ratios (steady state, same run):")
     print(
-        f"  ours 1 worker  / hand-written loop  {one['samples_per_s'] / hand:6.3f}  (target >= 0.90: framework overhead)"
+        f"  ours 1 worker  / hand-written loop  {one['samples_per_s'] / hand:6.3f}  "
+        "(target >= 0.90: framework overhead)"
     )
     print(
-        f"  ours {n} workers / hand-written DDP   {many['samples_per_s'] / ddp:6.3f}  (framework overhead at {n} workers)"
+        f"  ours {n} workers / hand-written DDP   {many['samples_per_s'] / ddp:6.3f}  "
+        f"(framework overhead at {n} workers)"
     )
     print(f"  hand-written DDP / hand-written loop {ddp / hand:6.3f}  (what {n}-process data parallelism costs here)")
     print(
         f"  loop beside idle Ray / loop          {beside / hand:6.3f}  (what a running Ray instance costs a loop here)"
     )
     print(
-        f"  ours 1 worker / loop beside idle Ray {one['samples_per_s'] / beside:6.3f}  (Lightning + Ray Train in the worker)"
+        f"  ours 1 worker / loop beside idle Ray {one['samples_per_s'] / beside:6.3f}  "
+        "(Lightning + Ray Train in the worker)"
     )
     for label, side in (("1 worker", one), (f"{n} workers", many)):
         print(
-            f"  per epoch, ours {label}: {side['epoch_s']:.2f} s, of which Ray report + checkpoint {side['report_s']:.3f} s"
+            f"  per epoch, ours {label}: {side['epoch_s']:.2f} s, of which "
+            f"Ray report + checkpoint {side['report_s']:.3f} s"
         )
 
     prefect_s = prefect_start_seconds()

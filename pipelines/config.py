@@ -148,7 +148,8 @@ class EarlyStoppingParams(Strict):
 
 
 class SearchDim(Strict):
-    """One searched knob: loguniform/uniform/randint over [low, high] (randint: integers, both ends included), or choice over values."""
+    """One searched knob: loguniform/uniform/randint over [low, high] (randint: integers, both ends included),
+    or choice over values."""
 
     type: Literal["loguniform", "uniform", "choice", "randint"]
     low: float | None = None
@@ -225,7 +226,8 @@ class DatasetTrainParams(Strict):
         for key, dim in search.space.items():
             if key not in fields:
                 raise ValueError(
-                    f"search.space.{key}: not a knob of candidate {search.candidate!r} ({cand.family}); use one of: {', '.join(fields)}"
+                    f"search.space.{key}: not a knob of candidate {search.candidate!r} ({cand.family}); "
+                    f"use one of: {', '.join(fields)}"
                 )
             if type(cand).model_fields[key].annotation is int and dim.type in ("uniform", "loguniform"):
                 raise ValueError(

@@ -1,6 +1,7 @@
 """Batch inference with a registered model, and sentence completion for next-word models.
 
-    python -m pipelines.predict NAME[:VERSION|:ALIAS] INPUT OUTPUT.csv     # table CSV/Parquet, IDX/npz images, text, series
+    # INPUT: table CSV/Parquet, IDX/npz images, text, series
+    python -m pipelines.predict NAME[:VERSION|:ALIAS] INPUT OUTPUT.csv
     python -m pipelines.predict complete NAME[:ALIAS] "the for statement" [--words 8]
 
 The checkpoint is verified against its registry sha256 and loaded weights-only;
@@ -92,7 +93,8 @@ def series_inputs(source: str, meta: dict, column: str) -> tuple[np.ndarray, pd.
     values = pd.to_numeric(table[column], errors="coerce")
     if values.isna().any():
         raise PipelineInputError(
-            f"{source}: row {int(values.isna().to_numpy().nonzero()[0][0]) + 1}: missing value in '{column}' (fill or interpolate it first)"
+            f"{source}: row {int(values.isna().to_numpy().nonzero()[0][0]) + 1}: missing value "
+            f"in '{column}' (fill or interpolate it first)"
         )
     w = meta["window"]
     if len(values) < w:

@@ -29,7 +29,8 @@ GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
 
 
 def experiments_of_head(show: list[dict]) -> list[dict]:
-    """The experiments under the baseline commit in `dvc exp show --json` (DVC 3.67: [ExpState], each with ExpRanges)."""
+    """The experiments under the baseline commit in `dvc exp show --json`
+    (DVC 3.67: [ExpState], each with ExpRanges)."""
     (baseline,) = [entry for entry in show if entry["rev"] != "workspace"]
     return baseline["experiments"] or []
 

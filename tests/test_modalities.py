@@ -1,4 +1,5 @@
-"""Images (IDX, npz, digits), text (vocabulary, <unk>, windows) and series (missing values, windows) through ingest + prepare."""
+"""Images (IDX, npz, digits), text (vocabulary, <unk>, windows) and series (missing values, windows)
+through ingest + prepare."""
 
 import gzip
 

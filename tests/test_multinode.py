@@ -26,8 +26,12 @@ def free_port() -> int:
 
 
 def alive_nodes(env: dict) -> list[str]:
-    """Node ids the cluster at env's RAY_ADDRESS reports alive, asked by a separate client (the token is read at start-up)."""
-    code = "import json, ray; ray.init(logging_level='ERROR'); print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))"
+    """Node ids the cluster at env's RAY_ADDRESS reports alive, asked by a separate client
+    (the token is read at start-up)."""
+    code = (
+        "import json, ray; ray.init(logging_level='ERROR'); "
+        "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))"
+    )
     listing = subprocess.run([str(BIN / "python"), "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert listing.returncode == 0, listing.stderr[-2000:]
     return json.loads(listing.stdout.strip().splitlines()[-1])

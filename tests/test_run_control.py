@@ -404,7 +404,8 @@ def test_the_watcher_reads_http_sources_with_a_head_request(tmp_path):
 
 
 def test_the_flow_pulls_only_stages_that_dvc_lock_records(tmp_path):
-    """A first run has no dvc.lock: nothing to pull (DVC would only warn per output); later runs pull what it records."""
+    """A first run has no dvc.lock: nothing to pull (DVC would only warn per output);
+    later runs pull what it records."""
     from pipelines.orchestration.flow import recorded_stages
 
     stages = ["ingest@tabular", "prepare@tabular", "ingest@digits"]

@@ -68,7 +68,8 @@ def _idx_pair(folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray] | None
         return None
     if not images or not labels:
         raise PipelineInputError(
-            f"{folder}: found {prefix} {'images' if images else 'labels'} but not the matching {'labels' if images else 'images'} IDX file"
+            f"{folder}: found {prefix} {'images' if images else 'labels'} but not the "
+            f"matching {'labels' if images else 'images'} IDX file"
         )
     x, y = read_idx(images[0]), read_idx(labels[0])
     if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
@@ -112,7 +113,8 @@ def load_source(source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
                 yk = next((k for k in ("y", "labels") if k in keys), None)
                 if not xk or not yk:
                     raise PipelineInputError(
-                        f"{source}: a .npz of images needs arrays 'x' (or 'images') and 'y' (or 'labels'); it has {sorted(keys)}"
+                        f"{source}: a .npz of images needs arrays 'x' (or 'images') and 'y' (or 'labels'); "
+                        f"it has {sorted(keys)}"
                     )
                 return arrays[xk], arrays[yk], None, None, {"kind": "npz", "sha256": digest}
         if "idx3-ubyte" in local.name:

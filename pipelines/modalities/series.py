@@ -45,7 +45,8 @@ def load_source(params: IngestParams) -> tuple[pd.Series, dict]:
         table = read_table(local, source)
     if params.column not in table.columns:
         raise PipelineInputError(
-            f"{source}: value column '{params.column}' (ingest.column) not found; columns are: {', '.join(map(str, table.columns))}"
+            f"{source}: value column '{params.column}' (ingest.column) not found; "
+            f"columns are: {', '.join(map(str, table.columns))}"
         )
     values = pd.to_numeric(table[params.column], errors="coerce")
     bad = values.isna() & table[params.column].notna()
@@ -67,7 +68,8 @@ def handle_missing(values: pd.Series, params: IngestParams) -> tuple[pd.Series, 
     if params.missing == "error":
         row = int(missing.to_numpy().nonzero()[0][0])
         raise PipelineInputError(
-            f"{params.source}: row {row + 1}: missing value ({n} missing in all; set ingest.missing to interpolate or drop)"
+            f"{params.source}: row {row + 1}: missing value "
+            f"({n} missing in all; set ingest.missing to interpolate or drop)"
         )
     if params.missing == "drop":
         return values.dropna().reset_index(drop=True), n
@@ -87,7 +89,9 @@ def ingest(params: IngestParams, out_dir: Path) -> dict:
         missing=n_missing,
         missing_policy=params.missing,
         task="forecast",
-        summary=f"{len(values)} steps ({n_missing} missing values, {params.missing if n_missing else 'none to handle'})",
+        summary=(
+            f"{len(values)} steps ({n_missing} missing values, {params.missing if n_missing else 'none to handle'})"
+        ),
     )
     return info
 
@@ -97,7 +101,8 @@ def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: di
     n_windows = len(values) - params.window
     if n_windows < 3:
         raise PipelineInputError(
-            f"prepare.window: {params.window} leaves {max(n_windows, 0)} windows of a {len(values)}-step series; use a shorter window"
+            f"prepare.window: {params.window} leaves {max(n_windows, 0)} windows of a {len(values)}-step series; "
+            "use a shorter window"
         )
     parts = chronological_split(n_windows, params, "windows")
     # Statistics from the values the training windows can see (inputs and targets) only.

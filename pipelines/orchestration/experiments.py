@@ -1,7 +1,9 @@
 """Compare DVC experiments (a `dvc exp run --queue` sweep): a plain table and a PNG bar chart.
 
-    python -m pipelines.orchestration.experiments compare                               # each dataset's primary test metric
-    python -m pipelines.orchestration.experiments compare --metric best.test_f1_macro   # any number in the metrics files
+    # each dataset's primary test metric:
+    python -m pipelines.orchestration.experiments compare
+    # any number in the metrics files:
+    python -m pipelines.orchestration.experiments compare --metric best.test_f1_macro
     python -m pipelines.orchestration.experiments compare --out sweep.png
 
 It reads `dvc exp show --json` (the experiments of the current commit and that commit,
@@ -71,7 +73,8 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _files(results: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """A params/metrics section of `dvc exp show --json` ({file: {"data": ...} or {"error": ...}}), flattened per file."""
+    """A params/metrics section of `dvc exp show --json` ({file: {"data": ...} or {"error": ...}}),
+    flattened per file."""
     return {path: flatten(result.get("data") or {}) for path, result in (results or {}).items()}
 
 
@@ -118,7 +121,8 @@ def differing_params(rows: list[Experiment]) -> list[str]:
 
 
 def short_names(keys: list[str]) -> dict[str, str]:
-    """The shortest dotted suffix (two parts at least) that tells each key apart: ...candidates.fnn-relu.lr -> fnn-relu.lr."""
+    """The shortest dotted suffix (two parts at least) that tells each key apart:
+    ...candidates.fnn-relu.lr -> fnn-relu.lr."""
     out = {}
     for key in keys:
         parts = key.split(".")

@@ -7,7 +7,8 @@ is skipped by DVC in both).
 
     python -m pipelines.orchestration.flow                                  # every dataset in params.yaml
     python -m pipelines.orchestration.flow --dataset digits                 # one dataset's chain only
-    python -m pipelines.orchestration.flow -S datasets.digits.train.epochs=5   # validated override, written to params.yaml
+    python -m pipelines.orchestration.flow -S datasets.digits.train.epochs=5
+        # validated override, written to params.yaml
 
 From the Prefect UI: `make serve` (pipelines/orchestration/serve.py) serves this flow's deployments.
 A run holds its workspace for its whole length (pipelines/workspace.py), so runs
@@ -430,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, done in result["datasets"].items():
         reg, primary = done["registered"], done["primary_metric"]
         print(
-            f"  {name:<10} {reg['name']} v{reg['version']} ({reg['candidate']}): test {primary} {done['best']['test_' + primary]:.4f}"
+            f"  {name:<10} {reg['name']} v{reg['version']} ({reg['candidate']}): "
+            f"test {primary} {done['best']['test_' + primary]:.4f}"
             f"   plots: {DatasetPaths(name).plots_dir}/"
         )
     print("Metrics: dvc metrics show   Plots: dvc plots show (or the PNGs above)   Models: data/registry/")

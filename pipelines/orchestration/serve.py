@@ -85,7 +85,10 @@ def build_deployments(workdir: str | Path, cron: str = NIGHTLY_CRON, timezone: s
     deployments.append(
         training_pipeline.to_deployment(
             "on-new-data",
-            description=f"Ingest a dataset again when `python -m pipelines.orchestration.watch` reports its source changed ({SOURCE_CHANGED}).",
+            description=(
+                "Ingest a dataset again when `python -m pipelines.orchestration.watch` "
+                f"reports its source changed ({SOURCE_CHANGED})."
+            ),
             tags=["event"],
             parameters={"workdir": str(root)},
             triggers=[

@@ -81,7 +81,8 @@ def check_model_name(name: str) -> str:
 def check_alias_name(alias: str) -> str:
     if not isinstance(alias, str) or not _ALIAS_NAME.match(alias) or alias == LATEST:
         raise RegistryError(
-            f"invalid alias {alias!r}: start with a letter, then letters, digits, '_', '.', '-' ({LATEST!r} is reserved)"
+            f"invalid alias {alias!r}: start with a letter, then letters, digits, "
+            f"'_', '.', '-' ({LATEST!r} is reserved)"
         )
     return alias
 
@@ -185,7 +186,10 @@ def decide_promotion(
     new, old = _test_metric(card, metric), _test_metric(current_card, metric)
     better = new > old if mode == "max" else new < old
     relation = ">" if new > old else "<" if new < old else "="
-    reason = f"test {metric} {new:.6g} {relation} {old:.6g} of v{current}, {'higher' if mode == 'max' else 'lower'} is better"
+    reason = (
+        f"test {metric} {new:.6g} {relation} {old:.6g} of v{current}, "
+        f"{'higher' if mode == 'max' else 'lower'} is better"
+    )
     return Promotion(better, reason=reason, metric=metric, value=new, previous_value=old, **base)
 
 

@@ -107,7 +107,8 @@ def write_test_plots(
         frame.to_csv(out / "predictions" / f"{name}.csv", index=False)
         plots.forecast(
             frame,
-            f"{meta['dataset']} / {name}: test forecast (RMSE {scores['rmse']:.2f}, naive {scores['naive_last_rmse']:.2f})",
+            f"{meta['dataset']} / {name}: test forecast "
+            f"(RMSE {scores['rmse']:.2f}, naive {scores['naive_last_rmse']:.2f})",
             png_dir / f"forecast_{name}.png",
         )
 
@@ -185,12 +186,14 @@ def main() -> None:
     primary = report["primary_metric"]
     for name, scores in report["candidates"].items():
         print(
-            f"evaluate[{dataset}]: {name}: val {primary}={scores['val'][primary]:.4f}, test {primary}={scores['test'][primary]:.4f}"
+            f"evaluate[{dataset}]: {name}: val {primary}={scores['val'][primary]:.4f}, "
+            f"test {primary}={scores['test'][primary]:.4f}"
         )
     for key, value in report.get("baselines", {}).items():
         print(f"evaluate[{dataset}]: baseline {key}={value:.4f}")
     print(
-        f"evaluate[{dataset}]: best candidate by val {primary}: {report['best_candidate']}; plots in {DatasetPaths(dataset).plots_dir}/"
+        f"evaluate[{dataset}]: best candidate by val {primary}: {report['best_candidate']}; "
+        f"plots in {DatasetPaths(dataset).plots_dir}/"
     )
 
 

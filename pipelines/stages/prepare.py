@@ -50,7 +50,8 @@ def main() -> None:
     name, params = dataset_from_argv("prepare")
     meta = prepare(name, params)
     print(
-        f"prepare[{name}]: {meta['modality']} / {meta['task']}, input {meta['input_shape']}, split sizes {meta['sizes']}"
+        f"prepare[{name}]: {meta['modality']} / {meta['task']}, input {meta['input_shape']}, "
+        f"split sizes {meta['sizes']}"
     )
 
 

@@ -172,7 +172,8 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
         known.add(VAL_SCORE[meta["task"]])
         if spec.metric not in known:
             raise PipelineInputError(
-                f"datasets.{dataset}.train.search.metric: {spec.metric!r} is not logged for a {meta['task']} task; use one of {sorted(known)}"
+                f"datasets.{dataset}.train.search.metric: {spec.metric!r} is not logged for a {meta['task']} task; "
+                f"use one of {sorted(known)}"
             )
     data_hash = data_fingerprint(where.prepared_dir)
     storage = compute.storage_path if "://" in compute.storage_path else str(paths.absolute(compute.storage_path))
@@ -191,7 +192,8 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
         for name, job in jobs.items():
             run_name = f"{dataset}-{name}-{job.fingerprint(data_hash)}"
             print(
-                f"train[{dataset}]: {name} ({job.model_spec['family']}) on {compute.num_workers} worker(s), Ray run {run_name}",
+                f"train[{dataset}]: {name} ({job.model_spec['family']}) on {compute.num_workers} worker(s), "
+                f"Ray run {run_name}",
                 flush=True,
             )
             started = time.perf_counter()
