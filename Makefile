@@ -8,7 +8,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 # Stages run `python` and `dvc` from PATH: make them the venv's.
 RUN    := PATH="$(BIN):$$PATH"
 
-.PHONY: run test test-fast bench serve watch lock clean-outputs
+.PHONY: run test test-fast lint bench serve watch lock clean-outputs
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,13 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(RUN) $(BIN)/python -m pipelines.orchestration.flow $(ARGS)
 
-test: $(VENV)/.installed-dev
+# The linter and formatter check run first: a style slip fails CI like a failing test.
+test: lint
 	$(RUN) $(BIN)/python -m pytest $(ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-fast: $(VENV)/.installed-dev
 	$(RUN) $(BIN)/python -m pytest -m "not slow" $(ARGS)
