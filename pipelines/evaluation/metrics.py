@@ -11,14 +11,10 @@ import torch
 import torchmetrics.functional as tmf
 from torchmetrics.text import Perplexity
 
-# The metric that picks the best candidate, and which way is better.
-PRIMARY_METRIC = {
-    "regression": ("rmse", "min"),
-    "forecast": ("rmse", "min"),
-    "binary": ("accuracy", "max"),
-    "multiclass": ("accuracy", "max"),
-    "next_word": ("perplexity", "min"),
-}
+from models.task_kinds import TASKS
+
+# The metric that picks the best candidate, and which way is better (from the one task table).
+PRIMARY_METRIC = {name: (task.primary_metric, task.mode) for name, task in TASKS.items()}
 TOP_K = 5
 
 

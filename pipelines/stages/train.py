@@ -55,7 +55,7 @@ def make_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, co
     """Check the candidate against the data (task, loss, monitor) and describe it as a TrainJob."""
     import models  # noqa: F401
     from models.catalogue import supported_tasks
-    from models.task_module import VAL_SCORE
+    from models.task_kinds import get_task
     from models.tasks import output_size, resolve_loss
     from pipelines.training.ray_launcher import TrainJob
 
@@ -69,7 +69,7 @@ def make_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, co
     except ValueError as err:
         raise PipelineInputError(f"{key}.candidates.{name}.loss: {err}") from None
     monitor = params.train.early_stopping.monitor
-    known = {"val/loss", "train/loss", VAL_SCORE[task]}
+    known = get_task(task).logged_metrics()
     if monitor not in known:
         raise PipelineInputError(
             f"{key}.early_stopping.monitor: {monitor!r} is not logged for a {task} task; use one of {sorted(known)}"
@@ -166,10 +166,9 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
                     "",
                     {dim_key: value},
                 )
-        known = {"val/loss", "train/loss", jobs[search.candidate].monitor}
-        from models.task_module import VAL_SCORE
+        from models.task_kinds import get_task
 
-        known.add(VAL_SCORE[meta["task"]])
+        known = get_task(meta["task"]).logged_metrics() | {jobs[search.candidate].monitor}
         if spec.metric not in known:
             raise PipelineInputError(
                 f"datasets.{dataset}.train.search.metric: {spec.metric!r} is not logged for a {meta['task']} task; "
