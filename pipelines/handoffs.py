@@ -44,9 +44,14 @@ def flat_metric_keys(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _Handoff(BaseModel):
+class _Part(BaseModel):
     # Readers ignore keys they do not know: a newer writer may add some.
     model_config = ConfigDict(extra="ignore")
+
+
+class _Handoff(_Part):
+    """A whole file (or checkpoint info): versioned."""
+
     schema_version: int = SCHEMA_VERSION
 
 
@@ -160,7 +165,7 @@ class PreparedMeta(_Handoff):
 # -- train: the summary and each candidate's checkpoint info ------------------------------------
 
 
-class CandidateSummary(_Handoff):
+class CandidateSummary(_Part):
     family: str
     best_epoch: int
     epochs_run: int
