@@ -47,7 +47,8 @@ class TaskModule(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.net = create_model(model_spec["family"], **model_spec)
+        args = {k: v for k, v in model_spec.items() if k != "family"}  # the catalogue's key is not an argument
+        self.net = create_model(model_spec["family"], **args)
         self.task, self.loss_name = task, loss
         self.loss_fn = make_loss(loss)
         # torchmetrics objects sync across DDP ranks by themselves at epoch end.
