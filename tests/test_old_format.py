@@ -83,9 +83,7 @@ TABLE_META = {
 def test_an_old_table_checkpoint_and_card_predict_and_render(tmp_path):
     spec = {"family": "fnn", "input_shape": [3], "out_features": 1, "activation": "relu", "dropout": 0.0, "hidden": [4]}
     card = old_card("old-table", "binary", "accuracy", "max", 0.75)
-    registry, version, net = register_old(
-        tmp_path, "old-table", None, spec, "binary", "bce", ["no", "yes"], TABLE_META, card
-    )
+    registry, version, net = register_old(tmp_path, "old-table", spec, "binary", "bce", ["no", "yes"], TABLE_META, card)
     rows = pd.DataFrame({"a": [0.0, 1.0, 2.0], "b": [5.0, -1.0, 2.0], "c": [3.0, 9.0, -2.0], "y": ["no", "yes", "no"]})
     rows.to_csv(tmp_path / "rows.csv", index=False)
 
