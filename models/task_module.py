@@ -9,11 +9,7 @@ import torch
 import torchmetrics
 
 from models.catalogue import create_model
-from models.tasks import TASKS, get_task, loss_target, make_loss, update_val_score, val_score_metric
-
-# The validation score each task logs beside val/loss (and can early-stop on); kept as a name
-# for callers of the old table: the one source is models.task_kinds.TASKS.
-VAL_SCORE = {name: task.val_score for name, task in TASKS.items()}
+from models.tasks import get_task, loss_target, make_loss, update_val_score, val_score_metric
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, optim: dict[str, Any], max_epochs: int):

@@ -11,10 +11,6 @@ import torch
 import torchmetrics.functional as tmf
 from torchmetrics.text import Perplexity
 
-from models.task_kinds import TASKS
-
-# The metric that picks the best candidate, and which way is better (from the one task table).
-PRIMARY_METRIC = {name: (task.primary_metric, task.mode) for name, task in TASKS.items()}
 TOP_K = 5
 
 

@@ -39,14 +39,6 @@ def model_outputs(checkpoint: Path, x: np.ndarray, batch_size: int = 1024) -> tu
     return torch.cat(out), info
 
 
-def predict_arrays(checkpoint: Path, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Point predictions (class index, word id or value, in the prepared scale) of a checkpoint."""
-    from models.tasks import predict
-
-    logits, info = model_outputs(checkpoint, x, batch_size)
-    return predict(logits, info["task"], info["loss"])[0].numpy()
-
-
 def _confusion_plot(meta: dict, name: str, pred: np.ndarray, x, y: np.ndarray, out: Path, scores: dict) -> None:
     classes = meta["classes"]
     pd.DataFrame({"actual": [classes[i] for i in y], "predicted": [classes[i] for i in pred]}).to_csv(
@@ -84,6 +76,16 @@ TEST_PLOTS = {
 }
 
 
+def _unigram(dataset: str, meta: dict, splits: dict) -> float:
+    """The classical baseline a language model must beat: training word frequencies."""
+    train_y = torch.from_numpy(load_split(dataset, "train")[1])
+    return unigram_perplexity(train_y, torch.from_numpy(splits["test"][1]), meta["vocab_size"])
+
+
+# Baselines computed from the data alone, per task (the forecast baselines are part of its scores).
+BASELINES = {"next_word": {"unigram_perplexity": _unigram}}
+
+
 def write_test_plots(
     meta: dict, name: str, pred: np.ndarray, x: np.ndarray, y: np.ndarray, out: Path, scores: dict
 ) -> None:
@@ -101,11 +103,7 @@ def evaluate(dataset: str, params: EvaluateParams) -> dict:
     primary, mode = kind.primary_metric, kind.mode
     splits = {name: load_split(dataset, name) for name in ("val", "test")}
     candidates: dict[str, dict] = {}
-    baselines = {}
-    if kind.name == "next_word":  # the classical baseline a language model must beat
-        train_y = torch.from_numpy(load_split(dataset, "train")[1])
-        test_y = torch.from_numpy(splits["test"][1])
-        baselines["unigram_perplexity"] = unigram_perplexity(train_y, test_y, meta["vocab_size"])
+    baselines = {key: compute(dataset, meta, splits) for key, compute in BASELINES.get(kind.name, {}).items()}
     histories = {}
 
     # The whole data/evaluate/<dataset>/ appears at once: metrics.json, the PNGs
