@@ -27,15 +27,23 @@ def register_family(
     return decorator
 
 
+def _builtin_families() -> None:
+    """Import the shipped families (each registers itself): `import models` alone imports no torch."""
+    from models import cnn, fnn, rnn  # noqa: F401
+
+
 def list_models() -> list[str]:
+    _builtin_families()
     return sorted(_FAMILIES)
 
 
 def supported_tasks(name: str) -> tuple[str, ...]:
+    _builtin_families()
     return _TASKS[name]
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
+    _builtin_families()
     if name not in _FAMILIES:
         raise KeyError(f"unknown model family {name!r}; known: {', '.join(list_models())}")
     return _FAMILIES[name](**kwargs)

@@ -22,8 +22,9 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} file")
-    spec = blob["model_spec"]
-    net = create_model(spec["family"], **spec)
+    spec = dict(blob["model_spec"])
+    family = spec.pop("family")  # the catalogue's key; the rest are the builder's arguments
+    net = create_model(family, **spec)
     net.load_state_dict(blob["state_dict"])
     net.eval()
     info = {k: v for k, v in blob.items() if k != "state_dict"}

@@ -9,16 +9,7 @@ import torch
 import torchmetrics
 
 from models.catalogue import create_model
-from models.tasks import REGRESSION_LIKE, loss_target, make_loss, predict
-
-# The validation score each task logs beside val/loss (and can early-stop on).
-VAL_SCORE = {
-    "regression": "val/rmse",
-    "forecast": "val/rmse",
-    "binary": "val/accuracy",
-    "multiclass": "val/accuracy",
-    "next_word": "val/perplexity",
-}
+from models.tasks import get_task, loss_target, make_loss, update_val_score, val_score_metric
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, optim: dict[str, Any], max_epochs: int):
@@ -52,19 +43,16 @@ class TaskModule(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.net = create_model(model_spec["family"], **model_spec)
+        args = {k: v for k, v in model_spec.items() if k != "family"}  # the catalogue's key is not an argument
+        self.net = create_model(model_spec["family"], **args)
         self.task, self.loss_name = task, loss
         self.loss_fn = make_loss(loss)
         # torchmetrics objects sync across DDP ranks by themselves at epoch end.
         self.val_loss = torchmetrics.MeanMetric()
         self.train_loss = torchmetrics.MeanMetric()
-        self.score_name = VAL_SCORE[task]
-        if task in REGRESSION_LIKE:
-            self.val_score = torchmetrics.MeanSquaredError(squared=False)
-        elif task == "next_word":
-            self.val_score = torchmetrics.text.Perplexity()
-        else:
-            self.val_score = torchmetrics.Accuracy(task="multiclass", num_classes=max(2, n_classes or 2))
+        self.kind = get_task(task)
+        self.score_name = self.kind.val_score
+        self.val_score = val_score_metric(self.kind, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -96,11 +84,7 @@ class TaskModule(pl.LightningModule):
         x, y = batch
         loss, logits = self._loss(x, y)
         self.val_loss.update(loss, weight=x.shape[0])
-        if self.task == "next_word":
-            self.val_score.update(logits.float().unsqueeze(1), y.view(-1, 1))  # (B, 1, V) vs (B, 1)
-        else:
-            point, _ = predict(logits, self.task, self.loss_name)
-            self.val_score.update(point, y.view(-1).to(point.dtype))
+        update_val_score(self.val_score, self.kind, self.loss_name, logits, y)
         self.log("val/loss", self.val_loss, on_epoch=True, prog_bar=True)
         self.log(self.score_name, self.val_score, on_epoch=True, prog_bar=True)
 

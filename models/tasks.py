@@ -1,37 +1,40 @@
-"""What a task means for the model's head, its loss and its outputs."""
+"""What a task means for the model's head, its loss and its outputs (torch; no Lightning).
+
+The task table itself (losses, output size, metrics, directions) is plain data in
+models/task_kinds.py; this module adds what needs tensors.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-DEFAULT_LOSS = {"regression": "mse", "forecast": "mse", "binary": "bce", "multiclass": "cce", "next_word": "cce"}
-# Which losses can train which task; anything else is refused before training.
-COMPATIBLE_LOSSES = {
-    "regression": ("mse",),
-    "forecast": ("mse",),
-    "binary": ("bce", "cce"),
-    "multiclass": ("cce",),
-    "next_word": ("cce",),
-}
-REGRESSION_LIKE = ("regression", "forecast")  # one real-valued output
+from models.task_kinds import TASKS, Task, get_task
+
+__all__ = [
+    "DEFAULT_LOSS",
+    "TASKS",
+    "Task",
+    "get_task",
+    "loss_target",
+    "make_loss",
+    "output_size",
+    "predict",
+    "resolve_loss",
+    "update_val_score",
+    "val_score_metric",
+]
+
+DEFAULT_LOSS = {name: task.default_loss for name, task in TASKS.items()}
 
 
 def resolve_loss(task: str, loss: str, n_classes: int | None = None) -> str:
     """Pick the task's default loss or check that the chosen one can work."""
-    chosen = DEFAULT_LOSS[task] if loss == "auto" else loss
-    if chosen not in COMPATIBLE_LOSSES[task]:
-        what = f"a {n_classes}-class target" if n_classes else f"a {task} target"
-        raise ValueError(f"loss '{chosen}' cannot train {what}; use one of: {', '.join(COMPATIBLE_LOSSES[task])}")
-    return chosen
+    return get_task(task).resolve_loss(loss, n_classes)
 
 
 def output_size(task: str, loss: str, n_classes: int | None) -> int:
-    if task in REGRESSION_LIKE:
-        return 1
-    if loss == "bce":
-        return 1  # one logit, Sigmoid at prediction time
-    return int(n_classes or 2)  # logits, Softmax at prediction time
+    return get_task(task).output_size(loss, n_classes)
 
 
 def make_loss(loss: str) -> nn.Module:
@@ -47,12 +50,35 @@ def loss_target(loss: str, y: torch.Tensor) -> torch.Tensor:
     return y.float().view(-1, 1)
 
 
-def predict(logits: torch.Tensor, task: str, loss: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+def predict(logits: torch.Tensor, task: str | Task, loss: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(point prediction, class probabilities or None). Sigmoid/Softmax live here."""
-    if task in REGRESSION_LIKE:
+    kind = task if isinstance(task, Task) else get_task(task)
+    if kind.real_valued:
         return logits.view(-1), None
     if loss == "bce":
         p1 = torch.sigmoid(logits.view(-1))
         return (p1 >= 0.5).long(), torch.stack([1 - p1, p1], dim=1)
     probs = torch.softmax(logits, dim=-1)
     return probs.argmax(dim=-1), probs
+
+
+def val_score_metric(task: str | Task, n_classes: int | None):
+    """The torchmetrics object behind the task's val_score (fed by update_val_score)."""
+    import torchmetrics  # lazy: the registry and predict never need it
+
+    kind = task if isinstance(task, Task) else get_task(task)
+    if kind.val_score == "val/perplexity":
+        return torchmetrics.text.Perplexity()
+    if kind.val_score == "val/rmse":
+        return torchmetrics.MeanSquaredError(squared=False)
+    return torchmetrics.Accuracy(task="multiclass", num_classes=max(2, n_classes or 2))
+
+
+def update_val_score(metric, task: str | Task, loss: str, logits: torch.Tensor, y: torch.Tensor) -> None:
+    """Feed one validation batch to the metric val_score_metric built."""
+    kind = task if isinstance(task, Task) else get_task(task)
+    if kind.val_score == "val/perplexity":
+        metric.update(logits.float().unsqueeze(1), y.view(-1, 1))  # (B, 1, V) vs (B, 1)
+    else:
+        point, _ = predict(logits, kind, loss)
+        metric.update(point, y.view(-1).to(point.dtype))

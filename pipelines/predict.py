@@ -5,7 +5,7 @@
     python -m pipelines.predict complete NAME[:ALIAS] "the for statement" [--words 8]
 
 The checkpoint is verified against its registry sha256 and loaded weights-only;
-the normalization, vocabulary and class names it was trained with travel inside it.
+the preprocessing state (scaling, vocabulary) and class names it was trained with travel inside it.
 """
 
 from __future__ import annotations
@@ -13,98 +13,55 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from pipelines.atomic import atomic_path
 from pipelines.errors import PipelineInputError, cli_entry
-from pipelines.modalities.sources import fetched, read_table
+from pipelines.handoffs import CandidateInfo, PreparedMeta
+from pipelines.modalities import Preprocessor, preprocessor_from_state
 from pipelines.registry.cli import parse_ref
 from pipelines.registry.local import open_registry
 
 
-def load_registered(ref: str, registry: str):
-    """(network, checkpoint info, card) of NAME[:VERSION|:ALIAS]; the sha256 is checked on the way."""
-    import models  # noqa: F401
+def load_registered(ref: str, registry: str) -> tuple[nn.Module, CandidateInfo, dict]:
+    """(network, checkpoint info, card) of NAME[:VERSION|:ALIAS]; the sha256 is checked on the way.
+
+    Checkpoints and cards of every schema version load: their info is upgraded on the way in.
+    """
     from models.checkpoint import load_checkpoint
 
     name, spec = parse_ref(ref)
     version = open_registry(registry).get(name, spec)
     net, info = load_checkpoint(version.checkpoint)
-    return net, info, version.card
+    return net, CandidateInfo.model_validate(info), version.card
 
 
-def table_inputs(source: str, meta: dict) -> tuple[np.ndarray, pd.DataFrame]:
-    with fetched(source) as local:
-        table = read_table(local, source)
-    missing = [c for c in meta["features"] if c not in table.columns]
-    if missing:
-        raise PipelineInputError(
-            f"{source}: missing feature column(s) {', '.join(missing)} that the model was trained on"
-        )
-    x = table[meta["features"]].apply(pd.to_numeric, errors="coerce")
-    if x.isna().to_numpy().any():
-        row, col = (int(i[0]) for i in x.isna().to_numpy().nonzero())
-        raise PipelineInputError(f"{source}: row {row + 1}, column '{meta['features'][col]}': missing or not a number")
-    norm = meta["normalization"]
-    scaled = (x.to_numpy(np.float32) - np.asarray(norm["mean"], np.float32)) / np.asarray(norm["std"], np.float32)
-    return scaled.astype(np.float32), table
+def _values(frame: pd.DataFrame, point, probs, meta: PreparedMeta, prep: Preprocessor, top_k: int) -> None:
+    frame["prediction"] = prep.inverse(point.numpy())  # back in the data's units
 
 
-def image_inputs(source: str, meta: dict) -> tuple[np.ndarray, pd.DataFrame]:
-    from pipelines.modalities.image import load_source, validate_images
-
-    x, y, _, _, _ = load_source(source)
-    x = validate_images(x, y, source).astype(np.float32)
-    if list(x.shape[1:]) != meta["input_shape"]:
-        raise PipelineInputError(f"{source}: images are {list(x.shape[1:])} but the model takes {meta['input_shape']}")
-    norm = meta["normalization"]
-    mean, std = np.asarray(norm["mean"], np.float32), np.asarray(norm["std"], np.float32)
-    return ((x - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32), pd.DataFrame({"label": y})
+def _words(frame: pd.DataFrame, point, probs, meta: PreparedMeta, prep: Preprocessor, top_k: int) -> None:
+    top = probs.topk(min(top_k, probs.shape[1]), dim=1)
+    frame["prediction"] = prep.inverse(point.tolist())
+    frame[f"top{top_k}"] = [" ".join(prep.inverse(row)) for row in top.indices.tolist()]
 
 
-def text_ids(words: list[str], meta: dict) -> list[int]:
-    index = {w: i for i, w in enumerate(meta["vocab"])}
-    return [index.get(w, meta["unk_id"]) for w in words]
+def _classes(frame: pd.DataFrame, point, probs, meta: PreparedMeta, prep: Preprocessor, top_k: int) -> None:
+    frame["prediction"] = [meta.classes[i] for i in point.tolist()]
+    for j, name in enumerate(meta.classes):
+        frame[f"p_{name}"] = probs[:, j].numpy()
 
 
-def text_inputs(source: str, meta: dict) -> tuple[np.ndarray, pd.DataFrame]:
-    """One prompt per line; each is cut or left-padded (with <unk>) to the model's context length."""
-    from pipelines.modalities.text import tokenize
-
-    with fetched(source) as local:
-        lines = [line for line in local.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not lines:
-        raise PipelineInputError(f"{source}: no prompts (expected one line of text per prompt)")
-    n = meta["context_length"]
-    rows = [([meta["unk_id"]] * n + text_ids(tokenize(line), meta))[-n:] for line in lines]
-    return np.asarray(rows, np.int64), pd.DataFrame({"prompt": lines})
-
-
-def series_inputs(source: str, meta: dict, column: str) -> tuple[np.ndarray, pd.DataFrame]:
-    """Every full window of the series; the last one forecasts the step after the end."""
-    with fetched(source) as local:
-        table = read_table(local, source)
-    if column not in table.columns:
-        raise PipelineInputError(
-            f"{source}: column '{column}' not found (use --column); columns are: {', '.join(map(str, table.columns))}"
-        )
-    values = pd.to_numeric(table[column], errors="coerce")
-    if values.isna().any():
-        raise PipelineInputError(
-            f"{source}: row {int(values.isna().to_numpy().nonzero()[0][0]) + 1}: missing value "
-            f"in '{column}' (fill or interpolate it first)"
-        )
-    w = meta["window"]
-    if len(values) < w:
-        raise PipelineInputError(f"{source}: {len(values)} values, fewer than the model's window of {w}")
-    norm = meta["normalization"]
-    scaled = ((values.to_numpy(np.float32) - norm["mean"]) / norm["std"]).astype(np.float32)
-    x = np.lib.stride_tricks.sliding_window_view(scaled, w)
-    frame = pd.DataFrame({"forecast_for_step": np.arange(w, len(values) + 1)})
-    frame["actual"] = [float(values.iloc[i]) if i < len(values) else float("nan") for i in frame["forecast_for_step"]]
-    return np.ascontiguousarray(x), frame
+# The columns each task adds to the predictions table.
+OUTPUT_COLUMNS = {
+    "regression": _values,
+    "forecast": _values,
+    "next_word": _words,
+    "binary": _classes,
+    "multiclass": _classes,
+}
 
 
 @torch.no_grad()
@@ -113,33 +70,12 @@ def predict_file(
 ) -> pd.DataFrame:
     from models.tasks import predict
 
-    net, info, card = load_registered(ref, registry)
-    meta = info["data_meta"]
-    modality = meta["modality"]
-    if modality == "table":
-        x, frame = table_inputs(source, meta)
-    elif modality == "image":
-        x, frame = image_inputs(source, meta)
-    elif modality == "text":
-        x, frame = text_inputs(source, meta)
-    else:
-        x, frame = series_inputs(source, meta, column)
+    net, info, _ = load_registered(ref, registry)
+    prep = preprocessor_from_state(info.data_meta.preprocessing.model_dump())
+    x, frame = prep.read_inputs(source, column)
     logits = torch.cat([net(torch.from_numpy(x[i : i + 1024])) for i in range(0, len(x), 1024)])
-    point, probs = predict(logits, info["task"], info["loss"])
-    if info["task"] in ("regression", "forecast"):
-        values = point.numpy()
-        if info["task"] == "forecast":
-            values = values * meta["normalization"]["std"] + meta["normalization"]["mean"]
-        frame["prediction"] = values
-    elif info["task"] == "next_word":
-        top = probs.topk(min(top_k, probs.shape[1]), dim=1)
-        frame["prediction"] = [meta["vocab"][i] for i in point.tolist()]
-        frame[f"top{top_k}"] = [" ".join(meta["vocab"][i] for i in row) for row in top.indices.tolist()]
-    else:
-        classes = meta["classes"]
-        frame["prediction"] = [classes[i] for i in point.tolist()]
-        for j, name in enumerate(classes):
-            frame[f"p_{name}"] = probs[:, j].numpy()
+    point, probs = predict(logits, info.task, info.loss)
+    OUTPUT_COLUMNS[info.task](frame, point, probs, info.data_meta, prep, top_k)
     with atomic_path(out) as tmp:  # no half-written predictions file
         frame.to_csv(tmp, index=False)
     return frame
@@ -151,20 +87,18 @@ def complete(ref: str, prompt: str, words: int = 8, registry: str = "data/regist
     from pipelines.modalities.text import tokenize
 
     net, info, _ = load_registered(ref, registry)
-    if info["task"] != "next_word":
-        raise PipelineInputError(f"{ref}: a {info['task']} model cannot complete sentences; pick a next-word model")
-    meta = info["data_meta"]
+    if info.task != "next_word":
+        raise PipelineInputError(f"{ref}: a {info.task} model cannot complete sentences; pick a next-word model")
+    prep = preprocessor_from_state(info.data_meta.preprocessing.model_dump())
     tokens = tokenize(prompt)
     if not tokens:
         raise PipelineInputError("complete: the prompt holds no words")
-    n, unk = meta["context_length"], meta["unk_id"]
-    ids = text_ids(tokens, meta)
+    ids = prep.ids(tokens)
     for _ in range(words):
-        context = ([unk] * n + ids)[-n:]
-        logits = net(torch.tensor([context]))[0]
-        logits[unk] = float("-inf")
+        logits = net(torch.tensor([prep.context(ids)]))[0]
+        logits[prep.unk_id] = float("-inf")
         ids.append(int(logits.argmax()))
-    return " ".join(tokens + [meta["vocab"][i] for i in ids[len(tokens) :]])
+    return " ".join(tokens + prep.inverse(ids[len(tokens) :]))
 
 
 @cli_entry

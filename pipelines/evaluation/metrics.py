@@ -11,14 +11,6 @@ import torch
 import torchmetrics.functional as tmf
 from torchmetrics.text import Perplexity
 
-# The metric that picks the best candidate, and which way is better.
-PRIMARY_METRIC = {
-    "regression": ("rmse", "min"),
-    "forecast": ("rmse", "min"),
-    "binary": ("accuracy", "max"),
-    "multiclass": ("accuracy", "max"),
-    "next_word": ("perplexity", "min"),
-}
 TOP_K = 5
 
 

@@ -11,6 +11,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from pipelines.config import IngestParams, PrepareParams
 from pipelines.errors import PipelineInputError
@@ -184,16 +185,48 @@ def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: di
         }
     else:
         splits = shuffled_split(len(x), params)
-    # One mean/std per channel, from the training images only.
-    train_x = x[splits["train"]]
-    mean = train_x.mean(axis=(0, 2, 3)) if params.normalize else np.zeros(x.shape[1], np.float32)
-    std = train_x.std(axis=(0, 2, 3)) if params.normalize else np.ones(x.shape[1], np.float32)
-    std = np.where(std < 1e-8, 1.0, std).astype(np.float32)
-    scale = lambda a: ((a - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)  # noqa: E731
-    arrays = {name: (scale(x[idx]), y[idx]) for name, idx in splits.items()}
-    meta = {
-        "input_shape": list(x.shape[1:]),
-        "classes": classes,
-        "normalization": {"mean": mean.tolist(), "std": std.tolist(), "per": "channel"},
-    }
+    prep = ImagePreprocessor(list(x.shape[1:])).fit(x[splits["train"]], params.normalize)
+    arrays = {name: (prep.transform(x[idx]), y[idx]) for name, idx in splits.items()}
+    meta = {"input_shape": list(x.shape[1:]), "classes": classes, "preprocessing": prep.state}
     return arrays, meta
+
+
+class ImagePreprocessor:
+    """Pixel scaling fitted on the training images: one mean/std per channel."""
+
+    kind = "image"
+
+    def __init__(self, input_shape: list[int], mean: list[float] | None = None, std: list[float] | None = None):
+        self.input_shape, self.mean, self.std = list(input_shape), mean, std
+
+    def fit(self, train_x: np.ndarray, normalize: bool = True) -> ImagePreprocessor:
+        channels = train_x.shape[1]
+        mean = train_x.mean(axis=(0, 2, 3)) if normalize else np.zeros(channels, np.float32)
+        std = train_x.std(axis=(0, 2, 3)) if normalize else np.ones(channels, np.float32)
+        std = np.where(std < 1e-8, 1.0, std).astype(np.float32)
+        self.mean, self.std = mean.tolist(), std.tolist()  # float32 values: exact through JSON
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) pixels -> scaled float32."""
+        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+        return ((x - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        return y  # class ids: nothing to undo
+
+    @property
+    def state(self) -> dict:
+        return {"kind": self.kind, "input_shape": self.input_shape, "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_state(cls, state: dict) -> ImagePreprocessor:
+        return cls(state["input_shape"], state["mean"], state["std"])
+
+    def read_inputs(self, source: str, column: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+        """Images from any source ingest reads -> scaled inputs, and their labels (if any) as a table."""
+        x, y, _, _, _ = load_source(source)
+        x = validate_images(x, y, source).astype(np.float32)
+        if list(x.shape[1:]) != self.input_shape:
+            raise PipelineInputError(f"{source}: images are {list(x.shape[1:])} but the model takes {self.input_shape}")
+        return self.transform(x), pd.DataFrame({"label": y})

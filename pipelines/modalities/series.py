@@ -106,11 +106,9 @@ def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: di
         )
     parts = chronological_split(n_windows, params, "windows")
     # Statistics from the values the training windows can see (inputs and targets) only.
-    seen = values[: parts["train"][-1] + params.window + 1]
-    mean = float(seen.mean()) if params.normalize else 0.0
-    std = float(seen.std()) if params.normalize else 1.0
-    std = std if std > 1e-8 else 1.0
-    scaled = (values - mean) / std
+    prep = SeriesPreprocessor(params.window, params.season_length)
+    prep.fit(values[: parts["train"][-1] + params.window + 1], params.normalize)
+    scaled = prep.transform(values)
     x = np.lib.stride_tricks.sliding_window_view(scaled[:-1], params.window)[:n_windows]
     y = scaled[params.window :].reshape(-1, 1)
     arrays = {
@@ -120,7 +118,68 @@ def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: di
         "input_shape": [params.window],
         "window": params.window,
         "season_length": params.season_length,
-        "normalization": {"mean": mean, "std": std},
+        "preprocessing": prep.state,
         "classes": None,
     }
     return arrays, meta
+
+
+class SeriesPreprocessor:
+    """One mean/std for the whole series, fitted on what the training windows see; forecasts are undone with it."""
+
+    kind = "series"
+
+    def __init__(self, window: int, season_length: int, mean: float = 0.0, std: float = 1.0):
+        self.window, self.season_length, self.mean, self.std = window, season_length, mean, std
+
+    def fit(self, seen: np.ndarray, normalize: bool = True) -> SeriesPreprocessor:
+        self.mean = float(seen.mean()) if normalize else 0.0
+        std = float(seen.std()) if normalize else 1.0
+        self.std = std if std > 1e-8 else 1.0
+        return self
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        return ((values - self.mean) / self.std).astype(np.float32)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        """Scaled values (forecasts, targets, window inputs) back in the series' units."""
+        return y * self.std + self.mean
+
+    @property
+    def state(self) -> dict:
+        return {
+            "kind": self.kind,
+            "window": self.window,
+            "season_length": self.season_length,
+            "mean": self.mean,
+            "std": self.std,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> SeriesPreprocessor:
+        return cls(state["window"], state["season_length"], state["mean"], state["std"])
+
+    def read_inputs(self, source: str, column: str | None = "value") -> tuple[np.ndarray, pd.DataFrame]:
+        """Every full window of a user's series; the last one forecasts the step after the end."""
+        column = column or "value"
+        with fetched(source) as local:
+            table = read_table(local, source)
+        if column not in table.columns:
+            raise PipelineInputError(
+                f"{source}: column '{column}' not found (use --column); "
+                f"columns are: {', '.join(map(str, table.columns))}"
+            )
+        values = pd.to_numeric(table[column], errors="coerce")
+        if values.isna().any():
+            raise PipelineInputError(
+                f"{source}: row {int(values.isna().to_numpy().nonzero()[0][0]) + 1}: missing value "
+                f"in '{column}' (fill or interpolate it first)"
+            )
+        w = self.window
+        if len(values) < w:
+            raise PipelineInputError(f"{source}: {len(values)} values, fewer than the model's window of {w}")
+        x = np.lib.stride_tricks.sliding_window_view(self.transform(values.to_numpy(np.float32)), w)
+        frame = pd.DataFrame({"forecast_for_step": np.arange(w, len(values) + 1)})
+        steps = frame["forecast_for_step"]
+        frame["actual"] = [float(values.iloc[i]) if i < len(values) else float("nan") for i in steps]
+        return np.ascontiguousarray(x), frame

@@ -108,6 +108,53 @@ def ingest(params: IngestParams, out_dir: Path) -> dict:
     return info
 
 
+class TablePreprocessor:
+    """Feature scaling fitted on the training rows: (x - mean) / std per column. Targets stay as they are."""
+
+    kind = "table"
+
+    def __init__(self, features: list[str], mean: list[float] | None = None, std: list[float] | None = None):
+        self.features, self.mean, self.std = list(features), mean, std
+
+    def fit(self, train_x: np.ndarray, normalize: bool = True) -> TablePreprocessor:
+        n = train_x.shape[1]
+        mean = train_x.mean(axis=0) if normalize else np.zeros(n, np.float32)
+        std = train_x.std(axis=0) if normalize else np.ones(n, np.float32)
+        std = np.where(std < 1e-8, 1.0, std).astype(np.float32)  # constant columns stay finite
+        self.mean, self.std = mean.tolist(), std.tolist()  # float32 values: exact through JSON
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+        return ((x - mean) / std).astype(np.float32)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        return y  # regression targets are not scaled
+
+    @property
+    def state(self) -> dict:
+        return {"kind": self.kind, "features": self.features, "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_state(cls, state: dict) -> TablePreprocessor:
+        return cls(state["features"], state["mean"], state["std"])
+
+    def read_inputs(self, source: str, column: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+        """A user's table (CSV/Parquet) with the trained feature columns -> scaled inputs and the table."""
+        with fetched(source) as local:
+            table = read_table(local, source)
+        missing = [c for c in self.features if c not in table.columns]
+        if missing:
+            raise PipelineInputError(
+                f"{source}: missing feature column(s) {', '.join(missing)} that the model was trained on"
+            )
+        x = table[self.features].apply(pd.to_numeric, errors="coerce")
+        if x.isna().to_numpy().any():
+            row, col = (int(i[0]) for i in x.isna().to_numpy().nonzero())
+            raise PipelineInputError(f"{source}: row {row + 1}, column '{self.features[col]}': missing or not a number")
+        return self.transform(x.to_numpy(np.float32)), table
+
+
 def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: dict) -> tuple[dict, dict]:
     task = info["task"]
     table = pd.read_parquet(raw_dir / RAW_TABLE)
@@ -118,19 +165,14 @@ def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: di
     else:
         y, classes = encode_classes(table[ingest.label].to_numpy())
     splits = shuffled_split(len(table), params)
-
-    train_x = x[splits["train"]]
-    mean = train_x.mean(axis=0) if params.normalize else np.zeros(x.shape[1], np.float32)
-    std = train_x.std(axis=0) if params.normalize else np.ones(x.shape[1], np.float32)
-    std = np.where(std < 1e-8, 1.0, std).astype(np.float32)  # constant columns stay finite
-
-    arrays = {name: (((x[idx] - mean) / std).astype(np.float32), y[idx]) for name, idx in splits.items()}
+    prep = TablePreprocessor(features).fit(x[splits["train"]], params.normalize)
+    arrays = {name: (prep.transform(x[idx]), y[idx]) for name, idx in splits.items()}
     meta = {
         "features": features,
         "in_features": len(features),
         "input_shape": [len(features)],
         "label": ingest.label,
         "classes": classes,
-        "normalization": {"mean": mean.tolist(), "std": std.tolist()},
+        "preprocessing": prep.state,
     }
     return arrays, meta

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from pipelines.config import IngestParams, PrepareParams
 from pipelines.errors import PipelineInputError
@@ -88,17 +89,63 @@ def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: di
                 f"prepare.context_length: the {name} split has {len(idx)} words, fewer than context_length+1 "
                 f"({params.context_length + 1}); use a longer text or a shorter context"
             )
-    vocab = build_vocab([tokens[i] for i in parts["train"]], params.max_vocab, params.min_count)
-    index = {w: i for i, w in enumerate(vocab)}
-    ids = np.array([index.get(t, 0) for t in tokens], dtype=np.int64)
+    prep = TextPreprocessor(params.context_length).fit(
+        [tokens[i] for i in parts["train"]], params.max_vocab, params.min_count
+    )
+    ids = prep.transform(tokens)
     arrays = {name: windows(ids[idx], params.context_length) for name, idx in parts.items()}
     meta = {
         "input_shape": [params.context_length],
-        "vocab": vocab,
-        "vocab_size": len(vocab),
-        "unk_id": 0,
+        "vocab_size": len(prep.vocab),
+        "unk_id": prep.unk_id,
         "context_length": params.context_length,
         "tokens": {name: int(len(idx)) for name, idx in parts.items()},
         "classes": None,
+        "preprocessing": prep.state,
     }
     return arrays, meta
+
+
+class TextPreprocessor:
+    """Words -> ids with a vocabulary built on the training split only (<unk> is id 0)."""
+
+    kind = "text"
+
+    def __init__(self, context_length: int, vocab: list[str] | None = None, unk_id: int = 0):
+        self.context_length, self.vocab, self.unk_id = context_length, list(vocab or [UNK]), unk_id
+        self._index = {w: i for i, w in enumerate(self.vocab)}
+
+    def fit(self, train_tokens: list[str], max_vocab: int, min_count: int) -> TextPreprocessor:
+        self.vocab = build_vocab(train_tokens, max_vocab, min_count)
+        self._index = {w: i for i, w in enumerate(self.vocab)}
+        return self
+
+    def ids(self, words: list[str]) -> list[int]:
+        return [self._index.get(w, self.unk_id) for w in words]
+
+    def transform(self, tokens: list[str]) -> np.ndarray:
+        return np.array(self.ids(tokens), dtype=np.int64)
+
+    def inverse(self, ids: list[int]) -> list[str]:
+        return [self.vocab[i] for i in ids]
+
+    def context(self, ids: list[int]) -> list[int]:
+        """The model's input for what follows `ids`: the last context_length ids, left-padded with <unk>."""
+        return ([self.unk_id] * self.context_length + list(ids))[-self.context_length :]
+
+    @property
+    def state(self) -> dict:
+        return {"kind": self.kind, "context_length": self.context_length, "vocab": self.vocab, "unk_id": self.unk_id}
+
+    @classmethod
+    def from_state(cls, state: dict) -> TextPreprocessor:
+        return cls(state["context_length"], state["vocab"], state["unk_id"])
+
+    def read_inputs(self, source: str, column: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+        """One prompt per line; each is cut or left-padded (with <unk>) to the model's context length."""
+        with fetched(source) as local:
+            lines = [line for line in local.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not lines:
+            raise PipelineInputError(f"{source}: no prompts (expected one line of text per prompt)")
+        rows = [self.context(self.ids(tokenize(line))) for line in lines]
+        return np.asarray(rows, np.int64), pd.DataFrame({"prompt": lines})

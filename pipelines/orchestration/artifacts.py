@@ -26,6 +26,7 @@ from typing import Any
 
 from pipelines.atomic import read_json
 from pipelines.paths import DatasetPaths
+from pipelines.registry.card import render_markdown
 from pipelines.registry.local import open_registry
 
 SUMMARY_KEY = "training-summary"
@@ -124,56 +125,8 @@ def model_markdown(root: Path, dataset: str, registry_location: str, reused: boo
     aliases = registry.aliases(registered["name"])
     uri = registered.get("uri") or registered["path"]
     checkpoint = f"{uri.rstrip('/')}/model.pt" if "://" in uri else Path(uri, "model.pt").resolve().as_uri()
-    primary = card["primary_metric"]
-    test = card["metrics"]["test"]
-    lineage = card.get("lineage", {})
-    git = lineage.get("git", {})
-    data = lineage.get("data", {})
-    on_alias = [a for a, v in sorted(aliases.items()) if v == registered["version"]]
-    promoted = registered.get("promoted_to")
-    lines = [
-        f"# {registered['name']} v{registered['version']}",
-        "",
-        f"Dataset **{dataset}**, candidate **{registered['candidate']}** ({card.get('family')}), "
-        f"task {card.get('task')}: test {primary} **{test.get(primary, float('nan')):.4f}**.",
-        "",
-        ("Registered by an earlier run (nothing changed since). " if reused else "")
-        + ("Promoted to `" + promoted + "` when registered." if promoted else "Not promoted when registered.")
-        + " Aliases now: "
-        + (", ".join(f"`{a}` → v{v}" for a, v in sorted(aliases.items())) or "none")
-        + ".",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| model | `{registered['name']}:{registered['version']}`"
-        + (f" (= `{registered['name']}:{on_alias[0]}`)" if on_alias else "")
-        + " |",
-        f"| registry | `{location}` |",
-        f"| checkpoint | [{checkpoint}]({checkpoint}) |",
-        f"| sha256 | `{card.get('sha256', registered.get('sha256'))}` |",
-        f"| created | {card.get('created_at')} |",
-        f"| candidates compared | {', '.join(card.get('candidates_compared', []))} |",
-        "",
-        "## Test metrics",
-        "",
-        "| metric | value |",
-        "|---|---|",
-    ]
-    lines += [f"| {k} | {v:.4f} |" for k, v in test.items() if isinstance(v, float)]
-    baselines = card.get("baselines") or {}
-    lines += [f"| baseline {k} | {v:.4f} |" for k, v in baselines.items() if isinstance(v, float)]
-    lines += [
-        "",
-        "## Lineage",
-        "",
-        f"- git commit: `{git.get('commit')}`" + (" (uncommitted changes)" if git.get("dirty") else ""),
-        f"- data source: `{data.get('source')}`",
-        f"- prepared data: DVC md5 `{data.get('prepared_dvc_md5')}`, sha256 `{data.get('prepared_sha256')}`",
-        "- packages: " + ", ".join(f"{k} {v}" for k, v in sorted(lineage.get("packages", {}).items())),
-        "",
-        f"Use it: `python -m pipelines.predict {registered['name']}:{registered['version']} INPUT OUTPUT`",
-    ]
-    return "\n".join(lines) + "\n", checkpoint
+    page = render_markdown(card, aliases, location, checkpoint, registered.get("promoted_to"), reused)
+    return page, checkpoint
 
 
 def summary_row(root: Path, dataset: str) -> dict[str, Any]:

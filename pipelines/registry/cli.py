@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from pipelines.errors import PipelineInputError, cli_entry
+from pipelines.registry.card import primary_text, render_text, versions_with_aliases
 from pipelines.registry.local import ModelRegistry, RegistryError, VersionSpec, open_registry
 
 DEFAULT_REGISTRY = "data/registry"
@@ -37,23 +37,6 @@ def parse_ref(ref: str) -> tuple[str, VersionSpec]:
     return name, (parse_version(spec) if sep else None)
 
 
-def _by_version(aliases: dict[str, int]) -> dict[int, list[str]]:
-    out: dict[int, list[str]] = {}
-    for alias, version in sorted(aliases.items()):
-        out.setdefault(version, []).append(alias)
-    return out
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def _primary(card: dict[str, Any], split: str = "test") -> str:
-    metric = card.get("primary_metric")
-    value = card.get("metrics", {}).get(split, {}).get(metric) if metric else None
-    return f"{metric}={_fmt(value)}" if value is not None else "-"
-
-
 def cmd_list(reg: ModelRegistry, name: str | None) -> None:
     if name is None:
         models = reg.list_models()
@@ -67,7 +50,7 @@ def cmd_list(reg: ModelRegistry, name: str | None) -> None:
     versions = reg.list_versions(name)
     if not versions:
         raise RegistryError(f"model {name!r} has no versions in registry {reg.location}")
-    aliases = _by_version(reg.aliases(name))
+    aliases = versions_with_aliases(reg.aliases(name))
     rows = [("VERSION", "ALIASES", "TEST METRIC", "CREATED", "CANDIDATE")]
     for v in versions:
         card = reg.get_card(name, v)
@@ -75,7 +58,7 @@ def cmd_list(reg: ModelRegistry, name: str | None) -> None:
             (
                 f"v{v}",
                 ",".join(aliases.get(v, [])) or "-",
-                _primary(card),
+                primary_text(card),
                 str(card.get("created_at", "-")),
                 str(card.get("candidate", "-")),
             )
@@ -91,58 +74,7 @@ def cmd_show(reg: ModelRegistry, ref: str, as_json: bool) -> None:
     if as_json:
         print(json.dumps(card, indent=2, sort_keys=True))
         return
-    version = card["version"]
-    aliases = _by_version(reg.aliases(name)).get(version, [])
-    print(f"{name} v{version}" + (f"  (aliases: {', '.join(aliases)})" if aliases else ""))
-    primary = card.get("primary_metric")
-    for label, value in (
-        ("registry", reg.location),
-        ("sha256", card.get("sha256")),
-        ("created", card.get("created_at")),
-        ("task", card.get("task")),
-        ("candidate", card.get("candidate")),
-        (
-            "primary",
-            f"{primary}" + {"max": " (higher is better)", "min": " (lower is better)"}.get(card.get("mode"), "")
-            if primary
-            else None,
-        ),
-    ):
-        if value is not None:
-            print(f"  {label:<10}{value}")
-    metrics = card.get("metrics", {})
-    if metrics:
-        print("metrics")
-        for split, scores in metrics.items():
-            if isinstance(scores, dict):
-                scalars = "  ".join(f"{k}={_fmt(v)}" for k, v in scores.items() if isinstance(v, (int, float)))
-                print(f"  {split:<10}{scalars}")
-            else:
-                print(f"  {split:<10}{_fmt(scores)}")
-    lineage = card.get("lineage", {})
-    if lineage:
-        print("lineage")
-        git = lineage.get("git") or {}
-        if git:
-            print(f"  {'git':<10}{git.get('commit')}" + (" (dirty)" if git.get("dirty") else ""))
-        for key, value in (lineage.get("data") or {}).items():
-            print(f"  {'data':<10}{key}={value}")
-        packages = lineage.get("packages") or {}
-        if packages:
-            print(f"  {'packages':<10}" + " ".join(f"{k}={v}" for k, v in packages.items()))
-    # The cards written so far do not carry plot paths; the evaluate stage writes them
-    # to data/evaluate/plots (DVC-tracked), reproducible at the card's git commit.
-    plots = card.get("plots")
-    print("plots")
-    if plots:
-        for item in plots if isinstance(plots, list) else [plots]:
-            print(f"  {item}")
-    else:
-        commit = (lineage.get("git") or {}).get("commit")
-        print(
-            "  not recorded in the card; the evaluate stage writes them to data/evaluate/plots"
-            + (f" (git {commit[:12]}, then dvc pull)" if commit else "")
-        )
+    print(render_text(card, reg.aliases(name), reg.location))
 
 
 def cmd_promote(

@@ -25,12 +25,23 @@ def git_commit() -> dict[str, object]:
         return {"commit": os.environ.get("GIT_COMMIT") or None, "dirty": None}
 
 
+def locked_stages(lock_file: str | Path = paths.DVC_LOCK) -> dict[str, dict]:
+    """The stages dvc.lock records ({} when there is no dvc.lock yet): the one reader of that file."""
+    lock_file = Path(lock_file)
+    if not lock_file.exists():
+        return {}
+    return (yaml.safe_load(lock_file.read_text()) or {}).get("stages", {}) or {}
+
+
+def recorded_stages(workdir: str | Path, stages: list[str]) -> list[str]:
+    """The stages among `stages` that <workdir>/dvc.lock records: only their outputs can be pulled."""
+    recorded = locked_stages(Path(workdir) / paths.DVC_LOCK.name)
+    return [stage for stage in stages if stage in recorded]
+
+
 def dvc_output_hash(stage: str, out_path: Path) -> str | None:
     """The md5 DVC recorded in dvc.lock for one stage output (None outside a DVC run)."""
-    if not paths.DVC_LOCK.exists():
-        return None
-    lock = yaml.safe_load(paths.DVC_LOCK.read_text()) or {}
-    for out in lock.get("stages", {}).get(stage, {}).get("outs", []):
+    for out in locked_stages().get(stage, {}).get("outs", []):
         if Path(out["path"]) == out_path:
             return out.get("md5")
     return None

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from models.task_kinds import TASKS
 from pipelines.atomic import atomic_path, write_json
 
 CHECKPOINT_NAME = "model.pt"
@@ -147,12 +148,9 @@ def _metric_mode(card: dict[str, Any], metric: str) -> Mode:
     """Which way `metric` improves: the card says so, or the task's primary metric does."""
     if card.get("mode") in ("max", "min") and card.get("primary_metric") == metric:
         return card["mode"]
-    if card.get("task"):
-        from pipelines.evaluation.metrics import PRIMARY_METRIC  # lazy: imports torch
-
-        primary, mode = PRIMARY_METRIC.get(card["task"], (None, None))
-        if primary == metric:
-            return mode
+    kind = TASKS.get(card.get("task") or "")
+    if kind is not None and metric == kind.primary_metric:
+        return kind.mode
     raise RegistryError(f"cannot tell whether a higher or lower {metric!r} is better; pass mode='max' or 'min'")
 
 

@@ -11,30 +11,27 @@ import numpy as np
 import pandas as pd
 import torch
 
+from models.task_kinds import get_task
 from pipelines.atomic import atomic_dir, read_json, write_json
 from pipelines.config import EvaluateParams
 from pipelines.errors import cli_entry
 from pipelines.evaluation import plots
-from pipelines.evaluation.metrics import (
-    PRIMARY_METRIC,
-    classification_metrics,
-    confusion_matrix,
-    forecast_metrics,
-    next_word_metrics,
-    regression_metrics,
-    unigram_perplexity,
-)
+from pipelines.evaluation.metrics import confusion_matrix, unigram_perplexity
+from pipelines.evaluation.scoring import inverse_of, score
+from pipelines.handoffs import EvaluationReport, TrainSummary, metric_value
 from pipelines.paths import DatasetPaths
 from pipelines.stages.cli import pipeline_and_dataset
-from pipelines.stages.prepare import load_split
+from pipelines.stages.prepare import load_split, read_meta
 
 PLOT_KINDS = ("learning", "confusion", "predictions")  # one directory each, declared as DVC plots
 
 
 @torch.no_grad()
 def model_outputs(checkpoint: Path, x: np.ndarray, batch_size: int = 1024) -> tuple[torch.Tensor, dict]:
-    """Raw outputs (logits or values) of a weights-only checkpoint, and its info."""
-    import models  # noqa: F401
+    """Raw outputs (logits or values) of a weights-only checkpoint, and its info.
+
+    The bare nn.Module from the catalogue: no Lightning, no Ray (evaluate stays cheap to start).
+    """
     from models.checkpoint import load_checkpoint
 
     net, info = load_checkpoint(checkpoint)
@@ -42,90 +39,71 @@ def model_outputs(checkpoint: Path, x: np.ndarray, batch_size: int = 1024) -> tu
     return torch.cat(out), info
 
 
-def predict_arrays(checkpoint: Path, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Point predictions (class index, word id or value, in the prepared scale) of a checkpoint."""
-    from models.tasks import predict
-
-    logits, info = model_outputs(checkpoint, x, batch_size)
-    return predict(logits, info["task"], info["loss"])[0].numpy()
-
-
-def denormalize(values: np.ndarray, meta: dict) -> np.ndarray:
-    norm = meta["normalization"]
-    return values * norm["std"] + norm["mean"]
-
-
-def score(meta: dict, logits: torch.Tensor, loss: str, x: np.ndarray, y: np.ndarray) -> tuple[dict, np.ndarray]:
-    """Metrics of one split for the dataset's task, and the point predictions they were computed on."""
-    from models.tasks import predict
-
-    task = meta["task"]
-    point = predict(logits, task, loss)[0]
-    if task == "next_word":
-        return next_word_metrics(logits, torch.from_numpy(y)), point.numpy()
-    if task == "forecast":
-        window, season = meta["window"], meta["season_length"]
-        pred, true = denormalize(point.numpy(), meta), denormalize(y.reshape(-1), meta)
-        last, seasonal = denormalize(x[:, -1], meta), denormalize(x[:, window - season], meta)
-        scores = forecast_metrics(*(torch.from_numpy(np.asarray(a, np.float64)) for a in (pred, true, last, seasonal)))
-        return scores, pred
-    if task == "regression":
-        return regression_metrics(point, torch.from_numpy(y)), point.numpy()
+def _confusion_plot(meta: dict, name: str, pred: np.ndarray, x, y: np.ndarray, out: Path, scores: dict) -> None:
     classes = meta["classes"]
-    return classification_metrics(point, torch.from_numpy(y), len(classes), classes), point.numpy()
+    pd.DataFrame({"actual": [classes[i] for i in y], "predicted": [classes[i] for i in pred]}).to_csv(
+        out / "confusion" / f"{name}.csv", index=False
+    )
+    cm = confusion_matrix(torch.from_numpy(pred), torch.from_numpy(y), len(classes))
+    scores["confusion_matrix"] = cm
+    title = f"{meta['dataset']} / {name}: test confusion matrix"
+    plots.confusion_matrix(cm, classes, title, out / "plots" / f"confusion_{name}.png")
+
+
+def _regression_plot(meta: dict, name: str, pred: np.ndarray, x, y: np.ndarray, out: Path, scores: dict) -> None:
+    pd.DataFrame({"actual": y.reshape(-1), "predicted": pred}).to_csv(out / "predictions" / f"{name}.csv", index=False)
+    title = f"{meta['dataset']} / {name}: test predictions"
+    plots.predicted_vs_true(y.reshape(-1), pred, title, out / "plots" / f"predicted_vs_true_{name}.png")
+
+
+def _forecast_plot(meta: dict, name: str, pred: np.ndarray, x, y: np.ndarray, out: Path, scores: dict) -> None:
+    inverse = inverse_of(meta)
+    true, last = inverse(y.reshape(-1)), inverse(x[:, -1])
+    frame = pd.DataFrame({"step": np.arange(len(true)), "actual": true, "predicted": pred, "naive_last": last})
+    frame.to_csv(out / "predictions" / f"{name}.csv", index=False)
+    title = (
+        f"{meta['dataset']} / {name}: test forecast (RMSE {scores['rmse']:.2f}, naive {scores['naive_last_rmse']:.2f})"
+    )
+    plots.forecast(frame, title, out / "plots" / f"forecast_{name}.png")
+
+
+# CSV for DVC plots under out/<kind>/ and a PNG under out/plots/, per task (next-word has none).
+TEST_PLOTS = {
+    "binary": _confusion_plot,
+    "multiclass": _confusion_plot,
+    "regression": _regression_plot,
+    "forecast": _forecast_plot,
+}
+
+
+def _unigram(dataset: str, meta: dict, splits: dict) -> float:
+    """The classical baseline a language model must beat: training word frequencies."""
+    train_y = torch.from_numpy(load_split(dataset, "train")[1])
+    return unigram_perplexity(train_y, torch.from_numpy(splits["test"][1]), meta["vocab_size"])
+
+
+# Baselines computed from the data alone, per task (the forecast baselines are part of its scores).
+BASELINES = {"next_word": {"unigram_perplexity": _unigram}}
 
 
 def write_test_plots(
     meta: dict, name: str, pred: np.ndarray, x: np.ndarray, y: np.ndarray, out: Path, scores: dict
 ) -> None:
     """CSV for DVC plots under out/<kind>/, a PNG under out/plots/."""
-    task, classes = meta["task"], meta.get("classes")
-    png_dir = out / "plots"
-    if task in ("binary", "multiclass"):
-        pd.DataFrame({"actual": [classes[i] for i in y], "predicted": [classes[i] for i in pred]}).to_csv(
-            out / "confusion" / f"{name}.csv", index=False
-        )
-        cm = confusion_matrix(torch.from_numpy(pred), torch.from_numpy(y), len(classes))
-        scores["confusion_matrix"] = cm
-        plots.confusion_matrix(
-            cm, classes, f"{meta['dataset']} / {name}: test confusion matrix", png_dir / f"confusion_{name}.png"
-        )
-    elif task == "regression":
-        pd.DataFrame({"actual": y.reshape(-1), "predicted": pred}).to_csv(
-            out / "predictions" / f"{name}.csv", index=False
-        )
-        plots.predicted_vs_true(
-            y.reshape(-1),
-            pred,
-            f"{meta['dataset']} / {name}: test predictions",
-            png_dir / f"predicted_vs_true_{name}.png",
-        )
-    elif task == "forecast":
-        true = denormalize(y.reshape(-1), meta)
-        last = denormalize(x[:, -1], meta)
-        frame = pd.DataFrame({"step": np.arange(len(true)), "actual": true, "predicted": pred, "naive_last": last})
-        frame.to_csv(out / "predictions" / f"{name}.csv", index=False)
-        plots.forecast(
-            frame,
-            f"{meta['dataset']} / {name}: test forecast "
-            f"(RMSE {scores['rmse']:.2f}, naive {scores['naive_last_rmse']:.2f})",
-            png_dir / f"forecast_{name}.png",
-        )
+    plot = TEST_PLOTS.get(meta["task"])
+    if plot is not None:
+        plot(meta, name, pred, x, y, out, scores)
 
 
 def evaluate(dataset: str, params: EvaluateParams) -> dict:
     where = DatasetPaths(dataset)
-    meta = read_json(where.prepared_meta)
-    task = meta["task"]
-    summary = read_json(where.train_summary)
-    primary, mode = PRIMARY_METRIC[task]
+    meta = read_meta(dataset).dump()
+    kind = get_task(meta["task"])
+    summary = TrainSummary.model_validate(read_json(where.train_summary))
+    primary, mode = kind.primary_metric, kind.mode
     splits = {name: load_split(dataset, name) for name in ("val", "test")}
-    report: dict = {"dataset": dataset, "task": task, "primary_metric": primary, "mode": mode, "candidates": {}}
-    if task == "next_word":
-        train_y = torch.from_numpy(load_split(dataset, "train")[1])
-        report["baselines"] = {
-            "unigram_perplexity": unigram_perplexity(train_y, torch.from_numpy(splits["test"][1]), meta["vocab_size"])
-        }
+    candidates: dict[str, dict] = {}
+    baselines = {key: compute(dataset, meta, splits) for key, compute in BASELINES.get(kind.name, {}).items()}
     histories = {}
 
     # The whole data/evaluate/<dataset>/ appears at once: metrics.json, the PNGs
@@ -135,7 +113,7 @@ def evaluate(dataset: str, params: EvaluateParams) -> dict:
         plot_dir.mkdir()
         for sub in PLOT_KINDS:
             (out / sub).mkdir()
-        for name in summary["candidates"]:
+        for name in summary.candidates:
             ckpt = where.candidate_checkpoint(name)
             scores = {}
             for split, (x, y) in splits.items():
@@ -143,19 +121,27 @@ def evaluate(dataset: str, params: EvaluateParams) -> dict:
                 scores[split], pred = score(meta, logits, info["loss"], x, y)
                 if split == "test":
                     write_test_plots(meta, name, pred, x, y, out, scores[split])
-            report["candidates"][name] = scores
+            candidates[name] = scores
             history = pd.read_csv(where.candidate_history(name))
+            # The learning-curve CSVs keep `val_loss`-style columns: dvc.yaml's plots name them as x/y
+            # fields, and DVC reads a '/' in a field as a path.
             history.rename(columns=lambda c: c.replace("/", "_")).to_csv(out / "learning" / f"{name}.csv", index=False)
             histories[name] = history
         plots.learning_curves(histories, plot_dir / "learning_curves.png", title=f"{dataset}: learning curves")
-        ranked = sorted(
-            report["candidates"], key=lambda n: report["candidates"][n]["val"][primary], reverse=mode == "max"
-        )
-        report["best_candidate"] = ranked[0]
-        report["best"] = {
-            "candidate": ranked[0],
-            **{f"test_{k}": v for k, v in report["candidates"][ranked[0]]["test"].items() if isinstance(v, float)},
-        }
+        ranked = sorted(candidates, key=lambda n: metric_value(candidates[n], f"val/{primary}"), reverse=mode == "max")
+        report = EvaluationReport(
+            dataset=dataset,
+            task=kind.name,
+            primary_metric=primary,
+            mode=mode,
+            candidates=candidates,
+            baselines=baselines,
+            best_candidate=ranked[0],
+            best={
+                "candidate": ranked[0],
+                **{f"test_{k}": v for k, v in candidates[ranked[0]]["test"].items() if isinstance(v, float)},
+            },
+        ).model_dump()
         (plot_dir / "comparison.md").write_text(comparison_table(report))
         write_json(out / where.metrics_file.name, report)
     return report

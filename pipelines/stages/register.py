@@ -11,6 +11,7 @@ from pipelines import paths
 from pipelines.atomic import read_json, write_json
 from pipelines.config import PipelineParams
 from pipelines.errors import cli_entry
+from pipelines.handoffs import EvaluationReport, ModelCard, TrainSummary
 from pipelines.paths import DatasetPaths
 from pipelines.registry.lineage import dvc_output_hash, git_commit, package_versions
 from pipelines.registry.local import ModelVersion, open_registry
@@ -20,32 +21,32 @@ from pipelines.stages.cli import pipeline_and_dataset
 def register(params: PipelineParams, dataset: str) -> ModelVersion:
     where = DatasetPaths(dataset)
     ds = params.datasets[dataset]
-    report = read_json(where.metrics_file)
-    best = report["best_candidate"]
-    summary = read_json(where.train_summary)
-    card = {
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "dataset": dataset,
-        "candidate": best,
-        "family": summary["candidates"][best]["family"],
-        "task": report["task"],
-        "primary_metric": report["primary_metric"],
-        "mode": report["mode"],
-        "metrics": report["candidates"][best],
-        "baselines": report.get("baselines", {}),
-        "candidates_compared": sorted(report["candidates"]),
-        "params": {"dataset": ds.model_dump(mode="json"), "train": params.train.model_dump(mode="json")},
-        "plots": sorted(str(p) for p in where.plots_dir.glob("*.png")),
-        "lineage": {
+    report = EvaluationReport.model_validate(read_json(where.metrics_file))
+    best = report.best_candidate
+    summary = TrainSummary.model_validate(read_json(where.train_summary))
+    card = ModelCard(
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        dataset=dataset,
+        candidate=best,
+        family=summary.candidates[best].family,
+        task=report.task,
+        primary_metric=report.primary_metric,
+        mode=report.mode,
+        metrics=report.candidates[best],
+        baselines=report.baselines,
+        candidates_compared=sorted(report.candidates),
+        params={"dataset": ds.model_dump(mode="json"), "train": params.train.model_dump(mode="json")},
+        plots=sorted(str(p) for p in where.plots_dir.glob("*.png")),
+        lineage={
             "git": git_commit(),
             "data": {
                 "source": ds.ingest.source,
                 "prepared_dvc_md5": dvc_output_hash(f"prepare@{dataset}", where.prepared_dir),
-                "prepared_sha256": summary["data_fingerprint"],
+                "prepared_sha256": summary.data_fingerprint,
             },
             "packages": package_versions(),
         },
-    }
+    ).model_dump(exclude_none=True)  # name, version and sha256 are the registry's to fill in
     location = params.register.registry
     registry = open_registry(location if "://" in location else paths.absolute(location))
     version = registry.register(ds.register.model_name, where.candidate_checkpoint(best), card)

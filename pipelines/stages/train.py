@@ -16,6 +16,7 @@ from pipelines import paths
 from pipelines.atomic import atomic_dir, read_json, write_json
 from pipelines.config import Candidate, ComputeParams, DatasetParams
 from pipelines.errors import PipelineInputError, cli_entry
+from pipelines.handoffs import CandidateInfo, CandidateSummary, TrainSummary
 from pipelines.paths import DatasetPaths
 from pipelines.stages.cli import pipeline_and_dataset
 
@@ -55,7 +56,7 @@ def make_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, co
     """Check the candidate against the data (task, loss, monitor) and describe it as a TrainJob."""
     import models  # noqa: F401
     from models.catalogue import supported_tasks
-    from models.task_module import VAL_SCORE
+    from models.task_kinds import get_task
     from models.tasks import output_size, resolve_loss
     from pipelines.training.ray_launcher import TrainJob
 
@@ -69,7 +70,7 @@ def make_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, co
     except ValueError as err:
         raise PipelineInputError(f"{key}.candidates.{name}.loss: {err}") from None
     monitor = params.train.early_stopping.monitor
-    known = {"val/loss", "train/loss", VAL_SCORE[task]}
+    known = get_task(task).logged_metrics()
     if monitor not in known:
         raise PipelineInputError(
             f"{key}.early_stopping.monitor: {monitor!r} is not logged for a {task} task; use one of {sorted(known)}"
@@ -166,10 +167,9 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
                     "",
                     {dim_key: value},
                 )
-        known = {"val/loss", "train/loss", jobs[search.candidate].monitor}
-        from models.task_module import VAL_SCORE
+        from models.task_kinds import get_task
 
-        known.add(VAL_SCORE[meta["task"]])
+        known = get_task(meta["task"]).logged_metrics() | {jobs[search.candidate].monitor}
         if spec.metric not in known:
             raise PipelineInputError(
                 f"datasets.{dataset}.train.search.metric: {spec.metric!r} is not logged for a {meta['task']} task; "
@@ -224,34 +224,32 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
             state, extra = net_state_from_lightning(outcome.best_checkpoint_dir / "checkpoint.ckpt")
             cand_dir = out / name
             cand_dir.mkdir()
-            info = {
-                "candidate": name,
-                "dataset": dataset,
-                "model_spec": job.model_spec,
-                "optim": job.optim,
-                "task": job.task,
-                "loss": job.loss,
-                "n_classes": job.n_classes,
-                "classes": meta.get("classes"),
-                "best_epoch": extra["epoch"],
-                "val_metrics": outcome.best_metrics,
-                "data_meta": meta,
-            }
-            if searched is not None:
-                info["searched"] = searched["knobs"]
+            info = CandidateInfo(
+                candidate=name,
+                dataset=dataset,
+                model_spec=job.model_spec,
+                optim=job.optim,
+                task=job.task,
+                loss=job.loss,
+                n_classes=job.n_classes,
+                classes=meta.get("classes"),
+                best_epoch=extra["epoch"],
+                val_metrics=outcome.best_metrics,
+                data_meta=meta,
+                searched=searched["knobs"] if searched is not None else None,
+            ).dump()
             save_checkpoint(cand_dir / where.candidate_checkpoint(name).name, state, info)
             write_history(cand_dir / where.candidate_history(name).name, outcome.history)
-            summary["candidates"][name] = {
-                "family": job.model_spec["family"],
-                "best_epoch": extra["epoch"],
-                "epochs_run": len(outcome.history),
-                "val_metrics": outcome.best_metrics,
-                "seconds": time.perf_counter() - started,
-                "workers": outcome.placement,  # node id, host and pid of each rank
-            }
-            if searched is not None:
-                summary["candidates"][name]["searched"] = searched
-        write_json(out / where.train_summary.name, summary)
+            summary["candidates"][name] = CandidateSummary(
+                family=job.model_spec["family"],
+                best_epoch=extra["epoch"],
+                epochs_run=len(outcome.history),
+                val_metrics=outcome.best_metrics,
+                seconds=time.perf_counter() - started,
+                workers=outcome.placement,  # node id, host and pid of each rank
+                searched=searched,
+            ).model_dump(exclude_none=True)
+        write_json(out / where.train_summary.name, TrainSummary.model_validate(summary).model_dump(exclude_none=True))
     for run_name in finished_runs:  # only after the outputs are safely in place
         ray_launcher.remove_run(storage, run_name)
     return summary
