@@ -11,30 +11,25 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, ValidationError, model_validator
 
+import models  # noqa: F401  (registers the built-in families; imports no torch)
+from models import catalogue
+from models.candidate import CandidateBase
 from pipelines.errors import PipelineInputError
 from pipelines.paths import PARAMS_FILE
 
 Modality = Literal["table", "image", "text", "series"]
 TableTask = Literal["auto", "regression", "binary", "multiclass"]
-Activation = Literal["relu", "leaky_relu", "tanh", "sigmoid"]
-Loss = Literal["auto", "mse", "bce", "cce"]
-OptimizerName = Literal["sgd", "adam", "rmsprop"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
 
 class Strict(BaseModel):
     # extra="forbid" is what turns a misspelled key into an error naming it.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-def _positive(values: list[int], key: str) -> None:
-    if any(v <= 0 for v in values):
-        raise ValueError(f"{key}: sizes must be positive integers, got {values}")
 
 
 # ------------------------------------------------------------------ ingest
@@ -82,63 +77,34 @@ class PrepareParams(Strict):
 
 
 # ------------------------------------------------------------------ candidates
+# Each model family owns its candidate class (models/<family>.py); the union of them, discriminated on
+# `family`, is built from the catalogue whenever a schema is built. A family registered after this
+# module was imported (a plugin, a test) triggers `rebuild_schema()` through the catalogue's
+# `on_change`, which rebuilds every model below in place, so PipelineParams, the Prefect form and
+# every validation see it without any other file changing.
 
 
-class CandidateBase(Strict):
-    """What every model family shares: the loss and the optimizer."""
-
-    loss: Loss = Field(
-        "auto", description="auto: mse for regression/forecast, bce for binary, cce for multi-class/next word"
-    )
-    optimizer: OptimizerName = "adam"
-    lr: float = Field(1e-3, gt=0, le=10)
-    weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum / RMSprop momentum")
-    lr_schedule: Literal["none", "cosine", "step"] = Field("none", description="Per-epoch learning-rate schedule")
-    lr_step_size: int = Field(10, ge=1, description="step schedule: epochs between decays")
-    lr_gamma: float = Field(0.5, gt=0, le=1, description="step schedule: decay factor")
-    activation: Activation = "relu"
-    dropout: float = Field(0.1, ge=0, lt=1)
+def candidate_union() -> Any:
+    """The Annotated union of every registered family's candidate class, discriminated on `family`."""
+    classes = catalogue.candidate_classes()
+    if len(classes) == 1:  # a union of one is its member, and takes no discriminator
+        return classes[0]
+    return Annotated[Union[tuple(classes)], Field(discriminator="family")]  # noqa: UP007 (built at run time)
 
 
-class FnnCandidate(CandidateBase):
-    family: Literal["fnn"] = "fnn"
-    hidden: list[int] = Field(default_factory=lambda: [64, 32], min_length=1)
+class _FromCatalogue:
+    """Marks a field whose schema is the catalogue's candidate union at the time the schema is built."""
 
-    @model_validator(mode="after")
-    def _check(self) -> FnnCandidate:
-        _positive(self.hidden, "hidden")
-        return self
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return handler.generate_schema(candidate_union())
 
 
-class CnnCandidate(CandidateBase):
-    family: Literal["cnn"]
-    filters: list[int] = Field(
-        default_factory=lambda: [16, 32], min_length=1, description="Channels of each conv block"
-    )
-    kernel_size: int = Field(3, ge=1, le=15)
-    pool: int = Field(2, ge=1, le=4, description="Max-pool size after each block (1: no pooling)")
-    dense: list[int] = Field(default_factory=lambda: [64], description="Hidden sizes of the dense head")
-
-    @model_validator(mode="after")
-    def _check(self) -> CnnCandidate:
-        _positive(self.filters, "filters")
-        _positive(self.dense, "dense")
-        if self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size: must be odd (same padding), got {self.kernel_size}")
-        return self
+Candidate = Annotated[CandidateBase, _FromCatalogue()]
 
 
-class RnnCandidate(CandidateBase):
-    family: Literal["lstm", "gru"]
-    hidden_size: int = Field(64, ge=1)
-    num_layers: int = Field(1, ge=1, le=8)
-    embedding_dim: int = Field(32, ge=1, description="Text: size of the word embedding")
-    activation: Activation = Field("tanh", description="Activation of the dense head after the recurrent layers")
-
-
-Candidate = Annotated[FnnCandidate | CnnCandidate | RnnCandidate, Field(discriminator="family")]
-TAG_VALUES = {"fnn", "cnn", "lstm", "gru", "table", "image", "text", "series"}
+def tag_values() -> set[str]:
+    """Union tags pydantic puts in an error's location: family names and modalities."""
+    return set(catalogue.list_models()) | set(get_args(Modality))
 
 
 class EarlyStoppingParams(Strict):
@@ -252,10 +218,6 @@ class DatasetRegisterParams(Strict):
     model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Name of the model in the registry")
 
 
-# Which families can learn from which data.
-FAMILIES_FOR = {"table": ("fnn",), "image": ("cnn", "fnn"), "text": ("lstm", "gru"), "series": ("lstm", "gru", "fnn")}
-
-
 # BaseModel inherits ABCMeta.register; a section named "register" shadows it
 # harmlessly, so the warning pydantic raises about it is silenced here.
 with warnings.catch_warnings():
@@ -273,10 +235,11 @@ with warnings.catch_warnings():
         @model_validator(mode="after")
         def _families_fit_the_data(self) -> DatasetParams:
             for name, cand in self.train.candidates.items():
-                if cand.family not in FAMILIES_FOR[self.modality]:
+                fitting = catalogue.families_for(self.modality)
+                if cand.family not in fitting:
                     raise ValueError(
                         f"train.candidates.{name}.family: {cand.family} cannot learn from {self.modality} data; "
-                        f"use one of: {', '.join(FAMILIES_FOR[self.modality])}"
+                        f"use one of: {', '.join(fitting)}"
                     )
             return self
 
@@ -349,8 +312,23 @@ with warnings.catch_warnings():
             return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+def rebuild_schema() -> None:
+    """Rebuild, in place, every model whose schema holds the candidate union (inner ones first).
+
+    Called by the catalogue after a family is (un)registered; call it yourself after changing a
+    candidate class by hand. Classes are rebuilt in place, so every holder of a reference (the flow's
+    signature, a stage) sees the new schema.
+    """
+    for model in (DatasetTrainParams, DatasetParams, PipelineParams):
+        model.model_rebuild(force=True)
+
+
+catalogue.on_change(rebuild_schema)
+
+
 def _dotted_key(loc: tuple, problem_type: str) -> str:
-    parts = [str(p) for i, p in enumerate(loc) if not (p in TAG_VALUES and i >= 2 and loc[i - 2] == "candidates")]
+    tags = tag_values()
+    parts = [str(p) for i, p in enumerate(loc) if not (p in tags and i >= 2 and loc[i - 2] == "candidates")]
     if problem_type in ("union_tag_invalid", "union_tag_not_found"):
         parts.append("family")  # the discriminator itself is the bad key
     return ".".join(parts)
