@@ -218,6 +218,25 @@ class DatasetRegisterParams(Strict):
     model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Name of the model in the registry")
 
 
+def check_families_fit(modality: str, train: DatasetTrainParams) -> None:
+    """Every candidate's family can learn from the dataset's modality (a check across two sections)."""
+    fitting = catalogue.families_for(modality)
+    for name, cand in train.candidates.items():
+        if cand.family not in fitting:
+            raise ValueError(
+                f"train.candidates.{name}.family: {cand.family} cannot learn from {modality} data; "
+                f"use one of: {', '.join(fitting)}"
+            )
+
+
+def check_batch_fits_workers(dataset: str, train: DatasetTrainParams, compute: ComputeParams) -> None:
+    if isinstance(compute.num_workers, int) and train.batch_size < compute.num_workers:
+        raise ValueError(
+            f"datasets.{dataset}.train.batch_size: {train.batch_size} is the global batch and must be "
+            f"at least train.num_workers ({compute.num_workers})"
+        )
+
+
 # BaseModel inherits ABCMeta.register; a section named "register" shadows it
 # harmlessly, so the warning pydantic raises about it is silenced here.
 with warnings.catch_warnings():
@@ -234,13 +253,7 @@ with warnings.catch_warnings():
 
         @model_validator(mode="after")
         def _families_fit_the_data(self) -> DatasetParams:
-            for name, cand in self.train.candidates.items():
-                fitting = catalogue.families_for(self.modality)
-                if cand.family not in fitting:
-                    raise ValueError(
-                        f"train.candidates.{name}.family: {cand.family} cannot learn from {self.modality} data; "
-                        f"use one of: {', '.join(fitting)}"
-                    )
+            check_families_fit(self.modality, self.train)
             return self
 
 
@@ -294,11 +307,7 @@ with warnings.catch_warnings():
             for name, ds in self.datasets.items():
                 if not re.match(NAME_PATTERN, name):
                     raise ValueError(f"dataset name {name!r} may hold only letters, digits, '-' and '_'")
-                if ds.train.batch_size < self.train.num_workers:
-                    raise ValueError(
-                        f"datasets.{name}.train.batch_size: {ds.train.batch_size} is the global batch and must be "
-                        f"at least train.num_workers ({self.train.num_workers})"
-                    )
+                check_batch_fits_workers(name, ds.train, self.train)
             return self
 
         def dataset(self, name: str) -> DatasetParams:
@@ -356,7 +365,8 @@ def validate_params(data: Any, source: str = "params") -> PipelineParams:
         raise PipelineInputError(describe_validation_error(err, source)) from None
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> PipelineParams:
+def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """params.yaml as plain data (not validated yet); an empty file is an empty mapping."""
     path = Path(path)
     if not path.is_file():
         raise PipelineInputError(f"{path}: file not found (expected the pipeline's params.yaml)")
@@ -368,7 +378,11 @@ def load_params(path: str | Path = PARAMS_FILE) -> PipelineParams:
         raise PipelineInputError(
             f"{path}: expected a mapping of sections (datasets, train, evaluate, register), got {type(data).__name__}"
         )
-    return validate_params(data, str(path))
+    return data or {}
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> PipelineParams:
+    return validate_params(read_params_file(path), str(path))
 
 
 def main() -> None:
