@@ -1,6 +1,5 @@
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -81,7 +80,6 @@ def test_params_file_problems_name_the_file(tmp_path):
 def test_flow_cli_refuses_a_bad_override_fast_and_writes_nothing(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(PipelineParams().model_dump(mode="json")))
     before = (tmp_path / "params.yaml").read_text()
-    started = time.perf_counter()
     proc = subprocess.run(
         [
             sys.executable,
@@ -97,17 +95,28 @@ def test_flow_cli_refuses_a_bad_override_fast_and_writes_nothing(tmp_path):
         env=project_env(),
         cwd=ROOT,
     )
-    elapsed = time.perf_counter() - started
     assert proc.returncode == 2
     assert "datasets.tabular.train.candidates.fnn-relu.lr: Input should be greater than 0" in proc.stderr
-    # Refused before Prefect, Ray or DVC started: only interpreter start-up and imports.
-    assert elapsed < 15, elapsed
+    # Refused before Prefect, Ray or DVC started: they would have left their files in the workdir.
+    # (How long it takes is the benchmark's business, not a test's.)
     assert (tmp_path / "params.yaml").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
-def test_validation_itself_takes_well_under_a_second():
-    started = time.perf_counter()
-    with pytest.raises(PipelineInputError):
-        validate_params(ds(train={"candidates": {"x": {"family": "nope"}}}))
-    assert time.perf_counter() - started < 1.0
+def test_validation_loads_no_framework():
+    """Validating params imports neither torch, Ray, Lightning nor Prefect: what keeps a refusal quick."""
+    code = (
+        "import sys\n"
+        "from pipelines.config import validate_params\n"
+        "from pipelines.errors import PipelineInputError\n"
+        f"data = {ds(train={'candidates': {'x': {'family': 'nope'}}})!r}\n"
+        "try:\n"
+        "    validate_params(data)\n"
+        "except PipelineInputError as err:\n"
+        "    print(err)\n"
+        "print(sorted(m for m in ('torch', 'ray', 'lightning', 'pytorch_lightning', 'prefect') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=project_env(), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "datasets.d.train.candidates.x.family: Input tag 'nope'" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
