@@ -19,61 +19,25 @@ from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, Validat
 import models  # noqa: F401  (registers the built-in families; imports no torch)
 from models import catalogue
 from models.candidate import CandidateBase
+from pipelines.config_modalities import (  # noqa: F401  (IngestParams, PrepareParams: the modalities' types)
+    IngestParams,
+    IngestSection,
+    PrepareParams,
+    PrepareSection,
+    TableIngest,
+    TablePrepare,
+    tag_sections,
+)
 from pipelines.errors import PipelineInputError
 from pipelines.paths import PARAMS_FILE
 
 Modality = Literal["table", "image", "text", "series"]
-TableTask = Literal["auto", "regression", "binary", "multiclass"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
 
 class Strict(BaseModel):
     # extra="forbid" is what turns a misspelled key into an error naming it.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-# ------------------------------------------------------------------ ingest
-
-
-class IngestParams(Strict):
-    source: str = Field(
-        "sklearn:breast_cancer",
-        description="Built-in name (sklearn:<table>, sklearn:digits, python:pydoc-topics, statsmodels:<series>), "
-        "a local file, s3://bucket/key or an https:// URL",
-        min_length=1,
-    )
-    label: str = Field("target", description="Tables: the label column", min_length=1)
-    task: TableTask = Field("auto", description="Tables: auto infers regression/binary/multiclass from the label")
-    column: str = Field("value", description="Series: the value column of a CSV/Parquet series", min_length=1)
-    missing: Literal["error", "drop", "interpolate"] = Field(
-        "error", description="Rows with missing values: refuse, drop them, or (series) interpolate linearly"
-    )
-
-
-# ------------------------------------------------------------------ prepare
-
-
-class PrepareParams(Strict):
-    seed: int = Field(42, ge=0)
-    val_fraction: float = Field(0.15, gt=0, lt=0.5)
-    test_fraction: float = Field(0.15, gt=0, lt=0.5)
-    normalize: bool = Field(True, description="Standardize inputs with statistics of the training split only")
-    # text
-    context_length: int = Field(12, ge=1, le=512, description="Text: words of context that predict the next word")
-    max_vocab: int = Field(2000, ge=10, description="Text: most frequent training words kept; the rest become <unk>")
-    min_count: int = Field(
-        2, ge=1, description="Text: a word needs this many training occurrences to be in the vocabulary"
-    )
-    max_tokens: int | None = Field(None, ge=100, description="Text: use only the first N tokens of the corpus")
-    # series
-    window: int = Field(30, ge=2, le=10_000, description="Series: past steps that predict the next one")
-    season_length: int = Field(12, ge=1, description="Series: period of the seasonal-naive baseline")
-
-    @model_validator(mode="after")
-    def _season_in_window(self) -> PrepareParams:
-        if self.season_length > self.window:
-            raise ValueError(f"season_length: {self.season_length} must not exceed window ({self.window})")
-        return self
 
 
 # ------------------------------------------------------------------ candidates
@@ -246,10 +210,15 @@ with warnings.catch_warnings():
         """One dataset and the candidates trained on it: one chain of stages in dvc.yaml."""
 
         modality: Modality = "table"
-        ingest: IngestParams = Field(default_factory=IngestParams)
-        prepare: PrepareParams = Field(default_factory=PrepareParams)
+        ingest: IngestSection = Field(default_factory=TableIngest, description="Keys of the dataset's modality")
+        prepare: PrepareSection = Field(default_factory=TablePrepare, description="Keys of the dataset's modality")
         train: DatasetTrainParams = Field(...)
         register: DatasetRegisterParams = Field(...)  # explicit: the name shadows BaseModel.register
+
+        @model_validator(mode="before")
+        @classmethod
+        def _sections_of_the_modality(cls, data: Any) -> Any:
+            return tag_sections(data)  # ingest and prepare are validated by the modality's classes
 
         @model_validator(mode="after")
         def _families_fit_the_data(self) -> DatasetParams:
@@ -335,12 +304,26 @@ def rebuild_schema() -> None:
 catalogue.on_change(rebuild_schema)
 
 
+def _is_tag(loc: tuple, i: int, tags: set[str]) -> bool:
+    """Whether loc[i] is a union tag pydantic put in: a family after a candidate name, a modality after a section."""
+    if loc[i] not in tags:
+        return False
+    return (i >= 2 and loc[i - 2] == "candidates") or (i >= 1 and loc[i - 1] in ("ingest", "prepare"))
+
+
 def _dotted_key(loc: tuple, problem_type: str) -> str:
     tags = tag_values()
-    parts = [str(p) for i, p in enumerate(loc) if not (p in tags and i >= 2 and loc[i - 2] == "candidates")]
+    parts = [str(p) for i, p in enumerate(loc) if not _is_tag(loc, i, tags)]
     if problem_type in ("union_tag_invalid", "union_tag_not_found"):
         parts.append("family")  # the discriminator itself is the bad key
     return ".".join(parts)
+
+
+def _unknown_key(loc: tuple) -> str:
+    sections = [loc[i + 1] for i in range(len(loc) - 1) if loc[i] in ("ingest", "prepare")]
+    if sections and sections[-1] in get_args(Modality):  # the key may belong to another modality
+        return f"unknown key for {sections[-1]} data (misspelled, or another modality's key?)"
+    return "unknown key (misspelled?)"
 
 
 def describe_validation_error(err: ValidationError, source: str) -> str:
@@ -350,7 +333,7 @@ def describe_validation_error(err: ValidationError, source: str) -> str:
         key = _dotted_key(problem["loc"], problem["type"])
         msg = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
-            msg = "unknown key (misspelled?)"
+            msg = _unknown_key(problem["loc"])
         nested = re.match(r"^([A-Za-z0-9_.-]+): (.*)$", msg, re.S)
         if nested:  # a cross-field check that names its own sub-key
             key, msg = f"{key}.{nested.group(1)}" if key else nested.group(1), nested.group(2)

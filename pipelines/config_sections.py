@@ -21,6 +21,7 @@ from pipelines.config import (
     check_batch_fits_workers,
     check_families_fit,
     describe_validation_error,
+    tag_sections,
 )
 from pipelines.errors import PipelineInputError
 
@@ -82,7 +83,7 @@ def validate_sections(data: dict, dataset: str, reads: Iterable[str], source: st
     if not isinstance(datasets, dict) or dataset not in datasets:
         have = ", ".join(datasets) if isinstance(datasets, dict) else "none"
         raise PipelineInputError(f"{source}: datasets.{dataset}: no such dataset; have: {have}")
-    raw_ds = datasets[dataset] if isinstance(datasets[dataset], dict) else {}
+    raw_ds = tag_sections(datasets[dataset] if isinstance(datasets[dataset], dict) else {})
     paths = [p.format(dataset=dataset).split(".") for p in reads]
     shared_fields = [p[0] for p in paths if p[0] != "datasets"]
     ds_fields = [p[2] for p in paths if p[0] == "datasets" and len(p) == 3]

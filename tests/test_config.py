@@ -11,6 +11,8 @@ from tests.conftest import ROOT, project_env
 
 def test_repo_params_yaml_is_valid_and_matches_the_schema_defaults():
     assert load_params(ROOT / "params.yaml") == PipelineParams()
+    # and in the canonical form the flow writes, so a run that passes the defaults leaves it unchanged
+    assert (ROOT / "params.yaml").read_text() == PipelineParams().to_yaml()
 
 
 def ds(modality: str = "table", **sections) -> dict:
@@ -120,3 +122,42 @@ def test_validation_loads_no_framework():
     assert proc.returncode == 0, proc.stderr
     assert "datasets.d.train.candidates.x.family: Input tag 'nope'" in proc.stdout
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_each_dataset_lists_only_the_keys_of_its_modality():
+    params = validate_params(ds(modality="series", prepare={"window": 20, "season_length": 4}))
+    assert params.datasets["d"].prepare.window == 20
+    assert params.datasets["d"].ingest.source == "statsmodels:sunspots"  # the modality's own default
+    assert not hasattr(params.datasets["d"].prepare, "context_length")
+    assert "window" not in validate_params(ds()).model_dump()["datasets"]["d"]["prepare"]
+    with pytest.raises(PipelineInputError) as err:
+        validate_params(ds(prepare={"window": 20}, ingest={"column": "v"}), "params.yaml")
+    assert "params.yaml: datasets.d.prepare.window: unknown key for table data" in str(err.value)
+    assert "params.yaml: datasets.d.ingest.column: unknown key for table data" in str(err.value)
+
+
+def test_overrides_reach_every_modalitys_keys_and_are_checked():
+    from pipelines.orchestration.flow import parse_overrides
+
+    base = PipelineParams().model_dump(mode="json")
+    changed = validate_params(
+        parse_overrides(["datasets.series.prepare.window=20", "datasets.text.prepare.max_vocab=500"], base)
+    )
+    assert changed.datasets["series"].prepare.window == 20 and changed.datasets["text"].prepare.max_vocab == 500
+    with pytest.raises(PipelineInputError, match=r"-S override: datasets.digits.prepare.window: unknown key"):
+        validate_params(parse_overrides(["datasets.digits.prepare.window=20"], base), "-S override")
+
+
+def test_the_prefect_servers_schema_check_takes_the_defaults_and_names_a_bad_key():
+    """What the Prefect API checks before it starts a run from the form (JSON schema, no server needed)."""
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools import ValidationError, validate
+
+    from pipelines.orchestration.flow import training_pipeline
+
+    schema = parameter_schema(training_pipeline.fn).model_dump_for_openapi()
+    params = PipelineParams().model_dump(mode="json")
+    validate({"params": params}, schema, raise_on_error=True, preprocess=True, ignore_required=True)
+    params["datasets"]["series"]["train"]["epochs"] = 0
+    with pytest.raises(ValidationError, match=r"field 'params.datasets.series.train.epochs'"):
+        validate({"params": params}, schema, raise_on_error=True, preprocess=True, ignore_required=True)
