@@ -8,10 +8,11 @@ with it before validation), so a key of another modality is refused as unknown, 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, GetJsonSchemaHandler, Tag, model_validator
 
+Modality = Literal["table", "image", "text", "series"]
 TableTask = Literal["auto", "regression", "binary", "multiclass"]
 Missing = Literal["error", "drop", "interpolate"]
 SOURCE_HELP = (
@@ -20,9 +21,13 @@ SOURCE_HELP = (
 )
 
 
-class _Section(BaseModel):
-    # extra="forbid" is what turns a misspelled key (or another modality's key) into an error naming it.
+class Strict(BaseModel):
+    """Every section of params.yaml: extra="forbid" turns a misspelled key into an error naming it."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class _Section(Strict):
     modality: ClassVar[str] = ""
 
 
@@ -105,7 +110,8 @@ SECTIONS: dict[str, dict[str, type[_Section]]] = {
     "ingest": {c.modality: c for c in (TableIngest, ImageIngest, TextIngest, SeriesIngest)},
     "prepare": {c.modality: c for c in (TablePrepare, ImagePrepare, TextPrepare, SeriesPrepare)},
 }
-MODALITIES = tuple(SECTIONS["ingest"])
+MODALITIES = get_args(Modality)
+assert all(tuple(classes) == MODALITIES for classes in SECTIONS.values()), "a section class per modality"
 
 
 class _Tagged(dict):
