@@ -11,6 +11,18 @@ networks (models/networks.py) inside the builder.
 
 Code that caches something derived from the catalogue (the config schema) subscribes with
 `on_change`, so a family registered later (a plugin, a test) is seen everywhere.
+
+Adding a family is one file (see tests/test_family_plugin.py for a complete one):
+
+    class LinearCandidate(CandidateBase):           # its knobs in params.yaml, validated by pydantic
+        family: Literal["linear"]
+        bias: bool = True
+        def architecture(self, meta): return {"bias": self.bias}
+
+    @register_family("linear", candidate=LinearCandidate, modalities=("table",), tasks=("binary",))
+    def build_linear(*, input_shape, out_features, activation, dropout, bias) -> nn.Module: ...
+
+and an import of that file in models/__init__.py (or anywhere before params are validated).
 """
 
 from __future__ import annotations
