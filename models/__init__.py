@@ -1,19 +1,11 @@
-"""Model families (nn.Modules), the catalogue that builds them by name, the tasks and the LightningModule.
+"""Model families (their config, builder and network), the catalogue that builds them by name, and the LightningModule.
 
-Importing the package imports nothing heavy: models.task_kinds (plain data) must stay usable
-without torch. The families register themselves the first time the catalogue is used.
+Importing this package registers the built-in families without importing torch.
 """
 
-from __future__ import annotations
+# fnn first: the order of registration is the order of the config's candidate union (and of its error messages).
+from models import fnn  # noqa: I001, F401  (registers the families)
+from models import cnn, rnn  # noqa: F401
+from models.catalogue import create_model, families_for, list_models, supported_tasks
 
-from typing import Any
-
-__all__ = ["create_model", "list_models", "supported_tasks"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from models import catalogue
-
-        return getattr(catalogue, name)
-    raise AttributeError(f"module 'models' has no attribute {name!r}")
+__all__ = ["create_model", "families_for", "list_models", "supported_tasks"]

@@ -1,6 +1,6 @@
-"""`python -m models`: list the catalogue of model families and the tasks each can do."""
+"""`python -m models`: list the catalogue of model families, the tasks each can do and the data it learns from."""
 
-from models import list_models, supported_tasks
+from models import catalogue
 
-for family in list_models():
-    print(f"{family:<6} {', '.join(supported_tasks(family))}")
+for family in catalogue.families():
+    print(f"{family.name:<6} tasks: {', '.join(family.tasks):<42} data: {', '.join(family.modalities)}")

@@ -1,68 +1,53 @@
-"""Convolutional network for images (MNIST-style)."""
+"""The CNN family: a convolutional network for images (MNIST-style)."""
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import Field, model_validator
+
+from models.candidate import CandidateBase, check_positive
 from models.catalogue import register_family
-from models.layers import activation
+
+if TYPE_CHECKING:
+    from models.networks import CNN
 
 
-class CNN(nn.Module):
-    """[conv -> activation -> max-pool] blocks, then a dense head that emits logits."""
+class CnnCandidate(CandidateBase):
+    family: Literal["cnn"]
+    filters: list[int] = Field(
+        default_factory=lambda: [16, 32], min_length=1, description="Channels of each conv block"
+    )
+    kernel_size: int = Field(3, ge=1, le=15)
+    pool: int = Field(2, ge=1, le=4, description="Max-pool size after each block (1: no pooling)")
+    dense: list[int] = Field(default_factory=lambda: [64], description="Hidden sizes of the dense head")
 
-    def __init__(
-        self,
-        in_channels: int,
-        height: int,
-        width: int,
-        out_features: int,
-        filters: list[int],
-        kernel_size: int = 3,
-        pool: int = 2,
-        dense: list[int] | None = None,
-        act: str = "relu",
-        dropout: float = 0.0,
-    ):
-        super().__init__()
-        blocks: list[nn.Module] = []
-        channels, h, w = in_channels, height, width
-        for n_filters in filters:
-            blocks += [
-                nn.Conv2d(channels, n_filters, kernel_size, padding=kernel_size // 2),
-                nn.BatchNorm2d(n_filters),
-                activation(act),
-            ]
-            if pool > 1 and min(h, w) >= pool:  # small images (8x8 digits) run out of room to pool
-                blocks.append(nn.MaxPool2d(pool))
-                h, w = h // pool, w // pool
-            channels = n_filters
-        self.features = nn.Sequential(*blocks)
-        head: list[nn.Module] = [nn.Flatten()]
-        width_in = channels * h * w
-        for size in dense or []:
-            head += [nn.Linear(width_in, size), activation(act), nn.Dropout(dropout)]
-            width_in = size
-        head.append(nn.Linear(width_in, out_features))
-        self.head = nn.Sequential(*head)
+    @model_validator(mode="after")
+    def _check(self) -> CnnCandidate:
+        check_positive(self.filters, "filters")
+        check_positive(self.dense, "dense")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size: must be odd (same padding), got {self.kernel_size}")
+        return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, out_features)
-        return self.head(self.features(x))
+    def architecture(self, meta: Mapping[str, Any]) -> dict[str, Any]:
+        return {"filters": self.filters, "kernel_size": self.kernel_size, "pool": self.pool, "dense": self.dense}
 
 
-@register_family("cnn", tasks=("binary", "multiclass"))
+@register_family("cnn", candidate=CnnCandidate, modalities=("image",), tasks=("binary", "multiclass"))
 def build_cnn(
     *,
     input_shape: list[int],
     out_features: int,
     filters: list[int],
-    kernel_size: int = 3,
-    pool: int = 2,
-    dense: list[int] | None = None,
-    activation: str = "relu",
-    dropout: float = 0.0,
-    **_: object,
+    kernel_size: int,
+    pool: int,
+    dense: list[int],
+    activation: str,
+    dropout: float,
 ) -> CNN:
+    from models.networks import CNN
+
     c, h, w = input_shape
-    return CNN(c, h, w, out_features, list(filters), kernel_size, pool, list(dense or []), activation, dropout)
+    return CNN(c, h, w, out_features, list(filters), kernel_size, pool, list(dense), activation, dropout)

@@ -1,45 +1,41 @@
-"""Feed-forward network for tables."""
+"""The FNN family: a feed-forward network for tables (and flattened images or series windows)."""
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import Field, model_validator
+
+from models.candidate import CandidateBase, check_positive
 from models.catalogue import register_family
-from models.layers import activation
+
+if TYPE_CHECKING:
+    from models.networks import FNN
 
 
-class FNN(nn.Module):
-    """Linear -> activation -> dropout blocks, then a linear head that emits logits.
+class FnnCandidate(CandidateBase):
+    family: Literal["fnn"] = "fnn"
+    hidden: list[int] = Field(default_factory=lambda: [64, 32], min_length=1)
 
-    The output activation (Sigmoid or Softmax) is applied by the task, not here,
-    so losses can work on logits for numerical safety.
-    """
+    @model_validator(mode="after")
+    def _check(self) -> FnnCandidate:
+        check_positive(self.hidden, "hidden")
+        return self
 
-    def __init__(self, in_features: int, out_features: int, hidden: list[int], act: str = "relu", dropout: float = 0.0):
-        super().__init__()
-        layers: list[nn.Module] = []
-        width = in_features
-        for size in hidden:
-            layers += [nn.Linear(width, size), activation(act), nn.Dropout(dropout)]
-            width = size
-        layers.append(nn.Linear(width, out_features))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, *input_shape) -> (B, out_features)
-        return self.net(x.flatten(1))
+    def architecture(self, meta: Mapping[str, Any]) -> dict[str, Any]:
+        return {"hidden": self.hidden}
 
 
-@register_family("fnn", tasks=("regression", "binary", "multiclass", "forecast"))
-def build_fnn(
-    *,
-    input_shape: list[int],
-    out_features: int,
-    hidden: list[int],
-    activation: str = "relu",
-    dropout: float = 0.0,
-    **_: object,
-) -> FNN:
+@register_family(
+    "fnn",
+    candidate=FnnCandidate,
+    modalities=("table", "image", "series"),
+    tasks=("regression", "binary", "multiclass", "forecast"),
+)
+def build_fnn(*, input_shape: list[int], out_features: int, hidden: list[int], activation: str, dropout: float) -> FNN:
+    from models.networks import FNN
+
     in_features = 1
     for size in input_shape:  # images and windows are flattened
         in_features *= size

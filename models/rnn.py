@@ -1,4 +1,4 @@
-"""LSTM and GRU for sequences: next-word prediction (token ids in) and forecasting (values in).
+"""The LSTM and GRU families: next-word prediction (token ids in) and forecasting (values in).
 
 nn.LSTM / nn.GRU run the whole sequence in one call (cuDNN kernels on a GPU),
 never a Python loop over time steps.
@@ -6,65 +6,56 @@ never a Python loop over time steps.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
-from models.catalogue import register_family
-from models.layers import activation
+from pydantic import Field
 
-CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+from models.candidate import Activation, CandidateBase
+from models.catalogue import Builder, register_family
 
-
-class RecurrentNet(nn.Module):
-    """Embedding (text) or a value projection (series) -> stacked RNN -> dense head on the last step."""
-
-    def __init__(
-        self,
-        cell: str,
-        out_features: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        dropout: float = 0.0,
-        vocab_size: int | None = None,
-        embedding_dim: int = 32,
-        act: str = "tanh",
-    ):
-        super().__init__()
-        self.embed = nn.Embedding(vocab_size, embedding_dim) if vocab_size else None
-        input_size = embedding_dim if vocab_size else 1
-        self.rnn = CELLS[cell](
-            input_size, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
-        )
-        self.head = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(hidden_size, hidden_size),
-            activation(act),
-            nn.Linear(hidden_size, out_features),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # text: (B, T) int64 ids -> (B, T, E); series: (B, T) values -> (B, T, 1)
-        seq = self.embed(x) if self.embed is not None else x.unsqueeze(-1).to(self.head[1].weight.dtype)
-        out, _ = self.rnn(seq)  # (B, T, H)
-        return self.head(out[:, -1])  # (B, out_features)
+if TYPE_CHECKING:
+    from models.networks import RecurrentNet
 
 
-def _build(cell: str):
+class RnnCandidate(CandidateBase):
+    family: Literal["lstm", "gru"]
+    hidden_size: int = Field(64, ge=1)
+    num_layers: int = Field(1, ge=1, le=8)
+    embedding_dim: int = Field(32, ge=1, description="Text: size of the word embedding")
+    activation: Activation = Field("tanh", description="Activation of the dense head after the recurrent layers")
+
+    def architecture(self, meta: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "embedding_dim": self.embedding_dim,
+            "vocab_size": meta.get("vocab_size"),  # text: token ids are embedded; series: None, values in
+        }
+
+
+def _builder(cell: str) -> Builder:
     def build(
         *,
+        input_shape: list[int],
         out_features: int,
         hidden_size: int,
-        num_layers: int = 1,
-        dropout: float = 0.0,
-        vocab_size: int | None = None,
-        embedding_dim: int = 32,
-        activation: str = "tanh",
-        **_: object,
+        num_layers: int,
+        dropout: float,
+        vocab_size: int | None,
+        embedding_dim: int,
+        activation: str,
     ) -> RecurrentNet:
+        from models.networks import RecurrentNet
+
+        # input_shape is [sequence length]: any length runs, so it only has to be one-dimensional.
+        if len(input_shape) != 1:
+            raise ValueError(f"{cell}: input_shape must be [sequence length], got {input_shape}")
         return RecurrentNet(cell, out_features, hidden_size, num_layers, dropout, vocab_size, embedding_dim, activation)
 
     return build
 
 
-register_family("lstm", tasks=("next_word", "forecast"))(_build("lstm"))
-register_family("gru", tasks=("next_word", "forecast"))(_build("gru"))
+TASKS = ("next_word", "forecast")
+register_family("lstm", candidate=RnnCandidate, modalities=("text", "series"), tasks=TASKS)(_builder("lstm"))
+register_family("gru", candidate=RnnCandidate, modalities=("text", "series"), tasks=TASKS)(_builder("gru"))

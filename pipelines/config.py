@@ -11,190 +11,67 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, GetCoreSchemaHandler, ValidationError, model_validator
 
+import models  # noqa: F401  (registers the built-in families; imports no torch)
+from models import catalogue
+from models.candidate import CandidateBase
+from pipelines.config_modalities import (  # noqa: F401  (IngestParams, PrepareParams: the modalities' types)
+    IngestParams,
+    IngestSection,
+    Modality,
+    PrepareParams,
+    PrepareSection,
+    Strict,
+    TableIngest,
+    TablePrepare,
+    tag_sections,
+)
+from pipelines.config_search import SearchParams
 from pipelines.errors import PipelineInputError
 from pipelines.paths import PARAMS_FILE
 
-Modality = Literal["table", "image", "text", "series"]
-TableTask = Literal["auto", "regression", "binary", "multiclass"]
-Activation = Literal["relu", "leaky_relu", "tanh", "sigmoid"]
-Loss = Literal["auto", "mse", "bce", "cce"]
-OptimizerName = Literal["sgd", "adam", "rmsprop"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
 
-class Strict(BaseModel):
-    # extra="forbid" is what turns a misspelled key into an error naming it.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-def _positive(values: list[int], key: str) -> None:
-    if any(v <= 0 for v in values):
-        raise ValueError(f"{key}: sizes must be positive integers, got {values}")
-
-
-# ------------------------------------------------------------------ ingest
-
-
-class IngestParams(Strict):
-    source: str = Field(
-        "sklearn:breast_cancer",
-        description="Built-in name (sklearn:<table>, sklearn:digits, python:pydoc-topics, statsmodels:<series>), "
-        "a local file, s3://bucket/key or an https:// URL",
-        min_length=1,
-    )
-    label: str = Field("target", description="Tables: the label column", min_length=1)
-    task: TableTask = Field("auto", description="Tables: auto infers regression/binary/multiclass from the label")
-    column: str = Field("value", description="Series: the value column of a CSV/Parquet series", min_length=1)
-    missing: Literal["error", "drop", "interpolate"] = Field(
-        "error", description="Rows with missing values: refuse, drop them, or (series) interpolate linearly"
-    )
-
-
-# ------------------------------------------------------------------ prepare
-
-
-class PrepareParams(Strict):
-    seed: int = Field(42, ge=0)
-    val_fraction: float = Field(0.15, gt=0, lt=0.5)
-    test_fraction: float = Field(0.15, gt=0, lt=0.5)
-    normalize: bool = Field(True, description="Standardize inputs with statistics of the training split only")
-    # text
-    context_length: int = Field(12, ge=1, le=512, description="Text: words of context that predict the next word")
-    max_vocab: int = Field(2000, ge=10, description="Text: most frequent training words kept; the rest become <unk>")
-    min_count: int = Field(
-        2, ge=1, description="Text: a word needs this many training occurrences to be in the vocabulary"
-    )
-    max_tokens: int | None = Field(None, ge=100, description="Text: use only the first N tokens of the corpus")
-    # series
-    window: int = Field(30, ge=2, le=10_000, description="Series: past steps that predict the next one")
-    season_length: int = Field(12, ge=1, description="Series: period of the seasonal-naive baseline")
-
-    @model_validator(mode="after")
-    def _season_in_window(self) -> PrepareParams:
-        if self.season_length > self.window:
-            raise ValueError(f"season_length: {self.season_length} must not exceed window ({self.window})")
-        return self
-
-
 # ------------------------------------------------------------------ candidates
+# Each model family owns its candidate class (models/<family>.py); the union of them, discriminated on
+# `family`, is built from the catalogue whenever a schema is built. A family registered after this
+# module was imported (a plugin, a test) triggers `rebuild_schema()` through the catalogue's
+# `on_change`, which rebuilds every model below in place, so PipelineParams, the Prefect form and
+# every validation see it without any other file changing.
 
 
-class CandidateBase(Strict):
-    """What every model family shares: the loss and the optimizer."""
-
-    loss: Loss = Field(
-        "auto", description="auto: mse for regression/forecast, bce for binary, cce for multi-class/next word"
-    )
-    optimizer: OptimizerName = "adam"
-    lr: float = Field(1e-3, gt=0, le=10)
-    weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum / RMSprop momentum")
-    lr_schedule: Literal["none", "cosine", "step"] = Field("none", description="Per-epoch learning-rate schedule")
-    lr_step_size: int = Field(10, ge=1, description="step schedule: epochs between decays")
-    lr_gamma: float = Field(0.5, gt=0, le=1, description="step schedule: decay factor")
-    activation: Activation = "relu"
-    dropout: float = Field(0.1, ge=0, lt=1)
+def candidate_union() -> Any:
+    """The Annotated union of every registered family's candidate class, discriminated on `family`."""
+    classes = catalogue.candidate_classes()
+    if len(classes) == 1:  # a union of one is its member, and takes no discriminator
+        return classes[0]
+    return Annotated[Union[tuple(classes)], Field(discriminator="family")]  # noqa: UP007 (built at run time)
 
 
-class FnnCandidate(CandidateBase):
-    family: Literal["fnn"] = "fnn"
-    hidden: list[int] = Field(default_factory=lambda: [64, 32], min_length=1)
+class _FromCatalogue:
+    """Marks a field whose schema is the catalogue's candidate union at the time the schema is built."""
 
-    @model_validator(mode="after")
-    def _check(self) -> FnnCandidate:
-        _positive(self.hidden, "hidden")
-        return self
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return handler.generate_schema(candidate_union())
 
 
-class CnnCandidate(CandidateBase):
-    family: Literal["cnn"]
-    filters: list[int] = Field(
-        default_factory=lambda: [16, 32], min_length=1, description="Channels of each conv block"
-    )
-    kernel_size: int = Field(3, ge=1, le=15)
-    pool: int = Field(2, ge=1, le=4, description="Max-pool size after each block (1: no pooling)")
-    dense: list[int] = Field(default_factory=lambda: [64], description="Hidden sizes of the dense head")
-
-    @model_validator(mode="after")
-    def _check(self) -> CnnCandidate:
-        _positive(self.filters, "filters")
-        _positive(self.dense, "dense")
-        if self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size: must be odd (same padding), got {self.kernel_size}")
-        return self
+Candidate = Annotated[CandidateBase, _FromCatalogue()]
 
 
-class RnnCandidate(CandidateBase):
-    family: Literal["lstm", "gru"]
-    hidden_size: int = Field(64, ge=1)
-    num_layers: int = Field(1, ge=1, le=8)
-    embedding_dim: int = Field(32, ge=1, description="Text: size of the word embedding")
-    activation: Activation = Field("tanh", description="Activation of the dense head after the recurrent layers")
-
-
-Candidate = Annotated[FnnCandidate | CnnCandidate | RnnCandidate, Field(discriminator="family")]
-TAG_VALUES = {"fnn", "cnn", "lstm", "gru", "table", "image", "text", "series"}
+def tag_values() -> set[str]:
+    """Union tags pydantic puts in an error's location: family names and modalities."""
+    return set(catalogue.list_models()) | set(get_args(Modality))
 
 
 class EarlyStoppingParams(Strict):
     monitor: str = Field("val/loss", min_length=1)
     mode: Literal["min", "max"] = "min"
     patience: int = Field(5, ge=1)
-
-
-class SearchDim(Strict):
-    """One searched knob: loguniform/uniform/randint over [low, high] (randint: integers, both ends included),
-    or choice over values."""
-
-    type: Literal["loguniform", "uniform", "choice", "randint"]
-    low: float | None = None
-    high: float | None = None
-    values: list[Any] | None = Field(None, min_length=1, description="choice: the values tried")
-
-    @model_validator(mode="after")
-    def _check(self) -> SearchDim:
-        if self.type == "choice":
-            if self.values is None or self.low is not None or self.high is not None:
-                raise ValueError("choice takes values: [...] (and no low/high)")
-            return self
-        if self.low is None or self.high is None or self.values is not None:
-            raise ValueError(f"{self.type} takes low and high (and no values)")
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        if self.type == "loguniform" and self.low <= 0:
-            raise ValueError(f"loguniform needs low > 0, got {self.low}")
-        if self.type == "randint" and not (float(self.low).is_integer() and float(self.high).is_integer()):
-            raise ValueError(f"randint needs integer bounds, got {self.low}..{self.high}")
-        return self
-
-    def extremes(self) -> list[Any]:
-        """The values a sample can take at the edges (every value for choice): each must be a valid knob."""
-        if self.type == "choice":
-            return list(self.values)
-        if self.type == "randint":
-            return [int(self.low), int(self.high)]
-        return [self.low, self.high]
-
-
-class SearchParams(Strict):
-    """Hyperparameter search (Ray Tune + ASHA) over one candidate's knobs; its best trial replaces the candidate."""
-
-    enabled: bool = False
-    candidate: str = Field(description="The candidate whose knobs are searched")
-    space: dict[str, SearchDim] = Field(
-        min_length=1, description="Knob name -> {type, low, high} or {type: choice, values}"
-    )
-    num_samples: int = Field(8, ge=1, description="Trials (sampled configurations)")
-    max_concurrent_trials: int = Field(2, ge=1, description="Trials at once; each takes train.num_workers workers")
-    grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial runs before it may be stopped")
-    reduction_factor: int = Field(2, ge=2, description="ASHA: keep 1/reduction_factor of trials at each rung")
-    metric: str | None = Field(None, description="Default: early_stopping.monitor")
-    mode: Literal["min", "max"] | None = Field(None, description="Default: early_stopping.mode")
 
 
 class DatasetTrainParams(Strict):
@@ -252,8 +129,23 @@ class DatasetRegisterParams(Strict):
     model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Name of the model in the registry")
 
 
-# Which families can learn from which data.
-FAMILIES_FOR = {"table": ("fnn",), "image": ("cnn", "fnn"), "text": ("lstm", "gru"), "series": ("lstm", "gru", "fnn")}
+def check_families_fit(modality: str, train: DatasetTrainParams) -> None:
+    """Every candidate's family can learn from the dataset's modality (a check across two sections)."""
+    fitting = catalogue.families_for(modality)
+    for name, cand in train.candidates.items():
+        if cand.family not in fitting:
+            raise ValueError(
+                f"train.candidates.{name}.family: {cand.family} cannot learn from {modality} data; "
+                f"use one of: {', '.join(fitting)}"
+            )
+
+
+def check_batch_fits_workers(dataset: str, train: DatasetTrainParams, compute: ComputeParams) -> None:
+    if isinstance(compute.num_workers, int) and train.batch_size < compute.num_workers:
+        raise ValueError(
+            f"datasets.{dataset}.train.batch_size: {train.batch_size} is the global batch and must be "
+            f"at least train.num_workers ({compute.num_workers})"
+        )
 
 
 # BaseModel inherits ABCMeta.register; a section named "register" shadows it
@@ -265,19 +157,19 @@ with warnings.catch_warnings():
         """One dataset and the candidates trained on it: one chain of stages in dvc.yaml."""
 
         modality: Modality = "table"
-        ingest: IngestParams = Field(default_factory=IngestParams)
-        prepare: PrepareParams = Field(default_factory=PrepareParams)
+        ingest: IngestSection = Field(default_factory=TableIngest, description="Keys of the dataset's modality")
+        prepare: PrepareSection = Field(default_factory=TablePrepare, description="Keys of the dataset's modality")
         train: DatasetTrainParams = Field(...)
         register: DatasetRegisterParams = Field(...)  # explicit: the name shadows BaseModel.register
 
+        @model_validator(mode="before")
+        @classmethod
+        def _sections_of_the_modality(cls, data: Any) -> Any:
+            return tag_sections(data)  # ingest and prepare are validated by the modality's classes
+
         @model_validator(mode="after")
         def _families_fit_the_data(self) -> DatasetParams:
-            for name, cand in self.train.candidates.items():
-                if cand.family not in FAMILIES_FOR[self.modality]:
-                    raise ValueError(
-                        f"train.candidates.{name}.family: {cand.family} cannot learn from {self.modality} data; "
-                        f"use one of: {', '.join(FAMILIES_FOR[self.modality])}"
-                    )
+            check_families_fit(self.modality, self.train)
             return self
 
 
@@ -331,11 +223,7 @@ with warnings.catch_warnings():
             for name, ds in self.datasets.items():
                 if not re.match(NAME_PATTERN, name):
                     raise ValueError(f"dataset name {name!r} may hold only letters, digits, '-' and '_'")
-                if ds.train.batch_size < self.train.num_workers:
-                    raise ValueError(
-                        f"datasets.{name}.train.batch_size: {ds.train.batch_size} is the global batch and must be "
-                        f"at least train.num_workers ({self.train.num_workers})"
-                    )
+                check_batch_fits_workers(name, ds.train, self.train)
             return self
 
         def dataset(self, name: str) -> DatasetParams:
@@ -349,11 +237,40 @@ with warnings.catch_warnings():
             return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+def rebuild_schema() -> None:
+    """Rebuild, in place, every model whose schema holds the candidate union (inner ones first).
+
+    Called by the catalogue after a family is (un)registered; call it yourself after changing a
+    candidate class by hand. Classes are rebuilt in place, so every holder of a reference (the flow's
+    signature, a stage) sees the new schema.
+    """
+    for model in (DatasetTrainParams, DatasetParams, PipelineParams):
+        model.model_rebuild(force=True)
+
+
+catalogue.on_change(rebuild_schema)
+
+
+def _is_tag(loc: tuple, i: int, tags: set[str]) -> bool:
+    """Whether loc[i] is a union tag pydantic put in: a family after a candidate name, a modality after a section."""
+    if loc[i] not in tags:
+        return False
+    return (i >= 2 and loc[i - 2] == "candidates") or (i >= 1 and loc[i - 1] in ("ingest", "prepare"))
+
+
 def _dotted_key(loc: tuple, problem_type: str) -> str:
-    parts = [str(p) for i, p in enumerate(loc) if not (p in TAG_VALUES and i >= 2 and loc[i - 2] == "candidates")]
+    tags = tag_values()
+    parts = [str(p) for i, p in enumerate(loc) if not _is_tag(loc, i, tags)]
     if problem_type in ("union_tag_invalid", "union_tag_not_found"):
         parts.append("family")  # the discriminator itself is the bad key
     return ".".join(parts)
+
+
+def _unknown_key(loc: tuple) -> str:
+    sections = [loc[i + 1] for i in range(len(loc) - 1) if loc[i] in ("ingest", "prepare")]
+    if sections and sections[-1] in get_args(Modality):  # the key may belong to another modality
+        return f"unknown key for {sections[-1]} data (misspelled, or another modality's key?)"
+    return "unknown key (misspelled?)"
 
 
 def describe_validation_error(err: ValidationError, source: str) -> str:
@@ -363,7 +280,7 @@ def describe_validation_error(err: ValidationError, source: str) -> str:
         key = _dotted_key(problem["loc"], problem["type"])
         msg = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
-            msg = "unknown key (misspelled?)"
+            msg = _unknown_key(problem["loc"])
         nested = re.match(r"^([A-Za-z0-9_.-]+): (.*)$", msg, re.S)
         if nested:  # a cross-field check that names its own sub-key
             key, msg = f"{key}.{nested.group(1)}" if key else nested.group(1), nested.group(2)
@@ -378,7 +295,8 @@ def validate_params(data: Any, source: str = "params") -> PipelineParams:
         raise PipelineInputError(describe_validation_error(err, source)) from None
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> PipelineParams:
+def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """params.yaml as plain data (not validated yet); an empty file is an empty mapping."""
     path = Path(path)
     if not path.is_file():
         raise PipelineInputError(f"{path}: file not found (expected the pipeline's params.yaml)")
@@ -390,7 +308,11 @@ def load_params(path: str | Path = PARAMS_FILE) -> PipelineParams:
         raise PipelineInputError(
             f"{path}: expected a mapping of sections (datasets, train, evaluate, register), got {type(data).__name__}"
         )
-    return validate_params(data, str(path))
+    return data or {}
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> PipelineParams:
+    return validate_params(read_params_file(path), str(path))
 
 
 def main() -> None:

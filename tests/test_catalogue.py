@@ -5,6 +5,7 @@ import torch
 
 import models
 from models.catalogue import create_model, list_models, supported_tasks
+from models.catalogue import family as family_of
 from models.task_module import TaskModule
 from models.tasks import DEFAULT_LOSS, loss_target, make_loss, output_size, resolve_loss
 
@@ -16,9 +17,7 @@ SEQ_SHAPES = {"next_word": [5], "forecast": [10]}
 
 def candidate(family: str):
     """The family's default candidate from the real config schema, without dropout (deterministic overfit)."""
-    from pipelines.config import CnnCandidate, FnnCandidate, RnnCandidate
-
-    cls = {"fnn": FnnCandidate, "cnn": CnnCandidate}.get(family, RnnCandidate)
+    cls = family_of(family).candidate
     return cls(family=family, dropout=0.0, hidden=[16, 16]) if family == "fnn" else cls(family=family, dropout=0.0)
 
 
@@ -27,13 +26,11 @@ def n_classes_for(task: str) -> int | None:
 
 
 def spec_for(family: str, task: str) -> dict:
-    from pipelines.stages.train import model_spec
-
     meta = {
         "input_shape": SEQ_SHAPES.get(task, INPUT_SHAPES.get(family, [6])),
         "vocab_size": VOCAB if task == "next_word" else None,
     }
-    return model_spec(candidate(family), meta, output_size(task, DEFAULT_LOSS[task], n_classes_for(task)))
+    return candidate(family).model_spec(meta, output_size(task, DEFAULT_LOSS[task], n_classes_for(task)))
 
 
 def batch_for(family: str, task: str, n: int = 32):
@@ -56,6 +53,25 @@ def test_catalogue_lists_the_families():
     assert models.list_models() == ["cnn", "fnn", "gru", "lstm"]
     with pytest.raises(KeyError, match="unknown model family"):
         create_model("nope")
+
+
+@pytest.mark.parametrize("family", list_models())
+def test_the_candidate_gives_exactly_the_builders_arguments(family):
+    """A config key and its builder cannot drift apart: the spec holds exactly the builder's keywords."""
+    import inspect
+
+    fam = family_of(family)
+    spec = spec_for(family, fam.tasks[0])
+    assert spec["family"] == family
+    assert set(spec) - {"family"} == set(inspect.signature(fam.builder).parameters)
+
+
+def test_a_builder_refuses_an_unknown_argument():
+    spec = spec_for("fnn", "binary")
+    with pytest.raises(TypeError, match="hiden"):
+        create_model("fnn", **spec, hiden=[3])
+    with pytest.raises(ValueError, match="spec of family 'fnn'"):
+        create_model("cnn", **spec)
 
 
 @pytest.mark.parametrize("family, task", CASES)

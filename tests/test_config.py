@@ -1,6 +1,5 @@
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -12,6 +11,8 @@ from tests.conftest import ROOT, project_env
 
 def test_repo_params_yaml_is_valid_and_matches_the_schema_defaults():
     assert load_params(ROOT / "params.yaml") == PipelineParams()
+    # and in the canonical form the flow writes, so a run that passes the defaults leaves it unchanged
+    assert (ROOT / "params.yaml").read_text() == PipelineParams().to_yaml()
 
 
 def ds(modality: str = "table", **sections) -> dict:
@@ -81,7 +82,6 @@ def test_params_file_problems_name_the_file(tmp_path):
 def test_flow_cli_refuses_a_bad_override_fast_and_writes_nothing(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(PipelineParams().model_dump(mode="json")))
     before = (tmp_path / "params.yaml").read_text()
-    started = time.perf_counter()
     proc = subprocess.run(
         [
             sys.executable,
@@ -97,17 +97,67 @@ def test_flow_cli_refuses_a_bad_override_fast_and_writes_nothing(tmp_path):
         env=project_env(),
         cwd=ROOT,
     )
-    elapsed = time.perf_counter() - started
     assert proc.returncode == 2
     assert "datasets.tabular.train.candidates.fnn-relu.lr: Input should be greater than 0" in proc.stderr
-    # Refused before Prefect, Ray or DVC started: only interpreter start-up and imports.
-    assert elapsed < 15, elapsed
+    # Refused before Prefect, Ray or DVC started: they would have left their files in the workdir.
+    # (How long it takes is the benchmark's business, not a test's.)
     assert (tmp_path / "params.yaml").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
-def test_validation_itself_takes_well_under_a_second():
-    started = time.perf_counter()
-    with pytest.raises(PipelineInputError):
-        validate_params(ds(train={"candidates": {"x": {"family": "nope"}}}))
-    assert time.perf_counter() - started < 1.0
+def test_validation_loads_no_framework():
+    """Validating params imports neither torch, Ray, Lightning nor Prefect: what keeps a refusal quick."""
+    code = (
+        "import sys\n"
+        "from pipelines.config import validate_params\n"
+        "from pipelines.errors import PipelineInputError\n"
+        f"data = {ds(train={'candidates': {'x': {'family': 'nope'}}})!r}\n"
+        "try:\n"
+        "    validate_params(data)\n"
+        "except PipelineInputError as err:\n"
+        "    print(err)\n"
+        "print(sorted(m for m in ('torch', 'ray', 'lightning', 'pytorch_lightning', 'prefect') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=project_env(), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "datasets.d.train.candidates.x.family: Input tag 'nope'" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_each_dataset_lists_only_the_keys_of_its_modality():
+    params = validate_params(ds(modality="series", prepare={"window": 20, "season_length": 4}))
+    assert params.datasets["d"].prepare.window == 20
+    assert params.datasets["d"].ingest.source == "statsmodels:sunspots"  # the modality's own default
+    assert not hasattr(params.datasets["d"].prepare, "context_length")
+    assert "window" not in validate_params(ds()).model_dump()["datasets"]["d"]["prepare"]
+    with pytest.raises(PipelineInputError) as err:
+        validate_params(ds(prepare={"window": 20}, ingest={"column": "v"}), "params.yaml")
+    assert "params.yaml: datasets.d.prepare.window: unknown key for table data" in str(err.value)
+    assert "params.yaml: datasets.d.ingest.column: unknown key for table data" in str(err.value)
+
+
+def test_overrides_reach_every_modalitys_keys_and_are_checked():
+    from pipelines.orchestration.flow import parse_overrides
+
+    base = PipelineParams().model_dump(mode="json")
+    changed = validate_params(
+        parse_overrides(["datasets.series.prepare.window=20", "datasets.text.prepare.max_vocab=500"], base)
+    )
+    assert changed.datasets["series"].prepare.window == 20 and changed.datasets["text"].prepare.max_vocab == 500
+    with pytest.raises(PipelineInputError, match=r"-S override: datasets.digits.prepare.window: unknown key"):
+        validate_params(parse_overrides(["datasets.digits.prepare.window=20"], base), "-S override")
+
+
+def test_the_prefect_servers_schema_check_takes_the_defaults_and_names_a_bad_key():
+    """What the Prefect API checks before it starts a run from the form (JSON schema, no server needed)."""
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools import ValidationError, validate
+
+    from pipelines.orchestration.flow import training_pipeline
+
+    schema = parameter_schema(training_pipeline.fn).model_dump_for_openapi()
+    params = PipelineParams().model_dump(mode="json")
+    validate({"params": params}, schema, raise_on_error=True, preprocess=True, ignore_required=True)
+    params["datasets"]["series"]["train"]["epochs"] = 0
+    with pytest.raises(ValidationError, match=r"field 'params.datasets.series.train.epochs'"):
+        validate({"params": params}, schema, raise_on_error=True, preprocess=True, ignore_required=True)

@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 import yaml
 
+from pipelines.config import RegisterParams
+from pipelines.paths import DVC_LOCK, PARAMS_FILE, DatasetPaths
 from tests.conftest import BIN, copy_project, project_env
 
 pytestmark = pytest.mark.slow
 DATASETS = ["tabular", "digits", "text", "series"]
 STAGES = ["ingest", "prepare", "train", "evaluate", "register"]
+REGISTRY = RegisterParams().registry  # the default model registry, a path inside the project
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,7 @@ def ran_stages(output: str) -> list[str]:
 
 
 def metrics(project, dataset: str) -> dict:
-    return yaml.safe_load((project / f"data/evaluate/{dataset}/metrics.json").read_text())
+    return yaml.safe_load((project / DatasetPaths(dataset).metrics_file).read_text())
 
 
 def test_each_dataset_runs_its_chain_in_order(flow_run):
@@ -56,8 +59,10 @@ def test_each_dataset_runs_its_chain_in_order(flow_run):
 def test_every_family_beats_its_stated_baseline(flow_run):
     project, _ = flow_run
     tabular = metrics(project, "tabular")
-    meta = yaml.safe_load((project / "data/prepared/tabular/meta.json").read_text())
-    majority = max(np.bincount(np.load(project / "data/prepared/tabular/test.npz")["y"])) / meta["sizes"]["test"]
+    meta = yaml.safe_load((project / DatasetPaths("tabular").prepared_meta).read_text())
+    majority = (
+        max(np.bincount(np.load(project / DatasetPaths("tabular").split_file("test"))["y"])) / meta["sizes"]["test"]
+    )
     for name, scores in tabular["candidates"].items():  # both ReLU and Sigmoid
         assert scores["test"]["accuracy"] > majority, name
 
@@ -78,7 +83,7 @@ def test_registered_models_reproduce_their_recorded_test_metrics(flow_run):
     from pipelines.stages.evaluate import model_outputs, score
 
     project, result = flow_run
-    registry = LocalModelRegistry(project / "data/registry")
+    registry = LocalModelRegistry(project / REGISTRY)
     for dataset in DATASETS:
         registered = result["datasets"][dataset]["registered"]
         version = registry.get(registered["name"])  # verifies the checkpoint's sha256
@@ -89,8 +94,8 @@ def test_registered_models_reproduce_their_recorded_test_metrics(flow_run):
         assert len(card["lineage"]["git"]["commit"]) == 40
         assert {"torch", "ray", "pytorch-lightning"} <= set(card["lineage"]["packages"])
 
-        meta = yaml.safe_load((project / f"data/prepared/{dataset}/meta.json").read_text())
-        with np.load(project / f"data/prepared/{dataset}/test.npz") as test:
+        meta = yaml.safe_load((project / DatasetPaths(dataset).prepared_meta).read_text())
+        with np.load(project / DatasetPaths(dataset).split_file("test")) as test:
             logits, info = model_outputs(version.checkpoint, test["x"])
             again, _ = score(meta, logits, info["loss"], test["x"], test["y"])
         recorded = card["metrics"]["test"]
@@ -103,12 +108,12 @@ def test_outputs_are_where_the_readme_says(flow_run):
     project, _ = flow_run
     for dataset in DATASETS:
         report = metrics(project, dataset)
-        plots = project / f"data/evaluate/{dataset}/plots"
+        plots = project / DatasetPaths(dataset).plots_dir
         assert (plots / "learning_curves.png").stat().st_size > 1000
         assert report["best_candidate"] in (plots / "comparison.md").read_text()
-    assert (project / "data/evaluate/digits/plots/confusion_cnn-wide.png").exists()
-    assert (project / "data/evaluate/series/plots/forecast_lstm.png").exists()
-    assert len(list((project / "data/evaluate/digits/confusion").glob("*.csv"))) == 2
+    assert (project / DatasetPaths("digits").plots_dir / "confusion_cnn-wide.png").exists()
+    assert (project / DatasetPaths("series").plots_dir / "forecast_lstm.png").exists()
+    assert len(list((project / DatasetPaths("digits").evaluate_dir / "confusion").glob("*.csv"))) == 2
     shown = dvc(project, "metrics", "show")
     for words in ("fnn-relu", "cnn-wide", "perplexity", "naive_last_rmse"):
         assert words in shown
@@ -116,7 +121,7 @@ def test_outputs_are_where_the_readme_says(flow_run):
 
 def test_dvc_lock_lists_every_stage(flow_run):
     project, _ = flow_run
-    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    lock = yaml.safe_load((project / DVC_LOCK).read_text())
     assert sorted(lock["stages"]) == sorted(f"{s}@{d}" for s in STAGES for d in DATASETS)
 
 
@@ -124,16 +129,16 @@ def test_dvc_repro_reruns_nothing_then_only_what_a_param_touches(flow_run):
     project, _ = flow_run
     assert ran_stages(dvc(project, "repro")) == []
 
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params = yaml.safe_load((project / PARAMS_FILE).read_text())
     params["datasets"]["tabular"]["train"]["epochs"] = 3
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (project / PARAMS_FILE).write_text(yaml.safe_dump(params, sort_keys=False))
     assert ran_stages(dvc(project, "repro")) == ["train@tabular", "evaluate@tabular", "register@tabular"]
-    assert (project / "data/registry/tabular-fnn/versions/v2/card.json").exists()
+    assert (project / REGISTRY / "tabular-fnn/versions/v2/card.json").exists()
 
 
 def predict_cli(project, *args) -> None:
     proc = subprocess.run(
-        [str(BIN / "python"), "-m", "pipelines.predict", *args, "--registry", str(project / "data/registry")],
+        [str(BIN / "python"), "-m", "pipelines.predict", *args, "--registry", str(project / REGISTRY)],
         capture_output=True,
         text=True,
         env=project_env(),
@@ -151,7 +156,7 @@ def test_predict_with_registered_models_reproduces_the_recorded_test_metrics(flo
     from pipelines.registry.local import LocalModelRegistry
 
     project, _ = flow_run
-    registry = LocalModelRegistry(project / "data/registry")
+    registry = LocalModelRegistry(project / REGISTRY)
     # v1 was promoted; a later version only takes the alias if it scores better on test accuracy.
     assert (
         registry.aliases("tabular-fnn")["production"] == 1
@@ -160,7 +165,7 @@ def test_predict_with_registered_models_reproduces_the_recorded_test_metrics(flo
     )
 
     # A table: the raw test rows as a user's CSV (original units, class names as labels).
-    raw = pd.read_parquet(project / "data/raw/tabular/table.parquet")
+    raw = pd.read_parquet(project / DatasetPaths("tabular").raw_dir / "table.parquet")
     rows = raw.iloc[shuffled_split(len(raw), PrepareParams())["test"]]
     rows.to_csv(tmp_path / "rows.csv", index=False)
     predict_cli(project, "tabular-fnn:production", str(tmp_path / "rows.csv"), str(tmp_path / "out.csv"))
@@ -171,7 +176,7 @@ def test_predict_with_registered_models_reproduces_the_recorded_test_metrics(flo
     )  # float32 metric
 
     # Images: the raw test digits as a .npz of pixels and labels.
-    with np.load(project / "data/raw/digits/images.npz") as images:
+    with np.load(project / DatasetPaths("digits").raw_dir / "images.npz") as images:
         idx = shuffled_split(len(images["y"]), PrepareParams())["test"]
         np.savez(tmp_path / "digits.npz", x=images["x"][idx], y=images["y"][idx])
         labels = images["y"][idx]
@@ -181,12 +186,12 @@ def test_predict_with_registered_models_reproduces_the_recorded_test_metrics(flo
     assert accuracy == pytest.approx(registry.get("digits-cnn", 1).card["metrics"]["test"]["accuracy"], abs=1e-6)
 
     # A series: the whole sunspot series as a CSV; the last test-size forecasts are the test windows.
-    series = pd.read_parquet(project / "data/raw/series/series.parquet")
+    series = pd.read_parquet(project / DatasetPaths("series").raw_dir / "series.parquet")
     series.to_csv(tmp_path / "series.csv", index=False)
     predict_cli(project, "sunspots-forecast", str(tmp_path / "series.csv"), str(tmp_path / "forecast.csv"))
     out = pd.read_csv(tmp_path / "forecast.csv")
     card = registry.get("sunspots-forecast").card
-    n_test = yaml.safe_load((project / "data/prepared/series/meta.json").read_text())["sizes"]["test"]
+    n_test = yaml.safe_load((project / DatasetPaths("series").prepared_meta).read_text())["sizes"]["test"]
     test = out.dropna().tail(n_test)
     rmse = float(np.sqrt(np.mean((test["prediction"] - test["actual"]) ** 2)))
     assert rmse == pytest.approx(card["metrics"]["test"]["rmse"], rel=1e-4)

@@ -112,11 +112,64 @@ def test_only_transient_stage_failures_are_retried(stage, exit_code, lock_busy, 
     assert _retry_transient(None, None, _failed_state(RuntimeError("other"))) is False
 
 
-def test_the_stage_task_retries_with_backoff_and_the_condition():
-    from pipelines.orchestration.flow import RETRY_BASE_SECONDS, _retry_transient, run_stage
+# A stage whose command exits with the codes of `plan` one run after another, logging each run.
+_FLAKY_STAGE = """
+import sys
+from pathlib import Path
 
-    assert run_stage.retries == 3 and run_stage.retry_condition_fn is _retry_transient
-    assert run_stage.retry_delay_seconds == [RETRY_BASE_SECONDS * 2**i for i in range(3)]
+name = sys.argv[1]
+runs = Path(f"runs-{name}.txt")
+runs.write_text(runs.read_text() + "run\\n" if runs.exists() else "run\\n")
+code = int(Path(f"plan-{name}.txt").read_text().split()[len(runs.read_text().split()) - 1])
+Path(f"out-{name}.txt").write_text("done")
+sys.exit(code)
+"""
+_RUN_TASK = """
+import json, sys
+from prefect import flow
+from prefect.testing.utilities import prefect_test_harness
+from pipelines.orchestration.flow import StageFailed, run_stage
+
+@flow
+def one_stage(stage: str, workdir: str) -> dict:
+    return run_stage(stage, workdir)
+
+with prefect_test_harness(server_startup_timeout=120):
+    for stage in sys.argv[2:]:
+        try:
+            print(json.dumps({"stage": stage, "result": one_stage(stage, sys.argv[1])["stage"]}))
+        except StageFailed as err:
+            print(json.dumps({"stage": stage, "failed": err.exit_code}))
+"""
+
+
+@pytest.mark.slow
+def test_the_stage_task_retries_a_transient_failure_and_not_bad_input(tmp_path):
+    """The real task under a real Prefect API: exit 75 then 0 is retried to success; exit 2 runs once."""
+    from tests.conftest import BIN, ROOT, project_env
+
+    (tmp_path / "stage.py").write_text(_FLAKY_STAGE)
+    (tmp_path / "plan-flaky.txt").write_text("75 75 0")
+    (tmp_path / "plan-bad.txt").write_text("2 0")
+    stages = {
+        "train": {"foreach": ["flaky", "bad"], "do": {"cmd": "python stage.py ${item}", "outs": ["out-${item}.txt"]}}
+    }
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    env = {**project_env(), "PYTHONPATH": str(ROOT), "DL_PIPELINE_RETRY_BASE_SECONDS": "0.1"}
+    subprocess.run([str(BIN / "dvc"), "init", "--no-scm", "-q"], cwd=tmp_path, env=env, check=True)
+    proc = subprocess.run(
+        [str(BIN / "python"), "-c", _RUN_TASK, str(tmp_path), "train@flaky", "train@bad"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert results == [{"stage": "train@flaky", "result": "train@flaky"}, {"stage": "train@bad", "failed": 2}]
+    assert (tmp_path / "runs-flaky.txt").read_text().split() == ["run"] * 3  # two retries, then it passed
+    assert (tmp_path / "runs-bad.txt").read_text().split() == ["run"]  # bad input: never retried
 
 
 # ------------------------------------------------------------------ run names

@@ -1,25 +1,48 @@
-"""The one argument every stage takes: which dataset of params.yaml to work on."""
+"""The one argument every stage takes (which dataset of params.yaml to work on), and what each stage reads.
+
+READS lists, per stage, the params paths its code reads; dvc.yaml declares the same paths as the
+stage's params (tests/test_dvc_yaml.py checks it), and the stage validates and receives only those,
+so a typo in another dataset's section does not stop it.
+"""
 
 from __future__ import annotations
 
 import sys
 
 from pipelines import workspace
-from pipelines.config import DatasetParams, PipelineParams, load_params
+from pipelines.config import DatasetParams, PipelineParams, read_params_file
+from pipelines.config_sections import validate_sections
 from pipelines.errors import PipelineInputError
+from pipelines.paths import PARAMS_FILE
+
+# "{dataset}" is the dataset the stage runs for; a bare name is a section shared by every dataset.
+READS: dict[str, tuple[str, ...]] = {
+    "ingest": ("datasets.{dataset}.modality", "datasets.{dataset}.ingest"),
+    # the modality picks the preprocessing, which reads the label column and the other ingest choices
+    "prepare": ("datasets.{dataset}.modality", "datasets.{dataset}.ingest", "datasets.{dataset}.prepare"),
+    # the modality is read to check every candidate's family can learn from the data
+    "train": ("datasets.{dataset}.modality", "datasets.{dataset}.train", "train"),
+    "evaluate": ("evaluate",),
+    # the model card records the dataset's whole config and the compute it trained with
+    "register": ("datasets.{dataset}", "train", "register"),
+}
+
+
+def reads_for(stage: str) -> tuple[str, ...]:
+    return READS[stage]
 
 
 def pipeline_and_dataset(stage: str, argv: list[str] | None = None) -> tuple[PipelineParams, str]:
-    """For stages that also read the shared sections (train compute, evaluate, register)."""
+    """The params this stage reads (validated; the rest are NotRead placeholders) and the dataset's name."""
     args = sys.argv[1:] if argv is None else argv
     workspace.refuse_if_held_elsewhere(".")  # a `dvc repro` by hand while a pipeline run holds the workspace
-    params = load_params()
+    data = read_params_file(PARAMS_FILE)
     if len(args) != 1:
+        names = ", ".join(data.get("datasets") or {}) if isinstance(data.get("datasets"), dict) else "none"
         raise PipelineInputError(
-            f"usage: python -m pipelines.{stage} <dataset>; datasets in params.yaml: {', '.join(params.datasets)}"
+            f"usage: python -m pipelines.stages.{stage} <dataset>; datasets in params.yaml: {names}"
         )
-    params.dataset(args[0])  # a clear error for an unknown name
-    return params, args[0]
+    return validate_sections(data, args[0], READS[stage], str(PARAMS_FILE), stage), args[0]
 
 
 def dataset_from_argv(stage: str, argv: list[str] | None = None) -> tuple[str, DatasetParams]:

@@ -30,26 +30,8 @@ def data_fingerprint(prepared_dir: Path) -> str:
 
 
 def model_spec(cand: Candidate, meta: dict, out_features: int) -> dict:
-    """Plain keyword arguments for models.create_model: they travel to workers and into checkpoints."""
-    spec = {
-        "family": cand.family,
-        "input_shape": meta["input_shape"],
-        "out_features": out_features,
-        "activation": cand.activation,
-        "dropout": cand.dropout,
-    }
-    if cand.family == "fnn":
-        spec["hidden"] = cand.hidden
-    elif cand.family == "cnn":
-        spec.update(filters=cand.filters, kernel_size=cand.kernel_size, pool=cand.pool, dense=cand.dense)
-    else:  # lstm / gru
-        spec.update(
-            hidden_size=cand.hidden_size,
-            num_layers=cand.num_layers,
-            embedding_dim=cand.embedding_dim,
-            vocab_size=meta.get("vocab_size"),
-        )
-    return spec
+    """Plain keyword arguments for models.create_model: the candidate's family knows its builder's arguments."""
+    return cand.model_spec(meta, out_features)
 
 
 def make_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, compute: ComputeParams, meta: dict):
