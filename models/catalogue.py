@@ -67,11 +67,11 @@ def register_family(
     def decorator(builder: Builder) -> Builder:
         if name in _FAMILIES:
             raise ValueError(f"model family {name!r} is already registered")
+        kinds = {p.kind for p in inspect.signature(builder).parameters.values()}
+        if kinds - {inspect.Parameter.KEYWORD_ONLY}:  # a catch-all would let a config key and its builder drift
+            raise ValueError(f"builder of {name!r} must take keyword-only arguments (no *args, no **kwargs)")
         if name not in _tags(candidate):
             raise ValueError(f"{candidate.__name__}.family must be a Literal that includes {name!r}")
-        kinds = {p.kind for p in inspect.signature(builder).parameters.values()}
-        if kinds - {inspect.Parameter.KEYWORD_ONLY}:
-            raise ValueError(f"builder of {name!r} must take keyword-only arguments (no *args, no **kwargs)")
         _FAMILIES[name] = Family(name, builder, candidate, tuple(modalities), tuple(tasks))
         _changed()
         return builder

@@ -161,3 +161,17 @@ def test_every_optimizer_and_schedule_trains(optimizer, schedule):
         assert lrs[0] == optim["lr"]
     else:
         assert lrs[0] < optim["lr"]
+
+
+def test_a_builder_with_a_catch_all_or_a_candidate_of_another_family_is_refused():
+    from models.catalogue import register_family
+    from models.fnn import FnnCandidate
+
+    def catch_all(*, hidden: list[int], **_: object):
+        raise AssertionError("never built")
+
+    with pytest.raises(ValueError, match="keyword-only arguments"):
+        register_family("catch-all", candidate=FnnCandidate, modalities=("table",), tasks=("binary",))(catch_all)
+    with pytest.raises(ValueError, match="FnnCandidate.family must be a Literal that includes 'mlp'"):
+        register_family("mlp", candidate=FnnCandidate, modalities=("table",), tasks=("binary",))(models.fnn.build_fnn)
+    assert "catch-all" not in list_models() and "mlp" not in list_models()
