@@ -17,7 +17,7 @@ of the `training-pipeline` flow, all on the workspace `--workdir`:
                                          (python -m pipelines.orchestration.watch emits it)
 
 The UI shows each deployment's parameters as a form built from the typed config
-(pipelines/config.py) and the server refuses a run whose parameters do not fit it.
+(pipelines/config/) and the server refuses a run whose parameters do not fit it.
 Runs execute in subprocesses of this one; stopping it (Ctrl-C) stops the server it
 started and pauses the schedules.
 """

@@ -11,7 +11,7 @@ import sys
 
 from pipelines import workspace
 from pipelines.config import DatasetParams, PipelineParams, read_params_file
-from pipelines.config_sections import validate_sections
+from pipelines.config.sections import validate_sections
 from pipelines.errors import PipelineInputError
 from pipelines.paths import PARAMS_FILE
 

@@ -77,7 +77,7 @@ def _cross_check(check: Any, prefix: str, source: str) -> None:
 
 def validate_sections(data: dict, dataset: str, reads: Iterable[str], source: str, reader: str) -> PipelineParams:
     """Validate the `reads` paths of `data` ("datasets.{dataset}[.section]" or a shared section) only."""
-    from pipelines.config_defaults import DEFAULT_DATASETS
+    from pipelines.config.defaults import DEFAULT_DATASETS
 
     datasets = data.get("datasets", DEFAULT_DATASETS)  # no datasets key: the defaults, as in full validation
     if not isinstance(datasets, dict) or dataset not in datasets:

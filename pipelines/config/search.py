@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from pipelines.config_modalities import Strict
+from pipelines.config.modalities import Strict
 
 
 class SearchDim(Strict):

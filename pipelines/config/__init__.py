@@ -19,7 +19,7 @@ from pydantic import Field, GetCoreSchemaHandler, ValidationError, model_validat
 import models  # noqa: F401  (registers the built-in families; imports no torch)
 from models import catalogue
 from models.candidate import CandidateBase
-from pipelines.config_modalities import (  # noqa: F401  (IngestParams, PrepareParams: the modalities' types)
+from pipelines.config.modalities import (  # noqa: F401  (IngestParams, PrepareParams: the modalities' types)
     IngestParams,
     IngestSection,
     Modality,
@@ -30,7 +30,7 @@ from pipelines.config_modalities import (  # noqa: F401  (IngestParams, PrepareP
     TablePrepare,
     tag_sections,
 )
-from pipelines.config_search import SearchParams
+from pipelines.config.search import SearchParams
 from pipelines.errors import PipelineInputError
 from pipelines.paths import PARAMS_FILE
 
@@ -204,7 +204,7 @@ class RegisterParams(Strict):
 
 
 def _default_datasets() -> dict[str, DatasetParams]:
-    from pipelines.config_defaults import DEFAULT_DATASETS
+    from pipelines.config.defaults import DEFAULT_DATASETS
 
     return {name: DatasetParams.model_validate(d) for name, d in DEFAULT_DATASETS.items()}
 
