@@ -283,7 +283,7 @@ class ModelCard(_Handoff):
     @classmethod
     def _upgrade(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("metrics"), dict):
-            data = {**data, "metrics": flat_metrics(data["metrics"])}
+            data = {**data, "metrics": flat_metrics(data["metrics"]), "schema_version": SCHEMA_VERSION}
         return data
 
     def metric(self, key: str) -> Any:
@@ -291,8 +291,8 @@ class ModelCard(_Handoff):
 
 
 def upgrade_report(report: dict[str, Any]) -> dict[str, Any]:
-    """A metrics.json of any version with `split/metric` keys (per candidate and in `best`)."""
-    out = dict(report)
+    """A metrics.json of any version with `split/metric` keys (per candidate and in `best`): the current version."""
+    out = dict(report) | {"schema_version": SCHEMA_VERSION}
     if isinstance(report.get("candidates"), dict):
         out["candidates"] = {
             name: flat_metrics(scores) if isinstance(scores, dict) else scores

@@ -57,7 +57,7 @@ def render_text(card_data: dict[str, Any], aliases: dict[str, int], location: st
         for split in dict.fromkeys(k.partition("/")[0] for k in card.metrics):
             prefix = f"{split}/"
             scores = {k: v for k, v in card.metrics.items() if k.startswith(prefix)}
-            shown = "  ".join(f"{k}={fmt(v)}" for k, v in scalars(scores).items())
+            shown = "  ".join(f"{k.partition('/')[2]}={fmt(v)}" for k, v in scalars(scores).items())
             lines.append(f"  {split:<10}{shown}")
     lineage = card.lineage
     git = lineage.get("git") or {}
@@ -123,7 +123,7 @@ def render_markdown(
         "| metric | value |",
         "|---|---|",
     ]
-    lines += [f"| {k} | {v:.4f} |" for k, v in test.items() if isinstance(v, float)]
+    lines += [f"| {k.partition('/')[2]} | {v:.4f} |" for k, v in test.items() if isinstance(v, float)]
     lines += [f"| baseline {k} | {v:.4f} |" for k, v in card.baselines.items() if isinstance(v, float)]
     lines += [
         "",

@@ -142,7 +142,7 @@ def _test_metric(card: dict[str, Any], metric: str) -> float:
         return float(card_metrics(card)[key])
     except (KeyError, TypeError, ValueError):
         raise RegistryError(
-            f"{card.get('name')} v{card.get('version')} has no test metric {key!r} in its card "
+            f"{card.get('name')} v{card.get('version')} has no test metric {metric!r} in its card "
             f"(card['metrics'][{key!r}]); pass another metric, or force the promotion"
         ) from None
 
