@@ -3,11 +3,12 @@
 Every model carries `schema_version`. A file without one is today's first format: `upgrade_*`
 turns it into the current shape on load, so an old registry entry or checkpoint still loads.
 
-Metric names are spelled `split/metric` (`val/loss`, `test/accuracy`) in code and in the
-flat dictionaries (train summary, checkpoint info). The evaluation report and the model card
-keep their metrics nested per split ({"val": {"accuracy": ...}, "test": {...}}): DVC flattens
-nested JSON with '.', which `dvc metrics show`, the experiments table and the tests read;
-`metric_value(metrics, "test/accuracy")` reads them by the one spelling.
+Metric keys have one spelling, `split/metric` (`val/loss`, `test/accuracy`), everywhere:
+train summary, checkpoint info, history.csv columns, metrics.json (flat per candidate and in
+`best`), the model card. `dvc metrics show` and the experiments table flatten the JSON with '.',
+so they show e.g. `best.test/accuracy`. Older files spelled the same metric `val_loss`, `val.loss`,
+nested per split ({"val": {"accuracy": ...}}) or `best.test_accuracy`; `flat_metrics` reads all of
+those, and the models below upgrade on load (schema_version 2 and 1 files still load).
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
-SCHEMA_VERSION = 2  # 1: the files written before these models existed (no schema_version)
+# 1: the files written before these models existed (no schema_version);
+# 2: metrics.json and the card kept metrics nested per split and `best.test_<metric>`;
+# 3: `split/metric` keys everywhere.
+SCHEMA_VERSION = 3
+SPLITS = ("train", "val", "test")
 
 
 def metric_key(split: str, metric: str) -> str:
@@ -24,23 +29,31 @@ def metric_key(split: str, metric: str) -> str:
 
 
 def metric_value(metrics: dict[str, Any], key: str) -> Any:
-    """A metric by its `split/metric` name from metrics nested per split; KeyError names the key."""
-    split, _, name = key.partition("/")
+    """A metric by its `split/metric` key from metrics of any version; KeyError names the key."""
     try:
-        return metrics[split][name]
-    except (KeyError, TypeError):
-        raise KeyError(f"no metric {key!r} (expected metrics[{split!r}][{name!r}])") from None
+        return flat_metrics(metrics)[key]
+    except (KeyError, TypeError, AttributeError):
+        raise KeyError(f"no metric {key!r} (expected a {key!r} key in {sorted(metrics or {})})") from None
 
 
-def flat_metric_keys(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Old spellings of flat metric keys (`val_loss`, `val.loss`) -> `val/loss`; others unchanged."""
-    out = {}
+def flat_key(key: str) -> str:
+    """An old spelling of a metric key (`val_loss`, `val.loss`, `test_accuracy`) -> `val/loss`; others unchanged."""
+    for split in SPLITS:
+        for sep in ("_", "."):
+            if key.startswith(split + sep):
+                return f"{split}/{key[len(split) + 1 :]}"
+    return key
+
+
+def flat_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics of any version as flat `split/metric` keys: nested per split ({"test": {"accuracy": ...}})
+    and old flat spellings (`val_loss`, `test_accuracy`) are rewritten; other keys (`candidate`) kept."""
+    out: dict[str, Any] = {}
     for key, value in metrics.items():
-        for split in ("train", "val", "test"):
-            for sep in ("_", "."):
-                if key.startswith(split + sep):
-                    key = f"{split}/{key[len(split) + 1 :]}"
-        out[key] = value
+        if key in SPLITS and isinstance(value, dict):
+            out.update({metric_key(key, name): v for name, v in value.items()})
+        else:
+            out[flat_key(key)] = value
     return out
 
 
@@ -178,7 +191,7 @@ class CandidateSummary(_Part):
     @classmethod
     def _upgrade(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("val_metrics"), dict):
-            data = {**data, "val_metrics": flat_metric_keys(data["val_metrics"])}
+            data = {**data, "val_metrics": flat_metrics(data["val_metrics"])}
         return data
 
 
@@ -211,7 +224,7 @@ class CandidateInfo(_Handoff):
     @classmethod
     def _upgrade(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("val_metrics"), dict):
-            data = {**data, "val_metrics": flat_metric_keys(data["val_metrics"])}
+            data = {**data, "val_metrics": flat_metrics(data["val_metrics"])}
         return data
 
     def dump(self) -> dict[str, Any]:
@@ -228,12 +241,17 @@ class EvaluationReport(_Handoff):
     task: str
     primary_metric: str
     mode: Literal["min", "max"]
-    candidates: dict[str, dict[str, dict[str, Any]]]  # candidate -> split -> metric -> value
+    candidates: dict[str, dict[str, Any]]  # candidate -> `split/metric` -> value
     baselines: dict[str, float] = {}
     best_candidate: str
-    # The best candidate's scalar test metrics, flat for `dvc exp show` columns: `best.test_<metric>`
-    # (the experiments table and existing DVC experiment metrics key on this spelling).
+    # {"candidate": name, "test/<metric>": value...}: the best candidate's scalar test metrics,
+    # one `dvc exp show` column each (`best.test/accuracy`).
     best: dict[str, Any]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        return upgrade_report(data) if isinstance(data, dict) else data
 
     def metric(self, candidate: str, key: str) -> Any:
         return metric_value(self.candidates[candidate], key)
@@ -254,12 +272,38 @@ class ModelCard(_Handoff):
     task: str | None = None
     primary_metric: str | None = None
     mode: Literal["min", "max"] | None = None
-    metrics: dict[str, Any] = {}  # split -> metric -> value
+    metrics: dict[str, Any] = {}  # `split/metric` -> value (nested per split before version 3)
     baselines: dict[str, float] = {}
     candidates_compared: list[str] = []
     params: dict[str, Any] = {}
     plots: list[str] | str | None = None
     lineage: dict[str, Any] = {}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("metrics"), dict):
+            data = {**data, "metrics": flat_metrics(data["metrics"]), "schema_version": SCHEMA_VERSION}
+        return data
+
     def metric(self, key: str) -> Any:
         return metric_value(self.metrics, key)
+
+
+def upgrade_report(report: dict[str, Any]) -> dict[str, Any]:
+    """A metrics.json of any version with `split/metric` keys (per candidate and in `best`): the current version."""
+    out = dict(report) | {"schema_version": SCHEMA_VERSION}
+    if isinstance(report.get("candidates"), dict):
+        out["candidates"] = {
+            name: flat_metrics(scores) if isinstance(scores, dict) else scores
+            for name, scores in report["candidates"].items()
+        }
+    if isinstance(report.get("best"), dict):
+        out["best"] = flat_metrics(report["best"])
+    return out
+
+
+def card_metrics(card: dict[str, Any]) -> dict[str, Any]:
+    """A stored card's metrics (any version) with `split/metric` keys; the card itself is left as written."""
+    metrics = card.get("metrics")
+    return flat_metrics(metrics) if isinstance(metrics, dict) else {}

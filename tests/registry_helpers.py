@@ -29,7 +29,7 @@ def card(accuracy: float, **extra: Any) -> dict[str, Any]:
         "task": "multiclass",
         "primary_metric": "accuracy",
         "mode": "max",
-        "metrics": {"val": {"accuracy": accuracy - 0.01}, "test": {"accuracy": accuracy, "f1": accuracy - 0.02}},
+        "metrics": {"val/accuracy": accuracy - 0.01, "test/accuracy": accuracy, "test/f1": accuracy - 0.02},
         "lineage": {"git": {"commit": "0123456789abcdef0123", "dirty": False}, "data": {"source": "sklearn:digits"}},
         **extra,
     }
@@ -131,7 +131,7 @@ def check_register_get_list_download(location: str, tmp_path: Path) -> None:
     fresh = open_registry(location, cache_dir=tmp_path / "other-cache")  # as another machine would
     latest = fresh.get("m")
     assert latest.version == 2 and latest.checkpoint.read_bytes() == b"two"
-    assert latest.card["metrics"]["test"]["accuracy"] == 0.9 and len(latest.card["sha256"]) == 64
+    assert latest.card["metrics"]["test/accuracy"] == 0.9 and len(latest.card["sha256"]) == 64
     assert fresh.get("m", 1).checkpoint.read_bytes() == b"one"
     assert fresh.get_card("m", 1)["sha256"] == v1.card["sha256"]
 

@@ -134,7 +134,7 @@ def test_a_queued_sweep_runs_is_shown_and_compared(tmp_path):
     assert not failed, "\n".join(run(project, dvc, "queue", "logs", name, env=env)[-3000:] for name in failed)
     results = {lr_of(exp): exp["revs"][0]["data"]["metrics"][METRICS]["data"] for exp in exps}
     assert sorted(results) == sorted(LRS)
-    assert all(isinstance(metrics["best"]["test_accuracy"], float) for metrics in results.values())
+    assert all(isinstance(metrics["best"]["test/accuracy"], float) for metrics in results.values())
     assert results[LRS[0]] != results[LRS[1]]  # each trained with its own lr
 
     # The experiments ran in their own workspaces: this one is as the baseline left it.
@@ -147,11 +147,11 @@ def test_a_queued_sweep_runs_is_shown_and_compared(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for exp in exps:  # one line each: its name, its lr, its test accuracy
         line = next(line for line in proc.stdout.splitlines() if line.startswith(exp["name"] + " "))
-        assert f"{lr_of(exp):.4f}" in line and f"{results[lr_of(exp)]['best']['test_accuracy']:.4f}" in line, (
+        assert f"{lr_of(exp):.4f}" in line and f"{results[lr_of(exp)]['best']['test/accuracy']:.4f}" in line, (
             proc.stdout
         )
-    assert "fnn-relu.lr" in proc.stdout and "tabular: best.test_accuracy" in proc.stdout
+    assert "fnn-relu.lr" in proc.stdout and "tabular: best.test/accuracy" in proc.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
 
     proc = run_compare(project, env, "--metric", "best.nope", "--out", str(tmp_path / "nope.png"))
-    assert proc.returncode == 2 and "best.nope" in proc.stderr and "best.test_f1_macro" in proc.stderr
+    assert proc.returncode == 2 and "best.nope" in proc.stderr and "best.test/f1_macro" in proc.stderr

@@ -104,7 +104,7 @@ def test_promotion_direction_comes_from_the_cards():
     low, high = card(0.1, task="regression", primary_metric="rmse"), card(0.2, task="regression", primary_metric="rmse")
     for c, rmse in ((low, 0.1), (high, 0.2)):
         c.pop("mode")  # cards written before "mode" was recorded: the task's primary metric decides
-        c["metrics"]["test"]["rmse"] = rmse
+        c["metrics"]["test/rmse"] = rmse
     assert decide_promotion("m", "production", 2, low, 1, high).promoted  # rmse: lower is better
     assert not decide_promotion("m", "production", 1, high, 2, low).promoted
     tie = decide_promotion("m", "production", 2, card(0.5), 1, card(0.5))

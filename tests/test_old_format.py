@@ -207,3 +207,92 @@ def test_old_meta_and_info_files_upgrade_and_bad_ones_name_the_field():
     with pytest.raises(ValueError, match="sizes"):
         PreparedMeta.model_validate({k: v for k, v in TABLE_META.items() if k != "sizes"})
     assert json.loads(json.dumps(meta.dump()))["preprocessing"]["kind"] == "table"  # plain JSON, no pickle
+
+
+# -- metric keys: nested per split and `best.test_<metric>` (schema_version 2 and before) -> `split/metric`
+
+
+def old_report(version: int | None) -> dict:
+    """metrics.json as evaluate wrote it before schema_version 3 (`version` None: before schema_version)."""
+    report = {
+        "dataset": "old",
+        "task": "binary",
+        "primary_metric": "accuracy",
+        "mode": "max",
+        "candidates": {
+            "a": {
+                "val": {"accuracy": 0.7, "loss": 0.6},
+                "test": {"accuracy": 0.8, "confusion_matrix": [[1, 0], [0, 1]]},
+            },
+            "b": {"val": {"accuracy": 0.6}, "test": {"accuracy": 0.75}},
+        },
+        "best_candidate": "a",
+        "best": {"candidate": "a", "test_accuracy": 0.8},
+    }
+    return report | ({"schema_version": version} if version else {})
+
+
+@pytest.mark.parametrize("version", [None, 2])
+def test_an_old_metrics_json_reads_with_split_metric_keys(tmp_path, version):
+    from pipelines.handoffs import EvaluationReport
+    from pipelines.orchestration import artifacts
+
+    report = EvaluationReport.model_validate(old_report(version))
+    assert report.candidates["a"] == {
+        "val/accuracy": 0.7,
+        "val/loss": 0.6,
+        "test/accuracy": 0.8,
+        "test/confusion_matrix": [[1, 0], [0, 1]],
+    }
+    assert report.best == {"candidate": "a", "test/accuracy": 0.8} and report.metric("b", "test/accuracy") == 0.75
+    assert report.model_dump()["schema_version"] == SCHEMA_VERSION  # rewritten in today's shape
+
+    (tmp_path / "data/evaluate/old").mkdir(parents=True)
+    (tmp_path / "data/evaluate/old/metrics.json").write_text(json.dumps(old_report(version)))
+    rows = artifacts.metrics_rows(tmp_path, "old")
+    assert rows[0] == {"candidate": "a", "family": "", "best": "yes", "val/accuracy": 0.7, "test/accuracy": 0.8}
+
+
+def test_experiments_from_before_and_after_the_change_compare_on_one_column():
+    from pipelines.orchestration.experiments import metric_columns, parse_show
+
+    path = "data/evaluate/old/metrics.json"
+    new = old_report(SCHEMA_VERSION) | {
+        "candidates": {"a": {"val/accuracy": 0.72, "test/accuracy": 0.82}},
+        "best": {"candidate": "a", "test/accuracy": 0.82},
+    }
+    show = [
+        {
+            "rev": "a" * 40,
+            "name": "main",
+            "data": {"params": {}, "metrics": {path: {"data": old_report(2)}}},
+            "experiments": [
+                {
+                    "name": "exp-new",
+                    "executor": None,
+                    "revs": [{"rev": "b" * 40, "data": {"metrics": {path: {"data": new}}}}],
+                }
+            ],
+        }
+    ]
+    rows = parse_show(show)
+    assert [row.metrics[path]["best.test/accuracy"] for row in rows] == [0.8, 0.82]
+    assert rows[0].metrics[path]["candidates.a.val/accuracy"] == 0.7
+    assert metric_columns(rows, None) == [(path, "best.test/accuracy")]
+    assert metric_columns(rows, "best.test_accuracy") == [(path, "best.test/accuracy")]  # the old spelling asked for
+
+
+@pytest.mark.parametrize("old_is_current", [True, False])
+def test_an_old_card_and_a_new_card_compare_for_promotion(old_is_current):
+    from pipelines.registry.card import primary_text
+    from pipelines.registry.local import decide_promotion
+
+    old = old_card("d", "regression", "rmse", "min", 2.0)  # metrics nested per split
+    new = {**old, "schema_version": SCHEMA_VERSION, "metrics": {"val/rmse": 1.6, "test/rmse": 1.5}}
+    assert primary_text(old) == "rmse=2.0000" and primary_text(new) == "rmse=1.5000"
+    if old_is_current:  # the new version (lower rmse) takes the alias from the old one
+        decision = decide_promotion("m", "production", 2, new, 1, old)
+        assert decision.promoted and (decision.value, decision.previous_value) == (1.5, 2.0)
+    else:  # an old card registered after a new one (a late re-register) is still compared, and loses
+        decision = decide_promotion("m", "production", 2, old, 1, new)
+        assert not decision.promoted and (decision.value, decision.previous_value) == (2.0, 1.5)

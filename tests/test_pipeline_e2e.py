@@ -4,6 +4,7 @@ One default run trains all four families on their built-in data (FNN on a table,
 CNN on digits, LSTM/GRU on text and on a series); every test below reads it.
 """
 
+import json
 import re
 import subprocess
 
@@ -64,18 +65,18 @@ def test_every_family_beats_its_stated_baseline(flow_run):
         max(np.bincount(np.load(project / DatasetPaths("tabular").split_file("test"))["y"])) / meta["sizes"]["test"]
     )
     for name, scores in tabular["candidates"].items():  # both ReLU and Sigmoid
-        assert scores["test"]["accuracy"] > majority, name
+        assert scores["test/accuracy"] > majority, name
 
-    assert metrics(project, "digits")["best"]["test_accuracy"] >= 0.95  # CNN on the 8x8 digits
+    assert metrics(project, "digits")["best"]["test/accuracy"] >= 0.95  # CNN on the 8x8 digits
 
     text = metrics(project, "text")
     for name in ("lstm", "gru"):
-        assert text["candidates"][name]["test"]["perplexity"] < 0.5 * text["baselines"]["unigram_perplexity"], name
+        assert text["candidates"][name]["test/perplexity"] < 0.5 * text["baselines"]["unigram_perplexity"], name
 
     series = metrics(project, "series")
     for name in ("lstm", "gru"):
-        test = series["candidates"][name]["test"]
-        assert test["rmse"] < test["naive_last_rmse"], name
+        test = series["candidates"][name]
+        assert test["test/rmse"] < test["test/naive_last_rmse"], name
 
 
 def test_registered_models_reproduce_their_recorded_test_metrics(flow_run):
@@ -98,10 +99,10 @@ def test_registered_models_reproduce_their_recorded_test_metrics(flow_run):
         with np.load(project / DatasetPaths(dataset).split_file("test")) as test:
             logits, info = model_outputs(version.checkpoint, test["x"])
             again, _ = score(meta, logits, info["loss"], test["x"], test["y"])
-        recorded = card["metrics"]["test"]
+        recorded = card["metrics"]
         for key, value in again.items():
             if isinstance(value, float):
-                assert value == pytest.approx(recorded[key], rel=1e-6, abs=1e-9), (dataset, key)
+                assert value == pytest.approx(recorded[f"test/{key}"], rel=1e-6, abs=1e-9), (dataset, key)
 
 
 def test_outputs_are_where_the_readme_says(flow_run):
@@ -117,6 +118,21 @@ def test_outputs_are_where_the_readme_says(flow_run):
     shown = dvc(project, "metrics", "show")
     for words in ("fnn-relu", "cnn-wide", "perplexity", "naive_last_rmse"):
         assert words in shown
+
+
+def test_dvc_plots_draw_the_learning_curves_by_their_split_metric_column(flow_run):
+    """dvc.yaml's learning plot names `y: val/loss`, the history.csv column as logged: DVC renders it."""
+    project, _ = flow_run
+    proc = subprocess.run(
+        [str(BIN / "dvc"), "plots", "show", "--json"], cwd=project, capture_output=True, text=True, env=project_env()
+    )
+    assert proc.returncode == 0, proc.stderr
+    learning = (DatasetPaths("tabular").evaluate_dir / "learning" / "fnn-relu.csv").as_posix()
+    [plot] = json.loads(proc.stdout)["data"][learning]
+    layers = json.dumps(plot["content"]["layer"])
+    assert '"field": "val/loss"' in layers and '"field": "epoch"' in layers
+    values = plot["content"]["data"]["values"]
+    assert values and all(float(row["val/loss"]) > 0 for row in values)
 
 
 def test_dvc_lock_lists_every_stage(flow_run):
@@ -160,8 +176,8 @@ def test_predict_with_registered_models_reproduces_the_recorded_test_metrics(flo
     # v1 was promoted; a later version only takes the alias if it scores better on test accuracy.
     assert (
         registry.aliases("tabular-fnn")["production"] == 1
-        or registry.get("tabular-fnn", "production").card["metrics"]["test"]["accuracy"]
-        > registry.get("tabular-fnn", 1).card["metrics"]["test"]["accuracy"]
+        or registry.get("tabular-fnn", "production").card["metrics"]["test/accuracy"]
+        > registry.get("tabular-fnn", 1).card["metrics"]["test/accuracy"]
     )
 
     # A table: the raw test rows as a user's CSV (original units, class names as labels).
@@ -172,7 +188,7 @@ def test_predict_with_registered_models_reproduces_the_recorded_test_metrics(flo
     out = pd.read_csv(tmp_path / "out.csv")
     accuracy = float((out["prediction"].astype(str) == rows["target"].astype(str).to_numpy()).mean())
     assert accuracy == pytest.approx(
-        registry.get("tabular-fnn", "production").card["metrics"]["test"]["accuracy"], abs=1e-6
+        registry.get("tabular-fnn", "production").card["metrics"]["test/accuracy"], abs=1e-6
     )  # float32 metric
 
     # Images: the raw test digits as a .npz of pixels and labels.
@@ -183,7 +199,7 @@ def test_predict_with_registered_models_reproduces_the_recorded_test_metrics(flo
     predict_cli(project, "digits-cnn:1", str(tmp_path / "digits.npz"), str(tmp_path / "digits.csv"))
     out = pd.read_csv(tmp_path / "digits.csv")
     accuracy = float((out["prediction"].astype(int).to_numpy() == labels).mean())
-    assert accuracy == pytest.approx(registry.get("digits-cnn", 1).card["metrics"]["test"]["accuracy"], abs=1e-6)
+    assert accuracy == pytest.approx(registry.get("digits-cnn", 1).card["metrics"]["test/accuracy"], abs=1e-6)
 
     # A series: the whole sunspot series as a CSV; the last test-size forecasts are the test windows.
     series = pd.read_parquet(project / DatasetPaths("series").raw_dir / "series.parquet")
@@ -194,7 +210,7 @@ def test_predict_with_registered_models_reproduces_the_recorded_test_metrics(flo
     n_test = yaml.safe_load((project / DatasetPaths("series").prepared_meta).read_text())["sizes"]["test"]
     test = out.dropna().tail(n_test)
     rmse = float(np.sqrt(np.mean((test["prediction"] - test["actual"]) ** 2)))
-    assert rmse == pytest.approx(card["metrics"]["test"]["rmse"], rel=1e-4)
+    assert rmse == pytest.approx(card["metrics"]["test/rmse"], rel=1e-4)
     assert np.isnan(out["actual"].iloc[-1]) and np.isfinite(out["prediction"].iloc[-1])  # the step after the end
 
 

@@ -294,7 +294,7 @@ def test_a_run_started_like_the_run_button_completes_with_its_results_on_the_run
     assert metrics["type"] == "table"
     rows = json.loads(metrics["data"]) if isinstance(metrics["data"], str) else metrics["data"]
     assert sorted(r["candidate"] for r in rows) == ["fnn-relu", "fnn-sigmoid"]
-    assert all(0 <= r["test_accuracy"] <= 1 for r in rows) and sum(r["best"] == "yes" for r in rows) == 1
+    assert all(0 <= r["test/accuracy"] <= 1 for r in rows) and sum(r["best"] == "yes" for r in rows) == 1
     plots = found["tabular-plots"]["data"]
     assert plots.count("](data:image/png;base64,") == 3  # two confusion matrices and the learning curves
     model = found["tabular-model"]["data"]
@@ -306,8 +306,8 @@ def test_a_run_started_like_the_run_button_completes_with_its_results_on_the_run
 
     version = LocalModelRegistry(served.project / "data/registry").get("tabular-fnn", "production")
     assert version.version == 1 and version.card["lineage"]["data"]["source"] == source_url
-    assert version.card["metrics"]["test"]["accuracy"] == pytest.approx(
-        next(r["test_accuracy"] for r in rows if r["best"] == "yes"), abs=1e-4
+    assert version.card["metrics"]["test/accuracy"] == pytest.approx(
+        next(r["test/accuracy"] for r in rows if r["best"] == "yes"), abs=1e-4
     )
 
 
@@ -553,7 +553,7 @@ def test_the_ui_shows_the_run_its_state_and_its_artifacts(served, main_run, chro
     chromium.set_window_size(1400, 1000)
     found = artifacts(served, main_run.id)
     chromium.get(f"{served.ui_url}/v2/artifacts/artifact/{found['tabular-metrics']['id']}")
-    _page_shows(chromium, "fnn-relu", "fnn-sigmoid", "val_accuracy", "test_accuracy")
+    _page_shows(chromium, "fnn-relu", "fnn-sigmoid", "val/accuracy", "test/accuracy")
     chromium.get(f"{served.ui_url}/v2/artifacts/artifact/{found['tabular-plots']['id']}")
     _page_shows(chromium, "confusion fnn-relu", "learning curves")
 

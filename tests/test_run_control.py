@@ -267,13 +267,15 @@ def _evaluated_workspace(root: Path) -> None:
         "mode": "max",
         "best_candidate": "b",
         "candidates": {
-            "a": {"val": {"accuracy": 0.8}, "test": {"accuracy": 0.75, "f1_macro": 0.7, "confusion": [[1, 0], [0, 1]]}},
+            "a": {"val/accuracy": 0.8, "test/accuracy": 0.75, "test/f1_macro": 0.7, "test/confusion": [[1, 0], [0, 1]]},
             "b": {
-                "val": {"accuracy": 0.9},
-                "test": {"accuracy": 0.85, "f1_macro": float("nan"), "confusion": [[1, 0], [0, 1]]},
+                "val/accuracy": 0.9,
+                "test/accuracy": 0.85,
+                "test/f1_macro": float("nan"),
+                "test/confusion": [[1, 0], [0, 1]],
             },
         },
-        "best": {"candidate": "b", "test_accuracy": 0.85},
+        "best": {"candidate": "b", "test/accuracy": 0.85},
     }
     (ev / "metrics.json").write_text(json.dumps(report))
     (root / "data/train/My_Data").mkdir(parents=True)
@@ -328,9 +330,9 @@ def test_artifacts_hold_the_metrics_plots_model_and_lineage(tmp_path):
         "candidate": "b",
         "family": "fnn",
         "best": "yes",
-        "val_accuracy": 0.9,
-        "test_accuracy": 0.85,
-        "test_f1_macro": None,
+        "val/accuracy": 0.9,
+        "test/accuracy": 0.85,
+        "test/f1_macro": None,
     }
 
     plots = artifacts.plots_markdown(tmp_path, "My_Data")
@@ -355,7 +357,7 @@ def test_artifacts_hold_the_metrics_plots_model_and_lineage(tmp_path):
         "dataset": "My_Data",
         "model": "my-model:1",
         "candidate": "b",
-        "metric": "test_accuracy",
+        "metric": "test/accuracy",
         "value": 0.85,
         "promoted_to": "production",
     }

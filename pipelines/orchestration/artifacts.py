@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.atomic import read_json
+from pipelines.handoffs import upgrade_report
 from pipelines.paths import DatasetPaths
 from pipelines.registry.card import render_markdown
 from pipelines.registry.local import open_registry
@@ -56,7 +57,7 @@ def _registry_location(root: Path, location: str) -> str | Path:
 def metrics_rows(root: Path, dataset: str) -> list[dict[str, Any]]:
     """One row per candidate: family, val/test primary metric, then the other scalar test metrics."""
     where = DatasetPaths(dataset)
-    report = read_json(root / where.metrics_file)
+    report = upgrade_report(read_json(root / where.metrics_file))
     primary = report["primary_metric"]
     families = {}
     if (root / where.train_summary).exists():
@@ -67,12 +68,13 @@ def metrics_rows(root: Path, dataset: str) -> list[dict[str, Any]]:
             "candidate": name,
             "family": families.get(name, ""),
             "best": "yes" if name == report["best_candidate"] else "",
-            f"val_{primary}": _number(scores["val"][primary]),
-            f"test_{primary}": _number(scores["test"][primary]),
+            f"val/{primary}": _number(scores[f"val/{primary}"]),
+            f"test/{primary}": _number(scores[f"test/{primary}"]),
         }
-        for key, value in scores["test"].items():
-            if key != primary and isinstance(value, (int, float)) and not isinstance(value, bool):
-                row[f"test_{key}"] = _number(float(value))
+        for key, value in scores.items():
+            scalar = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if key.startswith("test/") and key not in row and scalar:
+                row[key] = _number(float(value))
         rows.append(row)
     return rows
 
@@ -89,7 +91,7 @@ def _plot_order(png: Path, best: str) -> tuple[int, str]:
 
 def plots_markdown(root: Path, dataset: str) -> str:
     where = DatasetPaths(dataset)
-    report = read_json(root / where.metrics_file)
+    report = upgrade_report(read_json(root / where.metrics_file))
     best = report["best_candidate"]
     plots_dir = (root / where.plots_dir).resolve()
     pngs = sorted(plots_dir.glob("*.png"), key=lambda p: _plot_order(p, best))
@@ -132,14 +134,14 @@ def model_markdown(root: Path, dataset: str, registry_location: str, reused: boo
 def summary_row(root: Path, dataset: str) -> dict[str, Any]:
     where = DatasetPaths(dataset)
     registered = read_json(root / where.registered_file)
-    report = read_json(root / where.metrics_file)
+    report = upgrade_report(read_json(root / where.metrics_file))
     primary = report["primary_metric"]
     return {
         "dataset": dataset,
         "model": f"{registered['name']}:{registered['version']}",
         "candidate": registered["candidate"],
-        "metric": f"test_{primary}",
-        "value": _number(report["best"].get(f"test_{primary}")),
+        "metric": f"test/{primary}",
+        "value": _number(report["best"].get(f"test/{primary}")),
         "promoted_to": registered.get("promoted_to") or "",
     }
 

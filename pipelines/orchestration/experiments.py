@@ -3,7 +3,7 @@
     # each dataset's primary test metric:
     python -m pipelines.orchestration.experiments compare
     # any number in the metrics files:
-    python -m pipelines.orchestration.experiments compare --metric best.test_f1_macro
+    python -m pipelines.orchestration.experiments compare --metric best.test/f1_macro
     python -m pipelines.orchestration.experiments compare --out sweep.png
 
 It reads `dvc exp show --json` (the experiments of the current commit and that commit,
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any
 
 from pipelines.atomic import atomic_path
 from pipelines.errors import EXIT_BAD_INPUT, PipelineInputError
+from pipelines.handoffs import upgrade_report
 
 DEFAULT_OUT = Path("data/experiments/compare.png")  # git-ignored local state, like data/registry
 PARAMS_FILE = "params.yaml"
@@ -72,10 +74,11 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _files(results: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+def _files(results: dict[str, Any] | None, upgrade=None) -> dict[str, dict[str, Any]]:
     """A params/metrics section of `dvc exp show --json` ({file: {"data": ...} or {"error": ...}}),
-    flattened per file."""
-    return {path: flatten(result.get("data") or {}) for path, result in (results or {}).items()}
+    flattened per file (after `upgrade`, if given)."""
+    upgrade = upgrade or (lambda data: data)
+    return {path: flatten(upgrade(result.get("data") or {})) for path, result in (results or {}).items()}
 
 
 def _row(state: dict[str, Any], status: str, name: str | None) -> Experiment:
@@ -88,7 +91,8 @@ def _row(state: dict[str, Any], status: str, name: str | None) -> Experiment:
         rev=state["rev"],
         state=status,
         params=params,
-        metrics=_files(data.get("metrics")),
+        # An experiment from before schema_version 3 spelled `best.test_accuracy`: read as `best.test/accuracy`.
+        metrics=_files(data.get("metrics"), upgrade_report),
     )
 
 
@@ -138,7 +142,7 @@ def metric_columns(rows: list[Experiment], metric: str | None) -> list[tuple[str
     """(metrics file, key) pairs to compare: `metric` in every file that has it, or each file's primary test metric.
 
     Our metrics files (data/evaluate/<ds>/metrics.json) name their primary metric and
-    hold the best candidate's test scores under `best`: the default is best.test_<primary>.
+    hold the best candidate's test scores under `best`: the default is best.test/<primary>.
     """
     files = sorted({path for row in rows for path in row.metrics})
     if not files:
@@ -151,6 +155,8 @@ def metric_columns(rows: list[Experiment], metric: str | None) -> list[tuple[str
         if _is_number(value)
     }
     if metric is not None:
+        # The old spellings (best.test_accuracy, candidates.x.val.accuracy) name today's `split/metric` keys.
+        metric = re.sub(r"(^|\.)(train|val|test)[._]", r"\1\2/", metric)
         found = [(path, metric) for path in files if (path, metric) in numeric]
         if not found:
             known = ", ".join(sorted({key for _, key in numeric}))
@@ -159,8 +165,8 @@ def metric_columns(rows: list[Experiment], metric: str | None) -> list[tuple[str
     columns = []
     for path in files:
         primary = _field(rows, path, "primary_metric")
-        if primary and (path, f"best.test_{primary}") in numeric:
-            columns.append((path, f"best.test_{primary}"))
+        if primary and (path, f"best.test/{primary}") in numeric:
+            columns.append((path, f"best.test/{primary}"))
     if not columns:
         raise ExperimentsError(f"no primary_metric in {', '.join(files)}: choose one with --metric KEY")
     return columns
@@ -176,7 +182,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _column_title(path: str, key: str) -> str:
-    """data/evaluate/tabular/metrics.json + best.test_accuracy -> tabular: best.test_accuracy."""
+    """data/evaluate/tabular/metrics.json + best.test/accuracy -> tabular: best.test/accuracy."""
     parts = Path(path).parts
     dataset = parts[-2] if len(parts) >= 2 and parts[-1] == "metrics.json" else path
     return f"{dataset}: {key}"
@@ -219,7 +225,7 @@ def bar_chart(rows: list[Experiment], params: list[str], columns: list[tuple[str
                 _fmt(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8
             )
         ax.set_xticks(range(len(rows)), labels, fontsize=8)
-        primary = key == f"best.test_{_field(rows, path, 'primary_metric')}"
+        primary = key == f"best.test/{_field(rows, path, 'primary_metric')}"
         better = (
             {"max": " (higher is better)", "min": " (lower is better)"}.get(_field(rows, path, "mode"), "")
             if primary
@@ -264,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         "--metric",
         default=None,
         metavar="KEY",
-        help="a number in the metrics files, e.g. best.test_f1_macro (default: each dataset's primary test metric)",
+        help="a number in the metrics files, e.g. best.test/f1_macro (default: each dataset's primary test metric)",
     )
     cmp.add_argument("--out", type=Path, default=None, help=f"the PNG to write (default: {DEFAULT_OUT} in the project)")
     cmp.add_argument("--workdir", default=".", help="the DVC project (default: here)")

@@ -39,6 +39,7 @@ from pipelines import paths, workspace
 from pipelines.atomic import atomic_path, read_json
 from pipelines.config import PipelineParams, load_params, validate_params
 from pipelines.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, PipelineInputError
+from pipelines.handoffs import upgrade_report
 from pipelines.orchestration.artifacts import publish_dataset, publish_summary
 from pipelines.paths import DatasetPaths
 
@@ -368,11 +369,11 @@ def _outcome(root: Path, chosen: list[str], logger) -> dict:
     for name in chosen:
         where = DatasetPaths(name)
         registered = read_json(root / where.registered_file)
-        metrics = read_json(root / where.metrics_file)
+        metrics = upgrade_report(read_json(root / where.metrics_file))
         primary = metrics["primary_metric"]
         logger.info(
             f"{name}: registered {registered['name']} v{registered['version']} ({registered['candidate']}), "
-            f"test {primary}={metrics['best'].get('test_' + primary):.4f}; plots {where.plots_dir}/"
+            f"test {primary}={metrics['best'].get('test/' + primary):.4f}; plots {where.plots_dir}/"
         )
         outcome[name] = {"registered": registered, "best": metrics["best"], "primary_metric": primary}
     return outcome
@@ -432,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         reg, primary = done["registered"], done["primary_metric"]
         print(
             f"  {name:<10} {reg['name']} v{reg['version']} ({reg['candidate']}): "
-            f"test {primary} {done['best']['test_' + primary]:.4f}"
+            f"test {primary} {done['best']['test/' + primary]:.4f}"
             f"   plots: {DatasetPaths(name).plots_dir}/"
         )
     print("Metrics: dvc metrics show   Plots: dvc plots show (or the PNGs above)   Models: data/registry/")

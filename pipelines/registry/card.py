@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelines.handoffs import ModelCard
+from pipelines.handoffs import ModelCard, card_metrics
 
 DIRECTION = {"max": "higher is better", "min": "lower is better"}
 
@@ -26,7 +26,7 @@ def scalars(scores: dict[str, Any]) -> dict[str, float]:
 def primary_text(card: dict[str, Any], split: str = "test") -> str:
     """'accuracy=0.9000' for the card's primary metric on `split`, or '-'."""
     metric = card.get("primary_metric")
-    value = (card.get("metrics") or {}).get(split, {}).get(metric) if metric else None
+    value = card_metrics(card).get(f"{split}/{metric}") if metric else None
     return f"{metric}={fmt(value)}" if value is not None else "-"
 
 
@@ -54,12 +54,10 @@ def render_text(card_data: dict[str, Any], aliases: dict[str, int], location: st
     lines += [f"  {label:<10}{value}" for label, value in facts if value is not None]
     if card.metrics:
         lines.append("metrics")
-        for split, scores in card.metrics.items():
-            shown = (
-                "  ".join(f"{k}={fmt(v)}" for k, v in scalars(scores).items())
-                if isinstance(scores, dict)
-                else fmt(scores)
-            )
+        for split in dict.fromkeys(k.partition("/")[0] for k in card.metrics):
+            prefix = f"{split}/"
+            scores = {k: v for k, v in card.metrics.items() if k.startswith(prefix)}
+            shown = "  ".join(f"{k.partition('/')[2]}={fmt(v)}" for k, v in scalars(scores).items())
             lines.append(f"  {split:<10}{shown}")
     lineage = card.lineage
     git = lineage.get("git") or {}
@@ -96,14 +94,14 @@ def render_markdown(
     """The card as a Markdown page (`reused`: registered by an earlier run; `promoted_to`: the alias it took)."""
     card = ModelCard.model_validate(card_data)
     name, version, primary = card.name, card.version, card.primary_metric
-    test = card.metrics.get("test", {})
+    test = {k: v for k, v in card.metrics.items() if k.startswith("test/")}
     git, data = card.lineage.get("git", {}), card.lineage.get("data", {})
     on_alias = [a for a, v in sorted(aliases.items()) if v == version]
     lines = [
         f"# {name} v{version}",
         "",
         f"Dataset **{card.dataset}**, candidate **{card.candidate}** ({card.family}), "
-        f"task {card.task}: test {primary} **{test.get(primary, float('nan')):.4f}**.",
+        f"task {card.task}: test/{primary} **{test.get(f'test/{primary}', float('nan')):.4f}**.",
         "",
         ("Registered by an earlier run (nothing changed since). " if reused else "")
         + ("Promoted to `" + promoted_to + "` when registered." if promoted_to else "Not promoted when registered.")
@@ -125,7 +123,7 @@ def render_markdown(
         "| metric | value |",
         "|---|---|",
     ]
-    lines += [f"| {k} | {v:.4f} |" for k, v in test.items() if isinstance(v, float)]
+    lines += [f"| {k.partition('/')[2]} | {v:.4f} |" for k, v in test.items() if isinstance(v, float)]
     lines += [f"| baseline {k} | {v:.4f} |" for k, v in card.baselines.items() if isinstance(v, float)]
     lines += [
         "",

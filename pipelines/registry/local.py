@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 from models.task_kinds import TASKS
 from pipelines.atomic import atomic_path, write_json
+from pipelines.handoffs import card_metrics
 
 CHECKPOINT_NAME = "model.pt"
 CARD_NAME = "card.json"
@@ -135,12 +136,14 @@ class Promotion:
 
 
 def _test_metric(card: dict[str, Any], metric: str) -> float:
+    """The card's `test/<metric>`; cards of every version (metrics nested per split before v3) compare."""
+    key = metric if "/" in metric else f"test/{metric}"
     try:
-        return float(card["metrics"]["test"][metric])
+        return float(card_metrics(card)[key])
     except (KeyError, TypeError, ValueError):
         raise RegistryError(
             f"{card.get('name')} v{card.get('version')} has no test metric {metric!r} in its card "
-            "(card['metrics']['test']); pass another metric, or force the promotion"
+            f"(card['metrics'][{key!r}]); pass another metric, or force the promotion"
         ) from None
 
 

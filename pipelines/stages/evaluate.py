@@ -18,7 +18,7 @@ from pipelines.errors import cli_entry
 from pipelines.evaluation import plots
 from pipelines.evaluation.metrics import confusion_matrix, unigram_perplexity
 from pipelines.evaluation.scoring import inverse_of, score
-from pipelines.handoffs import EvaluationReport, TrainSummary, metric_value
+from pipelines.handoffs import EvaluationReport, TrainSummary, flat_key, metric_key
 from pipelines.paths import DatasetPaths
 from pipelines.stages.cli import pipeline_and_dataset
 from pipelines.stages.prepare import load_split, read_meta
@@ -118,17 +118,18 @@ def evaluate(dataset: str, params: EvaluateParams) -> dict:
             scores = {}
             for split, (x, y) in splits.items():
                 logits, info = model_outputs(ckpt, x, params.batch_size)
-                scores[split], pred = score(meta, logits, info["loss"], x, y)
+                split_scores, pred = score(meta, logits, info["loss"], x, y)
                 if split == "test":
-                    write_test_plots(meta, name, pred, x, y, out, scores[split])
+                    write_test_plots(meta, name, pred, x, y, out, split_scores)
+                scores.update({metric_key(split, k): v for k, v in split_scores.items()})
             candidates[name] = scores
-            history = pd.read_csv(where.candidate_history(name))
-            # The learning-curve CSVs keep `val_loss`-style columns: dvc.yaml's plots name them as x/y
-            # fields, and DVC reads a '/' in a field as a path.
-            history.rename(columns=lambda c: c.replace("/", "_")).to_csv(out / "learning" / f"{name}.csv", index=False)
+            # history.csv columns are `split/metric` as logged (`val/loss`); dvc.yaml's learning plot
+            # names them as its x/y fields (DVC takes a '/' in a field name as it is).
+            history = pd.read_csv(where.candidate_history(name)).rename(columns=flat_key)
+            history.to_csv(out / "learning" / f"{name}.csv", index=False)
             histories[name] = history
         plots.learning_curves(histories, plot_dir / "learning_curves.png", title=f"{dataset}: learning curves")
-        ranked = sorted(candidates, key=lambda n: metric_value(candidates[n], f"val/{primary}"), reverse=mode == "max")
+        ranked = sorted(candidates, key=lambda n: candidates[n][f"val/{primary}"], reverse=mode == "max")
         report = EvaluationReport(
             dataset=dataset,
             task=kind.name,
@@ -139,7 +140,7 @@ def evaluate(dataset: str, params: EvaluateParams) -> dict:
             best_candidate=ranked[0],
             best={
                 "candidate": ranked[0],
-                **{f"test_{k}": v for k, v in candidates[ranked[0]]["test"].items() if isinstance(v, float)},
+                **{k: v for k, v in candidates[ranked[0]].items() if k.startswith("test/") and isinstance(v, float)},
             },
         ).model_dump()
         (plot_dir / "comparison.md").write_text(comparison_table(report))
@@ -150,7 +151,7 @@ def evaluate(dataset: str, params: EvaluateParams) -> dict:
 def comparison_table(report: dict) -> str:
     """A Markdown table of every candidate's test metrics (the scalar ones)."""
     names = list(report["candidates"])
-    keys = [k for k, v in report["candidates"][names[0]]["test"].items() if isinstance(v, float)]
+    keys = [k for k, v in report["candidates"][names[0]].items() if k.startswith("test/") and isinstance(v, float)]
     lines = [
         f"# {report['dataset']}: test metrics ({report['task']}; best by val {report['primary_metric']})",
         "",
@@ -158,8 +159,8 @@ def comparison_table(report: dict) -> str:
         "|---" * (len(keys) + 1) + "|",
     ]
     for name in names:
-        test = report["candidates"][name]["test"]
-        lines.append(f"| {name} | " + " | ".join(f"{test[k]:.4f}" for k in keys) + " |")
+        scores = report["candidates"][name]
+        lines.append(f"| {name} | " + " | ".join(f"{scores[k]:.4f}" for k in keys) + " |")
     for key, value in report.get("baselines", {}).items():
         lines.append(f"\nBaseline {key}: {value:.4f}")
     return "\n".join(lines) + "\n"
@@ -172,8 +173,8 @@ def main() -> None:
     primary = report["primary_metric"]
     for name, scores in report["candidates"].items():
         print(
-            f"evaluate[{dataset}]: {name}: val {primary}={scores['val'][primary]:.4f}, "
-            f"test {primary}={scores['test'][primary]:.4f}"
+            f"evaluate[{dataset}]: {name}: val/{primary}={scores[f'val/{primary}']:.4f}, "
+            f"test/{primary}={scores[f'test/{primary}']:.4f}"
         )
     for key, value in report.get("baselines", {}).items():
         print(f"evaluate[{dataset}]: baseline {key}={value:.4f}")
