@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from pipelines.config import PipelineParams
-from pipelines.config_sections import NotRead
+from pipelines.config.sections import NotRead
 from pipelines.errors import PipelineInputError
 from pipelines.stages.cli import pipeline_and_dataset
 
