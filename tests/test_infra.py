@@ -309,7 +309,9 @@ def test_dockerfile_installs_the_project_with_the_lock_as_non_root():
                 assert "-c constraints.txt" in command, f"unlocked install: {command.strip()}"
     # Everything `pip install .` reads is copied before it runs.
     project = load_toml()
-    needed = {"pyproject.toml", project["project"]["readme"], *project["tool"]["setuptools"]["packages"]}
+    # The packages setuptools finds (pipelines*, models*: every subpackage too) are top-level folders.
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    needed = {"pyproject.toml", project["project"]["readme"], *packages}
     copied: set[str] = set()
     for kw, args in instructions:
         if kw == "COPY":
