@@ -37,7 +37,7 @@ def flow_command(project: Path) -> list[str]:
 
 
 def flow_env() -> dict[str, str]:
-    env = {**project_env(), "PYTHONPATH": str(ROOT), "DL_PIPELINE_RETRY_BASE_SECONDS": "0.1"}
+    env = {**project_env(), "PYTHONPATH": str(ROOT), "DL_PIPELINE_RETRY_BASE_SECONDS": "0.1"}  # this checkout's code
     env.pop("RAY_ADDRESS", None)
     env.pop("PREFECT_API_URL", None)  # the command line's own temporary server
     return env
@@ -112,15 +112,17 @@ def _wait_for(proc: subprocess.Popen, pattern: str, lines: list[str], timeout: f
             lines.append(line)
             if re.search(pattern, line):
                 found.set()
+        found.set()  # the process ended first: the assertion below shows why
 
     threading.Thread(target=pump, daemon=True).start()
-    assert found.wait(timeout), "".join(lines)[-4000:]
+    assert found.wait(timeout) and proc.poll() is None, "".join(lines)[-4000:]
 
 
 @pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_the_run_within_seconds_and_the_same_command_resumes(tmp_path, signum, exit_code):
     epochs = 40
-    params = one_candidate_params({"breast": "sklearn:breast_cancer"}, epochs=epochs, patience=epochs)
+    params = one_candidate_params({"breast": "sklearn:breast_cancer"}, epochs=epochs)
+    params["datasets"]["breast"]["train"]["early_stopping"]["patience"] = epochs  # every epoch runs
     project = copy_project(tmp_path / "project", params)
     proc = subprocess.Popen(
         flow_command(project),

@@ -142,7 +142,10 @@ def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
         proc.wait()
     except BaseException as exc:  # cancellation (SIGTERM -> TerminationSignal), Ctrl-C, ...
         logger.warning(f"{stage}: stopping its processes ({type(exc).__name__})")
-        workspace.stop_process_group(proc.pid, grace_seconds=STOP_GRACE_SECONDS, reap=proc.poll)
+        if isinstance(exc, Exception):  # a failure of this task alone: the run's Ray stays for a retry
+            workspace.stop_process_group(proc.pid, grace_seconds=STOP_GRACE_SECONDS, reap=proc.poll)
+        else:  # the run is ending: its stage and its Ray instance stop together, within one grace period
+            ray_head.stop_all((proc.pid,), grace_seconds=STOP_GRACE_SECONDS, reap=proc.poll)
         raise
     finally:
         if lock:
@@ -250,6 +253,7 @@ def training_pipeline(
                 if step == "register":
                     publish_artifacts(dataset, str(root), params.register.registry, reused=results[-1]["skipped"])
         finally:
+            ray_start_s = run_ray.head.start_seconds if run_ray.head else run_ray.start_seconds
             run_ray.close()
             _run_ray.remove(run_ray)
         outcome = _outcome(root, chosen, logger)
@@ -258,7 +262,7 @@ def training_pipeline(
             dvc_sync("push", str(root), stages)
         if save_experiment_as:
             logger.info(f"saved as DVC experiment {save_experiment(str(root), save_experiment_as)}")
-    return {"stages": results, "datasets": outcome}
+    return {"stages": results, "datasets": outcome, "ray_start_s": round(ray_start_s, 2)}
 
 
 def _outcome(root: Path, chosen: list[str], logger) -> dict:

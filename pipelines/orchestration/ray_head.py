@@ -156,6 +156,7 @@ class RunRay:
 
     def __init__(self) -> None:
         self.head: RayHead | None = None
+        self._start_seconds = 0.0
         self.joined = os.environ.get("RAY_ADDRESS")
 
     def env(self) -> dict[str, str]:
@@ -174,8 +175,14 @@ class RunRay:
             )
         return self.head.env
 
+    @property
+    def start_seconds(self) -> float:
+        """How long starting this run's Ray instance took (0 when none was started)."""
+        return self._start_seconds
+
     def close(self) -> None:
         if self.head is not None:
+            self._start_seconds = self.head.start_seconds
             self.head.stop()
             with contextlib.suppress(ValueError):
                 _current.remove(self.head)
@@ -185,9 +192,44 @@ class RunRay:
 _current: list[RayHead] = []  # heads this process started and has not stopped: what a signal handler must stop
 
 
-def stop_all() -> None:
-    """Stop every Ray head this process started (signal handlers, atexit)."""
-    for head in list(_current):
-        head.stop()
+def stop_all(stage_pgids: tuple[int, ...] = (), grace_seconds: float = 3.0, reap=None) -> None:
+    """Stop stages' process groups and every Ray head this process started, all at once (Ctrl-C, SIGTERM).
+
+    SIGTERM goes to all of them together, so the run stops in one grace period, not one per
+    process: what is left after it is SIGKILLed. `reap` collects our own exited children
+    (a zombie would keep its group alive).
+    """
+    heads = list(_current)
+    for pgid in stage_pgids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+    for head in heads:
+        if head.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                head.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline:
+        if reap:
+            reap()
+        if not [g for g in stage_pgids if _alive(g)] and all(
+            h.proc is None or h.proc.poll() is not None for h in heads
+        ):
+            break
+        time.sleep(0.05)
+    for pgid in stage_pgids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    if reap:
+        reap()
+    for head in heads:
+        head.stop(grace_seconds=0.1)
         with contextlib.suppress(ValueError):
             _current.remove(head)
+
+
+def _alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
