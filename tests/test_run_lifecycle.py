@@ -147,7 +147,9 @@ def test_a_signal_stops_the_run_within_seconds_and_the_same_command_resumes(tmp_
     assert processes_in(project) == []  # dvc repro and the stage it ran
     assert "Crashed" in output or "crashed" in output.lower(), output[-3000:]  # the Prefect run's final state
     # Nothing half-written: no temp file or directory of pipelines/atomic.py in data/, no registered model.
-    assert [p for p in (project / "data").rglob(".*") if p.name != ".gitignore"] == []
+    # (data/ray_results is Ray's run state, checkpoints included, kept on purpose: the rerun resumes from it.)
+    partial = [p for p in (project / "data").rglob(".*") if p.name != ".gitignore" and "ray_results" not in p.parts]
+    assert partial == []
     assert not (project / "data" / "registry").exists() or not any((project / "data" / "registry").iterdir())
 
     again = subprocess.run(flow_command(project), capture_output=True, text=True, env=flow_env(), timeout=900)
