@@ -33,8 +33,10 @@ lint: $(VENV)/.installed-dev
 test-fast: $(VENV)/.installed-dev
 	$(RUN) $(BIN)/python -m pytest -m "not slow" $(ARGS)
 
+# make bench [ARGS="--rows 100000"]   the framework-overhead benchmark (bench/fnn.py)
+# make bench ARGS=pipeline             where a default `make run` spends its time (bench/pipeline.py)
 bench: $(VENV)/.installed
-	$(RUN) $(BIN)/python -m bench.fnn $(ARGS)
+	$(RUN) $(BIN)/python -m $(if $(filter pipeline,$(firstword $(ARGS))),bench.pipeline $(wordlist 2,99,$(ARGS)),bench.fnn $(ARGS))
 
 serve: $(VENV)/.installed
 	$(RUN) $(BIN)/python -m pipelines.orchestration.serve $(ARGS)

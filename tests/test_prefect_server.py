@@ -416,6 +416,8 @@ def test_cancelling_a_run_stops_its_training_and_runs_in_one_workspace_take_turn
         if record.get("flow_run_id") != str(cancelled.id) or record.get("stage") != "train@tabular":
             return None
         tree = _stage_tree(record["stage_pgid"])
+        if record.get("ray_pgid"):  # the run's one Ray instance, in its own process group
+            tree.update(_stage_tree(record["ray_pgid"]))
         return tree if any("ray::" in cmd or "raylet" in cmd for cmd in tree.values()) else None
 
     tree = wait_for("the cancelled run's Ray training to start", training, timeout=240, every=1)

@@ -1,0 +1,170 @@
+"""The pipeline's command line (`make run`): validate, then run the Prefect flow; Ctrl-C/SIGTERM stop it cleanly.
+
+    python -m pipelines.orchestration.flow                                  # every dataset in params.yaml
+    python -m pipelines.orchestration.flow --dataset digits                 # one dataset's chain only
+    python -m pipelines.orchestration.flow -S datasets.digits.train.epochs=5
+
+Order matters for a fast answer: params and the datasets' local sources are checked before
+Prefect, torch or Ray is imported (a bad param is refused in well under a second). Exit codes:
+0 done, 2 bad input (params or data), 75 something unavailable (try again), the failing
+stage's own code otherwise (1), 130 after SIGINT (Ctrl-C), 143 after SIGTERM.
+
+On SIGINT or SIGTERM the running stage's process group and the run's Ray instance are
+stopped first (within seconds), then the Prefect run ends Crashed and the process exits. The
+stages write through temp files renamed into place, so nothing half-written is left in data/,
+and the same command again resumes (Ray run names are deterministic: training continues from
+its last checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipelines import paths, workspace
+from pipelines.atomic import write_json
+from pipelines.config import PipelineParams, load_params, validate_params
+from pipelines.errors import EXIT_BAD_INPUT, PipelineInputError
+from pipelines.orchestration import ray_head
+from pipelines.orchestration.failures import StageFailed
+from pipelines.orchestration.overrides import parse_overrides
+from pipelines.orchestration.preflight import check_sources
+
+TIMINGS_ENV = "DL_PIPELINE_TIMINGS"  # a JSON file the command line writes its run's timings to
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal, as a shell reports it
+
+
+class Terminated(BaseException):
+    """SIGTERM (docker stop, a pod eviction, kill): unwinds like KeyboardInterrupt does for SIGINT."""
+
+
+def stop_everything() -> None:
+    """Stop the stage this process is running and the run's Ray instance, now (signal handlers)."""
+    pgids = tuple(int(lock.record["stage_pgid"]) for lock in workspace._held.values() if lock.record.get("stage_pgid"))
+    ray_head.stop_all(pgids, reap=lambda: [_reap(pgid) for pgid in pgids])
+
+
+def _reap(pid: int) -> None:
+    """The stage's `dvc repro` is our child (its pid is its group's id): collect it once it exited."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[list[int]]:
+    """SIGINT/SIGTERM: stop the stage and Ray first, then unwind (Prefect records the run as Crashed).
+
+    A second signal while stopping is only reported: cleanup is not cut short.
+    """
+    received: list[int] = []
+
+    def handler(signum: int, frame) -> None:
+        if received:
+            print(f"\n{signal.Signals(signum).name}: already stopping", file=sys.stderr, flush=True)
+            return
+        received.append(signum)
+        print(f"\n{signal.Signals(signum).name}: stopping the run", file=sys.stderr, flush=True)
+        stop_everything()
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated()
+
+    previous = {sig: signal.signal(sig, handler) for sig in EXIT_SIGNAL}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.orchestration.flow", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "-S",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a param, e.g. datasets.digits.train.epochs=5",
+    )
+    parser.add_argument(
+        "--dataset", action="append", default=None, metavar="NAME", help="run only this dataset's stages (repeatable)"
+    )
+    parser.add_argument("--workdir", default=".", help="project root (holds dvc.yaml and params.yaml)")
+    return parser.parse_args(argv)
+
+
+def checked_params(args: argparse.Namespace) -> PipelineParams:
+    """The run's params, validated, and the chosen datasets' local sources checked: PipelineInputError if not."""
+    workdir = Path(args.workdir)
+    params = load_params(workdir / paths.PARAMS_FILE)
+    if args.set:
+        params = validate_params(parse_overrides(args.set, params.model_dump(mode="json")), "-S override")
+    for name in args.dataset or []:
+        params.dataset(name)
+    check_sources(params, list(args.dataset or params.datasets), workdir)
+    return params
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        params = checked_params(args)
+    except PipelineInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    with stop_on_signals() as received:
+        try:
+            return _run(params, args)
+        except KeyboardInterrupt:
+            return EXIT_SIGNAL[signal.SIGINT]
+        except Terminated:
+            return EXIT_SIGNAL[signal.SIGTERM]
+        except BaseException as err:  # Prefect's TerminationSignal, or a signal that arrived while unwinding
+            if received:
+                return EXIT_SIGNAL[signal.Signals(received[0])]
+            if type(err).__name__ == "TerminationSignal":
+                return EXIT_SIGNAL[signal.SIGTERM]
+            raise
+        finally:
+            ray_head.stop_all()  # never leave a Ray instance behind
+
+
+def _run(params: PipelineParams, args: argparse.Namespace) -> int:
+    from pipelines.orchestration.prefect_api import ensure_api
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    prefect_api_s = ensure_api()
+    from pipelines.orchestration.flow import training_pipeline  # Prefect is imported here, after validation
+
+    started = time.perf_counter()
+    try:
+        result = training_pipeline(params=params if args.set else None, datasets=args.dataset, workdir=args.workdir)
+    except StageFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code if err.exit_code in (2, 75) else 1
+    if os.environ.get(TIMINGS_ENV):  # where the time went, for bench/pipeline.py
+        timings = {k: result[k] for k in ("stages", "ray_start_s")}
+        write_json(os.environ[TIMINGS_ENV], {**timings, "prefect_api_s": prefect_api_s, "flow_s": _since(started)})
+    print("\nDone.")
+    for name, done in result["datasets"].items():
+        reg, primary = done["registered"], done["primary_metric"]
+        print(
+            f"  {name:<10} {reg['name']} v{reg['version']} ({reg['candidate']}): "
+            f"test {primary} {done['best']['test/' + primary]:.4f}"
+            f"   plots: {paths.DatasetPaths(name).plots_dir}/"
+        )
+    print("Metrics: dvc metrics show   Plots: dvc plots show (or the PNGs above)   Models: data/registry/")
+    return 0
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

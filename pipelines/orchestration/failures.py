@@ -1,0 +1,96 @@
+"""A stage's failure: its exit code, whether to retry it, and the one line that names its root cause.
+
+No Prefect import here: the command line reports failures without paying for it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pipelines.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE
+
+STAGE_EXIT = re.compile(r"exited with (-?\d+)")
+# DVC's repository lock, and its lock on a stage's deps and outs: another dvc command is at work here.
+DVC_LOCK_BUSY = ("Unable to acquire lock", "is busy, it is being blocked by")
+# `OSError: [Errno 28] No space left on device`, also behind Ray's `(RayTrainWorker pid=123)` prefix.
+EXCEPTION_LINE = re.compile(
+    r"^(?:\([^)]*\)\s*)?(?P<line>(?:[A-Za-z_]\w*\.)*(?P<type>[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt|Fault))"
+    r"(?::\s.*)?)$"
+)
+# Exceptions that only carry another one: the line naming what they carry is the root cause.
+WRAPPERS = (
+    "RayTaskError",
+    "RayActorError",
+    "ActorDiedError",
+    "TrainingFailedError",
+    "WorkerGroupError",
+    "ControllerError",
+    "TuneError",
+    "CalledProcessError",
+    "ReproductionError",
+    "StageCmdFailedError",
+    "SystemExit",
+    "KeyboardInterrupt",
+)
+
+
+def root_cause(lines: list[str]) -> str | None:
+    """The most specific error line of a stage's output, or None.
+
+    A stage's own `error: ...` line (pipelines/errors.py: it names the file, key or row) wins;
+    else the last exception line that is not a wrapper (Python prints a chain's root cause
+    first and the wrappers after it; Ray prints a worker's traceback, then the driver's).
+    """
+    own = [line.strip()[len("error: ") :] for line in lines if line.strip().startswith("error: ")]
+    if own:
+        return own[-1]
+    found = []
+    for line in lines:
+        match = EXCEPTION_LINE.match(line.strip())
+        if match and match["type"] not in WRAPPERS:
+            found.append(match["line"].strip())
+    return found[-1] if found else None
+
+
+class StageFailed(RuntimeError):
+    """A stage's `dvc repro` failed; `exit_code` is the stage command's own (2: bad input, 75: source unavailable)."""
+
+    def __init__(self, stage: str, message: str, exit_code: int | None = None, lock_busy: bool = False):
+        super().__init__(message)
+        self.stage, self.exit_code, self.lock_busy = stage, exit_code, lock_busy
+
+    def __reduce__(self):  # keep the fields when Prefect pickles the exception into the task's state
+        return (type(self), (self.stage, str(self), self.exit_code, self.lock_busy))
+
+    @property
+    def transient(self) -> bool:
+        """Worth another attempt: never bad input; a source that was down or DVC's lock held by
+        another dvc command always; any other failure only for ingest, the stage that reaches out."""
+        if self.exit_code == EXIT_BAD_INPUT:
+            return False
+        if self.lock_busy or self.exit_code == EXIT_UNAVAILABLE:
+            return True
+        return self.stage.startswith("ingest@")
+
+
+def stage_failure(stage: str, returncode: int, output: list[str]) -> StageFailed:
+    """The StageFailed for a `dvc repro` that exited `returncode` after printing `output`.
+
+    The message ends with one line naming the root cause, e.g.
+    `stage 'train@digits' failed (exit 1): OSError: [Errno 28] No space left on device`.
+    """
+    tail = output[-30:]
+    found = STAGE_EXIT.findall("\n".join(output))
+    exit_code = int(found[-1]) if found else None
+    lock_busy = any(busy in line for line in tail for busy in DVC_LOCK_BUSY)
+    context = [line for line in tail if line.startswith(("error:", "ERROR"))] or tail[-10:]
+    cause = root_cause(output) or (context[-1] if context else "no output")
+    hint = ["(another dvc command is using this workspace: DVC's lock; retried with backoff)"] if lock_busy else []
+    last = f"stage '{stage}' failed (exit {exit_code if exit_code is not None else returncode}): {cause}"
+    return StageFailed(stage, "\n".join([*context, *hint, last]), exit_code=exit_code, lock_busy=lock_busy)
+
+
+def retry_transient(task, task_run, state) -> bool:
+    """Prefect's retry_condition_fn: retry only StageFailed.transient (bad input fails at once)."""
+    err = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
+    return isinstance(err, StageFailed) and err.transient

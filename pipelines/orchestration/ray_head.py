@@ -1,0 +1,235 @@
+"""One local Ray instance for a whole flow run: started before the first train stage, stopped when the run ends.
+
+Every train stage of a run joins it through `RAY_ADDRESS` (with `DL_PIPELINE_RAY_OWNED=1`:
+the stage knows the instance is this run's own, on this machine), so Ray's start-up is paid
+once per run instead of once per stage. The head is a `ray start --head --block` in its own
+process group and its own temp dir, so stopping it stops exactly its processes (raylet,
+gcs_server, workers), never another Ray instance on the machine (`ray stop` would).
+
+With `RAY_ADDRESS` set by the user, nothing is started: the stages join that cluster.
+`dvc repro` on its own is untouched: a stage that finds no `RAY_ADDRESS` starts its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OWNED_ENV = "DL_PIPELINE_RAY_OWNED"
+READY_LINE = "Ray runtime started"
+START_TIMEOUT_S = float(os.environ.get("DL_PIPELINE_RAY_START_TIMEOUT_S", "120"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RayHead:
+    """A `ray start --head --block` subprocess on 127.0.0.1; `env` is what the stages need to join it."""
+
+    def __init__(self, num_cpus: int | None = None) -> None:
+        self.num_cpus = num_cpus or os.cpu_count() or 1
+        # Short: Ray's unix sockets live under it (108-byte limit); unique: it names this instance's processes.
+        self.temp_dir = tempfile.mkdtemp(prefix="dlp-ray-", dir="/tmp")
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.token = secrets.token_hex(32)
+        self.proc: subprocess.Popen | None = None
+        self.start_seconds = 0.0
+
+    @property
+    def env(self) -> dict[str, str]:
+        # Token auth as on a cluster: another local user cannot submit work to this instance.
+        return {
+            "RAY_ADDRESS": self.address,
+            OWNED_ENV: "1",
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": self.token,
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+
+    def start(self) -> RayHead:
+        ray = str(Path(sys.executable).parent / "ray")
+        cmd = [
+            ray,
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            str(self.port),
+            "--node-ip-address",
+            "127.0.0.1",
+            "--include-dashboard",
+            "false",
+            "--num-cpus",
+            str(self.num_cpus),
+            "--temp-dir",
+            self.temp_dir,
+            "--disable-usage-stats",
+        ]
+        log = Path(self.temp_dir) / "ray-start.log"
+        started = time.perf_counter()
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(
+                cmd,
+                env={**os.environ, **self.env},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own group: a terminal's Ctrl-C is ours to pass on, in order
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while READY_LINE not in log.read_text(errors="replace"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                text = log.read_text(errors="replace")[-2000:]
+                self.stop()
+                raise RuntimeError(f"could not start a local Ray instance ({' '.join(cmd)}):\n{text}")
+            time.sleep(0.1)
+        self.start_seconds = time.perf_counter() - started
+        return self
+
+    def stop(self, grace_seconds: float = 5.0) -> None:
+        """Stop the head and everything under it (about 2 s); SIGKILL what is left after the grace period.
+
+        SIGTERM goes to `ray start` alone first: it stops its node's processes and reaps them
+        (~2 s). Signalling the whole group at once kills it before it reaps: zombies. Idempotent.
+        """
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=grace_seconds)
+            stop_group(proc.pid, 1.0, reap=proc.poll)
+        kill_leftovers(self.temp_dir)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def stop_group(pgid: int, grace_seconds: float, reap=None, first: int = signal.SIGTERM) -> bool:
+    """Signal a process group, wait for it to go, SIGKILL it after the grace period. True if it was there."""
+    try:
+        os.killpg(pgid, first)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline:
+        if reap:
+            reap()  # our own child would linger as a zombie and keep the group alive
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    if reap:
+        reap()
+    return True
+
+
+def processes_of(temp_dir: str) -> list[int]:
+    """Pids of the processes whose command line names `temp_dir` (this instance's raylet, GCS, workers...)."""
+    out = subprocess.run(["pgrep", "-f", temp_dir], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split() if int(p) != os.getpid()]
+
+
+def kill_leftovers(temp_dir: str) -> None:
+    """A process that left the head's group (Ray daemonizes some helpers) still names its temp dir: end it too."""
+    for pid in processes_of(temp_dir):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+class RunRay:
+    """The run's Ray: started on first use (the first train stage), stopped by `close()`; none if RAY_ADDRESS is set."""
+
+    def __init__(self) -> None:
+        self.head: RayHead | None = None
+        self._start_seconds = 0.0
+        self.joined = os.environ.get("RAY_ADDRESS")
+
+    def env(self) -> dict[str, str]:
+        """What a train stage needs in its environment; starts the head the first time."""
+        if self.joined:
+            return {}  # the user's cluster: RAY_ADDRESS passes through as it is
+        if self.head is None:
+            self.head = RayHead()
+            _current.append(self.head)
+            self.head.start()
+            # One line the log and tests can find: which instance served the run.
+            print(
+                f"Ray for this run: {self.head.address} (ray start pid {self.head.proc.pid}, {self.head.temp_dir}), "
+                f"started in {self.head.start_seconds:.1f}s",
+                flush=True,
+            )
+        return self.head.env
+
+    @property
+    def start_seconds(self) -> float:
+        """How long starting this run's Ray instance took (0 when none was started)."""
+        return self._start_seconds
+
+    def close(self) -> None:
+        if self.head is not None:
+            self._start_seconds = self.head.start_seconds
+            self.head.stop()
+            with contextlib.suppress(ValueError):
+                _current.remove(self.head)
+            self.head = None
+
+
+_current: list[RayHead] = []  # heads this process started and has not stopped: what a signal handler must stop
+
+
+def stop_all(stage_pgids: tuple[int, ...] = (), grace_seconds: float = 3.0, reap=None) -> None:
+    """Stop stages' process groups and every Ray head this process started, all at once (Ctrl-C, SIGTERM).
+
+    SIGTERM goes to all of them together, so the run stops in one grace period, not one per
+    process: what is left after it is SIGKILLed. `reap` collects our own exited children
+    (a zombie would keep its group alive).
+    """
+    heads = list(_current)
+    for pgid in stage_pgids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+    for head in heads:
+        if head.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                head.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline:
+        if reap:
+            reap()
+        if not [g for g in stage_pgids if _alive(g)] and all(
+            h.proc is None or h.proc.poll() is not None for h in heads
+        ):
+            break
+        time.sleep(0.05)
+    for pgid in stage_pgids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    if reap:
+        reap()
+    for head in heads:
+        head.stop(grace_seconds=0.1)
+        with contextlib.suppress(ValueError):
+            _current.remove(head)
+
+
+def _alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
