@@ -1,18 +1,6 @@
-"""The model registry: trained, versioned checkpoints with their metrics and lineage.
+"""The local backend of the model registry (a directory), and `open_registry`.
 
-(Not to be confused with models.catalogue, the catalogue of architectures.)
-
-One interface, `ModelRegistry`, two backends: `LocalModelRegistry` (a directory,
-below) and `S3ModelRegistry` (any S3-compatible store, in model_registry_s3).
-`open_registry(location)` picks one from the location.
-
-Every version is immutable: its card (metrics, params, lineage) records the
-sha256 of its checkpoint, and `get` refuses a checkpoint whose bytes no longer
-match. Aliases ("production", "staging", ...) are the only mutable state: one
-small JSON object per model, always replaced whole and under a lock (local) or
-a compare-and-swap (S3), so two concurrent promotions never lose an update.
-
-Layout of the local backend:
+Layout:
 
     <root>/<model name>/versions/v<N>/model.pt    weights-only checkpoint
     <root>/<model name>/versions/v<N>/card.json   metrics, params, lineage, sha256
@@ -21,293 +9,42 @@ Layout of the local backend:
 A version is assembled in a staging directory and published with one
 rename(2), which fails if v<N> exists: two concurrent registrations each get
 their own number, and a crash leaves at most an invisible staging directory.
+The interface and the names shared by both backends are in registry/base.py.
 """
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from models.task_kinds import TASKS
-from pipelines.atomic import atomic_path, write_json
-from pipelines.handoffs import card_metrics
+from pipelines.atomic import write_json
 
-CHECKPOINT_NAME = "model.pt"
-CARD_NAME = "card.json"
-ALIASES_NAME = "aliases.json"
-LATEST = "latest"  # a pseudo-alias: always the highest version number
-
-_VERSION_DIR = re.compile(r"^v(\d+)$")
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# An alias starts with a letter so that it can never be mistaken for a version number.
-_ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
-
-VersionSpec = int | str | None  # a version number, an alias, or None for the latest
-Mode = Literal["max", "min"]
-Policy = Literal["better", "always"]
-AliasUpdate = Callable[[dict[str, int]], dict[str, int] | None]
-
-
-class RegistryError(RuntimeError):
-    pass
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def check_model_name(name: str) -> str:
-    # Names become path components and S3 key segments: no '/', no '..'.
-    if not isinstance(name, str) or not _MODEL_NAME.match(name):
-        raise RegistryError(
-            f"invalid model name {name!r}: use letters, digits, '_', '.', '-' (not starting with '.', '_' or '-')"
-        )
-    return name
-
-
-def check_alias_name(alias: str) -> str:
-    if not isinstance(alias, str) or not _ALIAS_NAME.match(alias) or alias == LATEST:
-        raise RegistryError(
-            f"invalid alias {alias!r}: start with a letter, then letters, digits, "
-            f"'_', '.', '-' ({LATEST!r} is reserved)"
-        )
-    return alias
-
-
-def verify_checkpoint(path: Path, card: dict[str, Any], where: str | None = None) -> None:
-    """Raise unless the file's sha256 is the card's; `where` names the file in the message."""
-    actual = sha256_file(path)
-    if actual != card["sha256"]:
-        raise RegistryError(
-            f"{where or path}: sha256 {actual[:12]}... does not match the registry entry {card['sha256'][:12]}... "
-            f"({card.get('name')} v{card.get('version')}); refusing to load a tampered checkpoint"
-        )
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    name: str
-    version: int
-    path: Path  # local directory holding the checkpoint (S3: a verified local cache entry)
-    card: dict[str, Any]
-    uri: str = ""  # where the version lives in the registry (a directory or an s3:// prefix)
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.path / CHECKPOINT_NAME
-
-
-@dataclass(frozen=True)
-class Promotion:
-    """What `promote` did, and why."""
-
-    promoted: bool
-    name: str
-    alias: str
-    version: int
-    previous: int | None  # the version the alias pointed to before
-    reason: str
-    metric: str | None = None
-    value: float | None = None  # the candidate's test metric
-    previous_value: float | None = None
-
-    def __str__(self) -> str:
-        verb = (
-            f"{self.alias} -> v{self.version}"
-            if self.promoted
-            else f"{self.alias} stays at " + (f"v{self.previous}" if self.previous else "(unset)")
-        )
-        return f"{self.name}: {'promoted' if self.promoted else 'not promoted'}: {verb} ({self.reason})"
-
-
-def _test_metric(card: dict[str, Any], metric: str) -> float:
-    """The card's `test/<metric>`; cards of every version (metrics nested per split before v3) compare."""
-    key = metric if "/" in metric else f"test/{metric}"
-    try:
-        return float(card_metrics(card)[key])
-    except (KeyError, TypeError, ValueError):
-        raise RegistryError(
-            f"{card.get('name')} v{card.get('version')} has no test metric {metric!r} in its card "
-            f"(card['metrics'][{key!r}]); pass another metric, or force the promotion"
-        ) from None
-
-
-def _metric_mode(card: dict[str, Any], metric: str) -> Mode:
-    """Which way `metric` improves: the card says so, or the task's primary metric does."""
-    if card.get("mode") in ("max", "min") and card.get("primary_metric") == metric:
-        return card["mode"]
-    kind = TASKS.get(card.get("task") or "")
-    if kind is not None and metric == kind.primary_metric:
-        return kind.mode
-    raise RegistryError(f"cannot tell whether a higher or lower {metric!r} is better; pass mode='max' or 'min'")
-
-
-def decide_promotion(
-    name: str,
-    alias: str,
-    version: int,
-    card: dict[str, Any],
-    current: int | None,
-    current_card: dict[str, Any] | None,
-    primary_metric: str | None = None,
-    mode: Mode | None = None,
-    policy: Policy = "better",
-) -> Promotion:
-    """Whether `alias` should move from `current` to `version`: a pure function of the two cards."""
-    if policy not in ("better", "always"):
-        raise RegistryError(f"unknown promotion policy {policy!r}: use 'better' or 'always'")
-    if mode not in (None, "max", "min"):
-        raise RegistryError(f"unknown mode {mode!r}: use 'max' or 'min'")
-    base = dict(name=name, alias=alias, version=version, previous=current)
-    if current == version:
-        return Promotion(False, reason=f"{alias} already points to v{version}", **base)
-    if policy == "always":
-        return Promotion(True, reason="forced (policy='always')", **base)
-    if current is None or current_card is None:
-        return Promotion(True, reason=f"{alias} was not set", **base)
-    metric = primary_metric or card.get("primary_metric")
-    if not metric:
-        raise RegistryError(f"{name} v{version}: the card names no primary_metric; pass primary_metric=")
-    mode = mode or _metric_mode(card, metric)
-    new, old = _test_metric(card, metric), _test_metric(current_card, metric)
-    better = new > old if mode == "max" else new < old
-    relation = ">" if new > old else "<" if new < old else "="
-    reason = (
-        f"test {metric} {new:.6g} {relation} {old:.6g} of v{current}, "
-        f"{'higher' if mode == 'max' else 'lower'} is better"
-    )
-    return Promotion(better, reason=reason, metric=metric, value=new, previous_value=old, **base)
-
-
-class ModelRegistry(abc.ABC):
-    """The interface both backends implement; version resolution, aliases and promotion live here."""
-
-    location: str
-
-    # -- what a backend provides ------------------------------------------------------------
-
-    @abc.abstractmethod
-    def list_models(self) -> list[str]: ...
-
-    @abc.abstractmethod
-    def list_versions(self, name: str) -> list[int]: ...
-
-    @abc.abstractmethod
-    def register(self, name: str, checkpoint: str | Path, card: dict[str, Any]) -> ModelVersion:
-        """Publish a new immutable version: all of it or, after a crash, nothing visible."""
-
-    @abc.abstractmethod
-    def aliases(self, name: str) -> dict[str, int]: ...
-
-    @abc.abstractmethod
-    def _read_card(self, name: str, version: int) -> dict[str, Any]: ...
-
-    @abc.abstractmethod
-    def _materialize(self, name: str, version: int, card: dict[str, Any], verify: bool) -> ModelVersion:
-        """A local, optionally verified, copy of the version's checkpoint."""
-
-    @abc.abstractmethod
-    def _update_aliases(self, name: str, update: AliasUpdate) -> None:
-        """Atomically apply `update` (current aliases -> new aliases, or None for no change).
-
-        `update` may be called more than once (after a lost compare-and-swap), so it
-        must only compute, never act."""
-
-    # -- shared -------------------------------------------------------------------------------
-
-    def resolve(self, name: str, version: VersionSpec = None) -> int:
-        """A version number from a number, an alias, or None/'latest' for the newest version."""
-        check_model_name(name)
-        if isinstance(version, int) and not isinstance(version, bool):
-            return version
-        if version is None or version == LATEST:
-            known = self.list_versions(name)
-            if not known:
-                raise RegistryError(f"model {name!r} has no versions in registry {self.location}")
-            return known[-1]
-        if isinstance(version, str):
-            aliases = self.aliases(name)
-            if version not in aliases:
-                raise RegistryError(f"model {name!r} has no alias {version!r}; aliases: {aliases or 'none'}")
-            return aliases[version]
-        raise RegistryError(f"a version is a number, an alias or None, not {version!r}")
-
-    def _missing_version(self, name: str, version: int) -> RegistryError:
-        known = self.list_versions(name)
-        if not known:
-            return RegistryError(f"model {name!r} has no versions in registry {self.location}")
-        return RegistryError(f"model {name!r} has no version {version}; versions: {known}")
-
-    def get_card(self, name: str, version: VersionSpec = None) -> dict[str, Any]:
-        """The version's card alone (cheap: no checkpoint is read or downloaded)."""
-        return self._read_card(name, self.resolve(name, version))
-
-    def get(self, name: str, version: VersionSpec = None, verify: bool = True) -> ModelVersion:
-        """A version with a local checkpoint file, verified against the card's sha256."""
-        number = self.resolve(name, version)
-        return self._materialize(name, number, self._read_card(name, number), verify)
-
-    def download(self, name: str, version: VersionSpec, dest_dir: str | Path) -> ModelVersion:
-        """Copy a verified checkpoint and its card into dest_dir (model.pt, card.json)."""
-        mv = self.get(name, version, verify=True)
-        dest = Path(dest_dir)
-        with atomic_path(dest / CHECKPOINT_NAME) as tmp:
-            shutil.copyfile(mv.checkpoint, tmp)
-        write_json(dest / CARD_NAME, mv.card)
-        return ModelVersion(mv.name, mv.version, dest, mv.card, mv.uri)
-
-    def set_alias(self, name: str, alias: str, version: int) -> None:
-        check_alias_name(alias)
-        self._read_card(name, version)  # the version must exist
-        self._update_aliases(name, lambda aliases: {**aliases, alias: version})
-
-    def promote(
-        self,
-        name: str,
-        version: int,
-        alias: str = "production",
-        primary_metric: str | None = None,
-        mode: Mode | None = None,
-        policy: Policy = "better",
-    ) -> Promotion:
-        """Point `alias` at `version` if its test metric beats the alias's current version.
-
-        The metric and its direction come from the cards (card["primary_metric"],
-        card["mode"] or the task's primary metric) unless given. policy="always"
-        moves the alias regardless. The decision is taken inside the alias update,
-        so it is made against the alias's value at the moment of the write."""
-        check_alias_name(alias)
-        cards = {version: self._read_card(name, version)}
-        outcome: list[Promotion] = []
-
-        def update(aliases: dict[str, int]) -> dict[str, int] | None:
-            current = aliases.get(alias)
-            if current is not None and current not in cards:
-                cards[current] = self._read_card(name, current)
-            outcome[:] = [
-                decide_promotion(
-                    name, alias, version, cards[version], current, cards.get(current), primary_metric, mode, policy
-                )
-            ]
-            return {**aliases, alias: version} if outcome[0].promoted else None
-
-        self._update_aliases(name, update)
-        return outcome[0]
+# The shared names are re-exported: callers import the registry from one place.
+from pipelines.registry.base import (  # noqa: F401
+    _VERSION_DIR,
+    ALIASES_NAME,
+    CARD_NAME,
+    CHECKPOINT_NAME,
+    LATEST,
+    AliasUpdate,
+    ModelRegistry,
+    ModelVersion,
+    Promotion,
+    RegistryError,
+    VersionSpec,
+    check_alias_name,
+    check_model_name,
+    decide_promotion,
+    sha256_file,
+    verify_checkpoint,
+)
 
 
 class LocalModelRegistry(ModelRegistry):
