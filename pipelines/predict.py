@@ -144,7 +144,7 @@ def print_classes(frame: pd.DataFrame, show: int = 10) -> None:
     if len(frame) <= show:
         first = frame.columns[0]
         for _, row in frame.iterrows():
-            print(f"  {row[first]}: {row['prediction']} (p={row[f'p_{row.prediction}']:.3f})")
+            print(f"  {row[first]}: {row['prediction']} (p={row['p_' + str(row['prediction'])]:.3f})")
 
 
 if __name__ == "__main__":
