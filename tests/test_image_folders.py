@@ -55,6 +55,8 @@ def dataset(source, ingest_params: dict | None = None, **prepare_params) -> Data
 def test_a_folder_of_class_subfolders_is_read_resized_and_normalized(in_tmp):
     folder = write_stripes(in_tmp / "photos")
     (folder / "horizontal" / "notes.txt").write_text("not an image: ignored")
+    (folder / "horizontal" / "more").mkdir()  # images deeper in a class folder belong to it
+    (folder / "horizontal" / "039.png").rename(folder / "horizontal" / "more" / "039.png")
     params = dataset(folder, image_size=[12, 12])
     info = ingest("photos", params)
     assert info["kind"] == "image-folder" and info["images"] == 120 and info["skipped"] == 0
@@ -140,6 +142,15 @@ def test_predict_inputs_go_through_the_same_preprocessing_as_prepare(in_tmp):
     np.testing.assert_array_equal(one[0], x[23])
     flat = folder / "vertical"  # a folder of images without class subfolders
     assert prep.read_inputs(str(flat))[0].shape == (10, 1, 12, 12)
+    pd.DataFrame({"path": ["photos/vertical/003.png"]}).to_csv("paths.csv", index=False)  # paths, no labels
+    listed, frame = prep.read_inputs(str(in_tmp / "paths.csv"))
+    np.testing.assert_array_equal(listed[0], x[23])
+    assert frame["file"].tolist() == ["photos/vertical/003.png"]
+    with pytest.raises(PipelineInputError, match=r"gone.png: no such image file"):
+        prep.read_inputs(str(folder / "gone.png"))
+    (folder / "vertical" / "003.png").write_bytes(b"not a png")
+    with pytest.raises(PipelineInputError, match=r"photos/vertical/003.png: not a readable image"):
+        prep.read_inputs(str(folder))
 
 
 def test_arrays_keep_their_size_unless_asked_and_then_match_at_predict(in_tmp):

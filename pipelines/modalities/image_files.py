@@ -43,12 +43,12 @@ def is_photo_source(source: str) -> bool:
 
 
 def list_folder(root: Path) -> list[tuple[Path, str, str]]:
-    """(file, path shown in messages, label) for each image in root/<class>/, classes and files sorted."""
+    """(file, path shown in messages, label) for each image under root/<class>/ (at any depth), sorted."""
     entries = [
-        (f, f"{root.name}/{sub.name}/{f.name}", sub.name)
+        (f, f"{root.name}/{f.relative_to(root).as_posix()}", sub.name)
         for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        for f in sorted(sub.iterdir())
-        if is_image_file(f)
+        for f in sorted(sub.rglob("*"))
+        if is_image_file(f) and not any(part.startswith(".") for part in f.relative_to(root).parts)
     ]
     if not entries:
         raise PipelineInputError(
@@ -192,13 +192,32 @@ def pick_geometry(
 def list_for_predict(source: str) -> tuple[list[Path], list[str], list | None]:
     """Files to predict on: one image, a flat folder of images, class subfolders (labels) or a path,label CSV."""
     path = Path(source).expanduser()
-    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        if not path.is_file():
+            raise PipelineInputError(f"{source}: no such image file")
         return [path], [path.name], None
     if path.is_file():
-        entries, _ = list_csv(path, "error")
-    else:
-        flat = sorted(f for f in path.iterdir() if is_image_file(f))
-        if flat:
-            return flat, [f.name for f in flat], None
-        entries = list_folder(path)
+        return _csv_for_predict(path)
+    flat = sorted(f for f in path.iterdir() if is_image_file(f))
+    if flat:
+        return flat, [f.name for f in flat], None
+    entries = list_folder(path)
     return [e[0] for e in entries], [e[1] for e in entries], [e[2] for e in entries]
+
+
+def _csv_for_predict(csv: Path) -> tuple[list[Path], list[str], list | None]:
+    """A CSV of path,label, or of paths alone (no labels to keep beside the predictions)."""
+    try:
+        columns = pd.read_csv(csv, nrows=0).columns
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise PipelineInputError(f"{csv}: cannot be read as a CSV of image paths: {err}") from None
+    if "label" in columns:
+        entries, _ = list_csv(csv, "error")
+        return [e[0] for e in entries], [e[1] for e in entries], [e[2] for e in entries]
+    if "path" not in columns:
+        raise PipelineInputError(f"{csv}: a CSV of images needs a column 'path'; it has {list(columns)}")
+    paths = [p.strip() for p in pd.read_csv(csv, dtype=str, keep_default_na=False)["path"]]
+    for row, shown in enumerate(paths, start=2):
+        if not shown:
+            raise PipelineInputError(f"{csv}: row {row}: the path is empty")
+    return [(csv.parent / p).expanduser() for p in paths], paths, None
