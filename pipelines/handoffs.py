@@ -83,6 +83,8 @@ class ImageState(BaseModel):
     input_shape: list[int]
     mean: list[float]
     std: list[float]
+    image_size: list[int] | None = None  # [height, width] images are resized to (photos; arrays when asked)
+    channels: int | None = None  # 1 or 3 when asked or inferred (photos); None: as the arrays come
 
 
 class SeriesState(BaseModel):

@@ -1,6 +1,6 @@
 """Batch inference with a registered model, and sentence completion for next-word models.
 
-    # INPUT: table CSV/Parquet, IDX/npz images, text, series
+    # INPUT: table CSV/Parquet, images (a folder of photos, one image, a path,label CSV, IDX, npz), text, series
     python -m pipelines.predict NAME[:VERSION|:ALIAS] INPUT OUTPUT.csv
     python -m pipelines.predict complete NAME[:ALIAS] "the for statement" [--words 8]
 
@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("model", help="NAME[:VERSION|:ALIAS], e.g. digits-cnn:production")
     parser.add_argument(
         "input",
-        help="CSV/Parquet table or series, IDX folder/file or .npz images, or a text file (one prompt per line)",
+        help="CSV/Parquet table or series; images: a folder (flat or of class subfolders), one .png/.jpg, "
+        "a CSV of path,label, IDX folder/file or .npz; or a text file (one prompt per line)",
     )
     parser.add_argument("output", type=Path, help="predictions CSV (written atomically)")
     parser.add_argument("--registry", default="data/registry")
@@ -130,6 +131,20 @@ def main(argv: list[str] | None = None) -> None:
     a = parser.parse_args(args)
     frame = predict_file(a.model, a.input, a.output, a.registry, a.column)
     print(f"predict: {len(frame)} predictions -> {a.output}")
+    print_classes(frame)
+
+
+def print_classes(frame: pd.DataFrame, show: int = 10) -> None:
+    """Classifiers: how many of each class, and each prediction when there are few (e.g. one photo)."""
+    classes = [c.removeprefix("p_") for c in frame.columns if c.startswith("p_")]
+    if not classes:
+        return
+    counts = frame["prediction"].astype(str).value_counts()
+    print("predicted: " + ", ".join(f"{name} {int(counts.get(name, 0))}" for name in classes))
+    if len(frame) <= show:
+        first = frame.columns[0]
+        for _, row in frame.iterrows():
+            print(f"  {row[first]}: {row['prediction']} (p={row['p_' + str(row['prediction'])]:.3f})")
 
 
 if __name__ == "__main__":

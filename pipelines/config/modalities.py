@@ -49,7 +49,17 @@ class TableIngest(IngestParams):
 
 class ImageIngest(IngestParams):
     modality: ClassVar[str] = "image"
-    source: str = Field("sklearn:digits", description=SOURCE_HELP, min_length=1)
+    source: str = Field(
+        "sklearn:digits",
+        description="sklearn:digits, a folder of class subfolders of .png/.jpg images (root/<class>/*.png), "
+        "a CSV of path,label (paths relative to it), an MNIST-style IDX folder or file, or a .npz with x and y",
+        min_length=1,
+    )
+    missing: Literal["error", "drop"] = Field(
+        "error",
+        description="A file that is not a readable image (or a CSV row without path or label): refuse it "
+        "naming it, or skip it and count it",
+    )
 
 
 class TextIngest(IngestParams):
@@ -80,9 +90,28 @@ class TablePrepare(PrepareParams):
     normalize: bool = Field(True, description="Standardize inputs with statistics of the training split only")
 
 
+Side = Annotated[int, Field(ge=1, le=4096)]
+
+
 class ImagePrepare(PrepareParams):
     modality: ClassVar[str] = "image"
     normalize: bool = Field(True, description="Standardize pixels per channel with the training split's statistics")
+    image_size: Side | Annotated[list[Side], Field(min_length=2, max_length=2)] | None = Field(
+        None,
+        description="Resize every image to [height, width] (an int: a square); null keeps the source's size "
+        "(photos of different sizes need one)",
+    )
+    channels: Literal[1, 3] | None = Field(
+        None, description="1 (grayscale) or 3 (RGB); null: 1 when every image is grayscale, else 3"
+    )
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """image_size as (height, width), or None."""
+        if self.image_size is None:
+            return None
+        side = self.image_size
+        return (side, side) if isinstance(side, int) else (side[0], side[1])
 
 
 class TextPrepare(PrepareParams):

@@ -1,155 +1,47 @@
-"""Images for the CNN: MNIST IDX files (gzipped or not), NumPy arrays, or scikit-learn's digits.
+"""Images for the CNN: folders of photos (see image_files.py), MNIST IDX files (gzipped or not), NumPy arrays,
+or scikit-learn's digits.
 
-Raw form: images.npz with `x` (N, C, H, W) uint8/float32 pixels, `y` labels, and
-`split` ("train"/"test") when the source has a predefined test set (MNIST's t10k).
+Raw form of arrays: images.npz with `x` (N, C, H, W) uint8/float32 pixels, `y` labels, and `split`
+("train"/"test") when the source has a predefined test set (MNIST's t10k). Raw form of photos: the
+original files and their index (image_files.RAW_INDEX); prepare decodes and resizes them.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipelines.config import IngestParams, PrepareParams
+from pipelines.config.modalities import ImageIngest, ImagePrepare
 from pipelines.errors import PipelineInputError
 from pipelines.modalities.common import encode_classes, shuffled_split
-from pipelines.modalities.sources import fetched
+from pipelines.modalities.image_arrays import (  # noqa: F401  (read_idx, read_idx_folder: re-exported)
+    adapt_arrays,
+    load_source,
+    read_idx,
+    read_idx_folder,
+    validate_images,
+)
+from pipelines.modalities.image_files import (
+    IMAGE_SUFFIXES,
+    RAW_INDEX,
+    SHOWN_SKIPS,
+    decode_all,
+    is_photo_source,
+    list_for_predict,
+    pick_geometry,
+    read_photos,
+    read_raw,
+    write_raw,
+)
 
 RAW_IMAGES = "images.npz"
-IDX_DTYPES = {
-    0x08: np.uint8,
-    0x09: np.int8,
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-FASHION_MNIST_CLASSES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read one IDX file (the MNIST format): magic 0x0000 | dtype code | ndim, then big-endian dims."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as err:
-        raise PipelineInputError(f"{path}: cannot be read as an IDX file: {err}") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_DTYPES:
-        raise PipelineInputError(f"{path}: not an IDX file (bad magic number {data[:4].hex() or 'empty'})")
-    dtype, ndim = np.dtype(IDX_DTYPES[data[2]]), data[3]
-    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    offset = 4 + 4 * ndim
-    expected = int(np.prod(dims)) * dtype.itemsize
-    if len(data) - offset != expected:
-        raise PipelineInputError(
-            f"{path}: IDX header says {dims} ({expected} bytes) but the file holds {len(data) - offset}"
-        )
-    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(dims)
-
-
-def _idx_pair(folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray] | None:
-    images = sorted(folder.glob(f"{prefix}*images*idx3-ubyte*"))
-    labels = sorted(folder.glob(f"{prefix}*labels*idx1-ubyte*"))
-    if not images and not labels:
-        return None
-    if not images or not labels:
-        raise PipelineInputError(
-            f"{folder}: found {prefix} {'images' if images else 'labels'} but not the "
-            f"matching {'labels' if images else 'images'} IDX file"
-        )
-    x, y = read_idx(images[0]), read_idx(labels[0])
-    if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-        raise PipelineInputError(f"{images[0]}: expected (N, H, W) images and N labels, got {x.shape} and {y.shape}")
-    return x, y
-
-
-def read_idx_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """An MNIST-style folder: train-* and t10k-* image/label IDX pairs (the t10k pair is the test split)."""
-    parts = [
-        (name, pair) for name, prefix in (("train", "train"), ("test", "t10k")) if (pair := _idx_pair(folder, prefix))
-    ]
-    if not parts:
-        raise PipelineInputError(f"{folder}: no *images-idx3-ubyte / *labels-idx1-ubyte IDX files found")
-    x = np.concatenate([p[0] for _, p in parts])
-    y = np.concatenate([p[1] for _, p in parts])
-    split = np.concatenate([np.full(len(p[1]), name) for name, p in parts])
-    return x, y, split
-
-
-def load_source(source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str] | None, dict]:
-    """(images, labels, predefined split or None, class names or None, provenance)."""
-    if source == "sklearn:digits":
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        return digits.images.astype(np.float32), digits.target, None, None, {"kind": "sklearn"}
-    path = Path(source).expanduser()
-    if "://" not in source and path.is_dir():
-        x, y, split = read_idx_folder(path)
-        names = FASHION_MNIST_CLASSES if "fashion" in str(path).lower() and int(y.max()) < 10 else None
-        return x, y, split, names, {"kind": "idx-folder"}
-    if source.startswith("sklearn:"):
-        raise PipelineInputError(f"ingest.source: {source}: unknown built-in image set; use sklearn:digits")
-    with fetched(source) as local:
-        digest = hashlib.sha256(local.read_bytes()).hexdigest()
-        if local.name.endswith(".npz"):
-            with np.load(local) as arrays:
-                keys = set(arrays.files)
-                xk = next((k for k in ("x", "images") if k in keys), None)
-                yk = next((k for k in ("y", "labels") if k in keys), None)
-                if not xk or not yk:
-                    raise PipelineInputError(
-                        f"{source}: a .npz of images needs arrays 'x' (or 'images') and 'y' (or 'labels'); "
-                        f"it has {sorted(keys)}"
-                    )
-                return arrays[xk], arrays[yk], None, None, {"kind": "npz", "sha256": digest}
-        if "idx3-ubyte" in local.name:
-            labels = Path(str(local).replace("images", "labels").replace("idx3", "idx1"))
-            if not labels.exists():
-                raise PipelineInputError(f"{source}: the labels file {labels.name} is not beside the images")
-            return read_idx(local), read_idx(labels), None, None, {"kind": "idx", "sha256": digest}
-    raise PipelineInputError(
-        f"ingest.source: {source}: expected sklearn:digits, an MNIST-style IDX folder or file, or a .npz with x and y"
-    )
-
-
-def validate_images(x: np.ndarray, y: np.ndarray, source: str) -> np.ndarray:
-    """Return images as (N, C, H, W); refuse shapes, NaN and labels that cannot be classes."""
-    if x.ndim == 3:
-        x = x[:, None]  # (N, H, W) -> (N, 1, H, W)
-    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-        x = np.transpose(x, (0, 3, 1, 2))  # channels-last arrays -> (N, C, H, W)
-    if x.ndim != 4:
-        raise PipelineInputError(f"{source}: images must be (N, H, W) or (N, C, H, W); got shape {x.shape}")
-    if y.ndim != 1 or len(y) != len(x):
-        raise PipelineInputError(f"{source}: expected one label per image: {len(x)} images, labels of shape {y.shape}")
-    if np.issubdtype(x.dtype, np.floating):
-        bad = ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
-        if bad.any():
-            raise PipelineInputError(f"{source}: image {int(bad.nonzero()[0][0])} has NaN or infinite pixels")
-    if len(np.unique(y)) < 2:
-        raise PipelineInputError(f"{source}: labels hold a single class; a classifier needs two or more")
-    if np.issubdtype(y.dtype, np.floating) and not np.all(y == np.round(y)):
-        raise PipelineInputError(f"{source}: labels must be class ids (integers or strings), got fractional values")
-    return x
-
-
-def ingest(params: IngestParams, out_dir: Path) -> dict:
+def ingest(params: ImageIngest, out_dir: Path) -> dict:
+    if is_photo_source(params.source):
+        return ingest_photos(params, out_dir)
     x, y, split, names, info = load_source(params.source)
     x = validate_images(x, y, params.source)
     arrays = {"x": x, "y": y} | ({"split": split} if split is not None else {})
@@ -166,10 +58,55 @@ def ingest(params: IngestParams, out_dir: Path) -> dict:
     return info
 
 
-def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: dict) -> tuple[dict, dict]:
+def ingest_photos(params: ImageIngest, out_dir: Path) -> dict:
+    """A folder of class subfolders or a path,label CSV: originals copied unchanged, plus their index."""
+    photos, skipped, kind = read_photos(params.source, params.missing)
+    counts = photos["label"].value_counts()
+    if len(counts) < 2:
+        raise PipelineInputError(
+            f"{params.source}: every readable image is of class {counts.index[0]!r}; a classifier needs two or more"
+        )
+    digest = write_raw(photos, out_dir)
+    sizes = photos.groupby(["height", "width"]).size()
+    channels = 1 if photos["gray"].all() else 3
+    (h, w), n_classes = sizes.index[0], len(counts)
+    shape = (
+        f"{w}x{h}" if len(sizes) == 1 else f"{len(sizes)} sizes, {photos['width'].min()}..{photos['width'].max()} wide"
+    )
+    skips = f"; skipped {len(skipped)} ({', '.join(s['file'] for s in skipped[:3])}{', ...' * (len(skipped) > 3)})"
+    return {
+        "kind": kind,
+        "sha256": digest,
+        "source": params.source,
+        "images": int(len(photos)),
+        "image_shape": [channels, int(h), int(w)] if len(sizes) == 1 else None,
+        "task": "binary" if n_classes == 2 else "multiclass",
+        "class_names": None,  # the labels are the names
+        "class_counts": {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: str(kv[0]))},
+        "skipped": len(skipped),
+        "skipped_files": skipped[:SHOWN_SKIPS],
+        "summary": f"{len(photos)} {'grayscale' if channels == 1 else 'color'} images ({shape}) in {n_classes} "
+        f"classes{skips if skipped else ''}",
+    }
+
+
+def _raw_pixels(raw_dir: Path, params: ImagePrepare) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+    """(float32 pixels, labels, predefined split or None, the preprocessor's geometry) from the raw folder."""
+    if (raw_dir / RAW_INDEX).exists():  # photos: decoded, converted and resized here, as predict will
+        index = read_raw(raw_dir)
+        channels, size = pick_geometry(index, params.channels, params.size)
+        x = decode_all(list(index["file"]), channels, size, list(index["path"])).astype(np.float32)
+        return x, np.asarray(index["label"].tolist()), None, {"image_size": list(size), "channels": channels}
     with np.load(raw_dir / RAW_IMAGES) as raw:
         x, labels = raw["x"].astype(np.float32), raw["y"]
         predefined = raw["split"] if "split" in raw.files else None
+    x = adapt_arrays(x, params.channels, params.size, str(raw_dir / RAW_IMAGES))
+    geometry = {"image_size": list(params.size) if params.size else None, "channels": params.channels}
+    return x, labels, predefined, geometry
+
+
+def prepare(raw_dir: Path, ingest: ImageIngest, params: ImagePrepare, info: dict) -> tuple[dict, dict]:
+    x, labels, predefined, geometry = _raw_pixels(raw_dir, params)
     y, classes = encode_classes(labels)
     if info.get("class_names") and len(info["class_names"]) == len(classes):
         classes = [info["class_names"][int(c)] for c in classes]
@@ -185,19 +122,31 @@ def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: di
         }
     else:
         splits = shuffled_split(len(x), params)
-    prep = ImagePreprocessor(list(x.shape[1:])).fit(x[splits["train"]], params.normalize)
+    prep = ImagePreprocessor(list(x.shape[1:]), **geometry).fit(x[splits["train"]], params.normalize)
     arrays = {name: (prep.transform(x[idx]), y[idx]) for name, idx in splits.items()}
     meta = {"input_shape": list(x.shape[1:]), "classes": classes, "preprocessing": prep.state}
     return arrays, meta
 
 
 class ImagePreprocessor:
-    """Pixel scaling fitted on the training images: one mean/std per channel."""
+    """Images to the network's input: channels and size (when set), then one mean/std per channel from training.
+
+    Photo files are decoded to `input_shape` (channels, height, width) by the same function prepare uses;
+    arrays (IDX, npz) are converted and resized only when the model was prepared with channels/image_size.
+    """
 
     kind = "image"
 
-    def __init__(self, input_shape: list[int], mean: list[float] | None = None, std: list[float] | None = None):
+    def __init__(
+        self,
+        input_shape: list[int],
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        image_size: list[int] | None = None,
+        channels: int | None = None,
+    ):
         self.input_shape, self.mean, self.std = list(input_shape), mean, std
+        self.image_size, self.channels = image_size, channels
 
     def fit(self, train_x: np.ndarray, normalize: bool = True) -> ImagePreprocessor:
         channels = train_x.shape[1]
@@ -217,16 +166,24 @@ class ImagePreprocessor:
 
     @property
     def state(self) -> dict:
-        return {"kind": self.kind, "input_shape": self.input_shape, "mean": self.mean, "std": self.std}
+        geometry = {"image_size": self.image_size, "channels": self.channels}
+        return {"kind": self.kind, "input_shape": self.input_shape, "mean": self.mean, "std": self.std} | geometry
 
     @classmethod
     def from_state(cls, state: dict) -> ImagePreprocessor:
-        return cls(state["input_shape"], state["mean"], state["std"])
+        return cls(state["input_shape"], state["mean"], state["std"], state.get("image_size"), state.get("channels"))
 
     def read_inputs(self, source: str, column: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
-        """Images from any source ingest reads -> scaled inputs, and their labels (if any) as a table."""
+        """Images from any source ingest reads, or one image file -> scaled inputs, and their labels (if any)."""
+        if is_photo_source(source) or Path(source).suffix.lower() in IMAGE_SUFFIXES:
+            files, shown, labels = list_for_predict(source)
+            c, h, w = self.input_shape
+            x = decode_all(files, c, (h, w), shown).astype(np.float32)
+            return self.transform(x), pd.DataFrame({"file": shown} | ({"label": labels} if labels else {}))
         x, y, _, _, _ = load_source(source)
         x = validate_images(x, y, source).astype(np.float32)
+        size = tuple(self.image_size) if self.image_size else None
+        x = adapt_arrays(x, self.channels, size, source)
         if list(x.shape[1:]) != self.input_shape:
             raise PipelineInputError(f"{source}: images are {list(x.shape[1:])} but the model takes {self.input_shape}")
         return self.transform(x), pd.DataFrame({"label": y})
