@@ -284,7 +284,11 @@ with warnings.catch_warnings():
 class ComputeParams(Strict):
     """How training runs: shared by every dataset (and what a cluster profile overrides)."""
 
-    num_workers: int = Field(2, ge=1, description="Ray Train workers (processes)")
+    num_workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="Ray Train workers (processes). auto: one per GPU with use_gpu; on a CPU machine of its own, "
+        "one worker with all its cores",
+    )
     use_gpu: bool = Field(False, description="One GPU per worker, NCCL; otherwise CPU workers with gloo")
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(1.0, gt=0, description="GPUs per worker when use_gpu (fractions share a GPU)")
@@ -331,7 +335,8 @@ with warnings.catch_warnings():
             for name, ds in self.datasets.items():
                 if not re.match(NAME_PATTERN, name):
                     raise ValueError(f"dataset name {name!r} may hold only letters, digits, '-' and '_'")
-                if ds.train.batch_size < self.train.num_workers:
+                workers = 1 if self.train.num_workers == "auto" else self.train.num_workers  # auto: >= 1 per GPU
+                if ds.train.batch_size < workers:
                     raise ValueError(
                         f"datasets.{name}.train.batch_size: {ds.train.batch_size} is the global batch and must be "
                         f"at least train.num_workers ({self.train.num_workers})"
