@@ -78,7 +78,7 @@ def wait_for_second_candidate(storage: Path, run: str, alive, epochs: int = 3) -
     return epochs_done(storage, run, SECOND)
 
 
-def assert_first_trained_once_second_resumed(outcomes: dict, saved: int) -> None:
+def assert_first_trained_once_second_resumed(outcomes: dict, saved: int, exact: bool = True) -> None:
     first, second = outcomes[FIRST].history, outcomes[SECOND].history
     assert [int(r["epoch"]) for r in first] == [0, 1, 2]
     assert [int(r["epoch"]) for r in second] == list(range(10))  # every epoch once: nothing repeated, nothing skipped
@@ -91,8 +91,10 @@ def assert_first_trained_once_second_resumed(outcomes: dict, saved: int) -> None
     # The new workers resumed from the latest checkpoint Ray had committed: the state written for the last epoch
     # seen may be one report ahead of it, so the resume point is that epoch or the one before; only the epochs
     # since that checkpoint were trained again (fewer than from scratch).
+    # (After a killed driver, its orphaned workers may train on for a moment before they notice: only a lower bound.)
     last_saved_epoch = saved - 1
-    assert last_saved_epoch <= restarted <= last_saved_epoch + 2, (restarted, last_saved_epoch)
+    assert last_saved_epoch <= restarted, (restarted, last_saved_epoch)
+    assert restarted <= last_saved_epoch + 2 or not exact, (restarted, last_saved_epoch)
     assert restarted >= 2
     assert len(set(pids)) == 2
     assert outcomes[SECOND].best_metrics["val/accuracy"] > 0.9
@@ -149,4 +151,4 @@ def test_a_run_whose_driver_died_resumes_when_rerun_with_the_same_name(in_tmp):
     assert 3 <= saved < 10, saved
 
     outcomes = fit_digits(str(storage), run)  # a new driver, same RunConfig(name, storage_path)
-    assert_first_trained_once_second_resumed(outcomes, saved)
+    assert_first_trained_once_second_resumed(outcomes, saved, exact=False)
