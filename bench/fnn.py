@@ -18,6 +18,7 @@ worker group start (processes, imports, process group), teardown, Prefect's star
 
     python -m bench.fnn [--rows 100000] [--epochs 6] [--cpus 2] [--workers 2]
     python -m bench.fnn cnn [--source /usr/share/datasets/fashion-mnist] [--epochs 8]
+    python -m bench.fnn scale [--rows 50000] [--workers 2] [--profile]   (per-step overhead, batch 64)
 
 The `cnn` workload trains the same CNN on Fashion-MNIST (when its IDX files are
 present) both ways and reports test accuracy per epoch, time to 90 % test accuracy
@@ -246,6 +247,10 @@ def main(argv: list[str] | None = None) -> None:
         from bench.cnn import main as cnn_main
 
         return cnn_main(argv[1:])
+    if argv[:1] == ["scale"]:
+        from bench.scale import main as scale_main
+
+        return scale_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--features", type=int, default=64)
