@@ -71,7 +71,9 @@ def test_a_candidate_whose_loss_is_not_finite_fails_alone(in_tmp, ray_instance):
     from pipelines.paths import DatasetPaths
 
     candidates = {"fine": {"family": "fnn", "hidden": [16]}, "diverges": DIVERGING}
-    summary = run_train("diab", REGRESSION, candidates, in_tmp / "ray")
+    summary = run_train("diab", REGRESSION, candidates, in_tmp / "ray", num_workers="auto")
+    # num_workers: auto on a local CPU-only instance: one worker holding all the cores.
+    assert summary["scaling"]["num_workers"] == 1 and summary["scaling"]["cpus_per_worker"] == os.cpu_count()
     failed = summary["candidates"]["diverges"]
     assert failed["status"] == "failed"
     assert "datasets.diab.train.candidates.diverges" in failed["error"] and "in epoch 1" in failed["error"]
