@@ -8,6 +8,7 @@ resumes from that checkpoint (`training.progress`).
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -33,15 +34,35 @@ def _ddp_strategy(ray_ddp_strategy: type):
     return RayTrainStrategy(gradient_as_bucket_view=True)
 
 
-def _use_reserved_cpus() -> None:
+# Below this many multiply-adds per step (per worker), one intra-op thread beats several: each op
+# of a small model is a parallel region whose barrier waits for every OpenMP thread, and on a busy
+# machine a waiting thread costs a scheduler slice. Measured on 2 cores under load (BENCHMARKS.md):
+# the default FNN (10-64-32-2, batch 64) at 1.0-1.7 ms/step with one thread, 23-111 ms with two.
+SMALL_STEP_MACS = 4_000_000
+
+
+def step_macs(job: TrainJob, module, per_worker_batch: int) -> int:
+    """A rough count of a step's multiply-adds: parameters x rows, x positions where weights are shared."""
+    shape = job.model_spec.get("input_shape") or [1]
+    family = job.model_spec["family"]
+    positions = 1
+    if family == "cnn":
+        positions = max(1, math.prod(shape[1:]))  # weights reused at every pixel
+    elif family in ("lstm", "gru"):
+        positions = max(1, int(shape[0]))  # and at every time step
+    return sum(p.numel() for p in module.parameters()) * per_worker_batch * positions
+
+
+def _use_reserved_cpus(small_step: bool = False) -> None:
     """One intra-op thread per CPU this worker reserved (not whatever OMP_NUM_THREADS the
-    environment happened to carry): two 1-CPU workers on two cores must not oversubscribe."""
+    environment happened to carry): two 1-CPU workers on two cores must not oversubscribe.
+    A model whose steps are tiny gets one thread (SMALL_STEP_MACS)."""
     import ray
     import torch
 
     assigned_cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
     if assigned_cpus >= 1:
-        torch.set_num_threads(int(assigned_cpus))
+        torch.set_num_threads(1 if small_step else int(assigned_cpus))
 
 
 def _record_placement(where: str, rank: int) -> None:
@@ -106,6 +127,8 @@ def _train_candidate(
     train, val = _batches(job, device, channels_last, rank, world)
 
     module = TaskModule(job.model_spec, job.optim, job.task, job.loss, job.n_classes)
+    if not job.use_gpu:
+        _use_reserved_cpus(small_step=step_macs(job, module, max(1, job.batch_size // world)) < SMALL_STEP_MACS)
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
     score, mode = config.get("score") or (job.monitor, job.mode)
