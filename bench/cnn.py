@@ -72,13 +72,13 @@ def hand_written_loop(data, spec, lr, batch, epochs, seed, threads) -> list[dict
 
 
 def our_path(data, spec, lr, batch, epochs, seed, workers) -> tuple[list[dict], dict]:
-    from pipelines.training import ray_launcher
+    from pipelines.training import cluster, fit
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "train.npz", x=data["train_x"], y=data["train_y"])
         np.savez(tmp / "val.npz", x=data["test_x"], y=data["test_y"])  # val pass = test accuracy per epoch
-        job = ray_launcher.TrainJob(
+        job = fit.TrainJob(
             candidate="bench-cnn",
             model_spec=spec,
             optim={"optimizer": "adam", "lr": lr},
@@ -93,13 +93,11 @@ def our_path(data, spec, lr, batch, epochs, seed, workers) -> tuple[list[dict], 
             mode="max",
             patience=epochs + 1,
         )
-        ray_start = ray_launcher.ensure_ray()
+        ray_start = cluster.ensure_ray()
         started = time.time()
-        outcome = ray_launcher.fit(
-            job, ray_launcher.Scaling(num_workers=workers), str(tmp / "ray"), "bench-cnn", keep=1
-        )
+        outcome = fit.fit(job, fit.Scaling(num_workers=workers), str(tmp / "ray"), "bench-cnn", keep=1)
         fit_wall = time.time() - started
-        ray_launcher.shutdown_ray()
+        cluster.shutdown_ray()
     rows = [
         {
             "epoch": r["epoch"],

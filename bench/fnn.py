@@ -18,6 +18,7 @@ worker group start (processes, imports, process group), teardown, Prefect's star
 
     python -m bench.fnn [--rows 100000] [--epochs 6] [--cpus 2] [--workers 2]
     python -m bench.fnn cnn [--source /usr/share/datasets/fashion-mnist] [--epochs 8]
+    python -m bench.fnn scale [--rows 50000] [--workers 2] [--profile]   (per-step overhead, batch 64)
 
 The `cnn` workload trains the same CNN on Fashion-MNIST (when its IDX files are
 present) both ways and reports test accuracy per epoch, time to 90 % test accuracy
@@ -164,19 +165,19 @@ def hand_written_ddp(data, spec, lr, batch, epochs, seed, workers, threads) -> l
 
 
 def our_path(data, spec, lr, batch, epochs, seed, workers, cpus_per_worker, loop_beside_ray: bool = False) -> dict:
-    """Our train path (ray_launcher.fit, as the train stage runs it) on a fresh local Ray instance.
+    """Our train path (training.fit.fit, as the train stage runs it) on a fresh local Ray instance.
 
     loop_beside_ray: also time the hand-written loop in this process, after the fit, while the
     Ray instance idles beside it (its daemons and idle workers wake up many times a second), which is
     what Ray's mere presence costs a compute-bound loop on this machine.
     """
-    from pipelines.training import ray_launcher
+    from pipelines.training import cluster, fit
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "train.npz", x=data["train_x"], y=data["train_y"])
         np.savez(tmp / "val.npz", x=data["val_x"], y=data["val_y"])
-        job = ray_launcher.TrainJob(
+        job = fit.TrainJob(
             candidate=f"bench-{workers}w",
             model_spec=spec,
             optim={"optimizer": "adam", "lr": lr},
@@ -191,10 +192,10 @@ def our_path(data, spec, lr, batch, epochs, seed, workers, cpus_per_worker, loop
             mode="min",
             patience=epochs + 1,
         )
-        ray_start = ray_launcher.ensure_ray()
+        ray_start = cluster.ensure_ray()
         started = time.time()
-        scaling = ray_launcher.Scaling(num_workers=workers, cpus_per_worker=cpus_per_worker)
-        outcome = ray_launcher.fit(job, scaling, str(tmp / "ray"), "bench", keep=1)
+        scaling = fit.Scaling(num_workers=workers, cpus_per_worker=cpus_per_worker)
+        outcome = fit.fit(job, scaling, str(tmp / "ray"), "bench", keep=1)
         ended = time.time()
         beside = None
         if loop_beside_ray:  # after the fit: its own process must not share the CPUs with it
@@ -204,7 +205,7 @@ def our_path(data, spec, lr, batch, epochs, seed, workers, cpus_per_worker, loop
                 len(data["train_x"]),
             )
         t = time.perf_counter()
-        ray_launcher.shutdown_ray()
+        cluster.shutdown_ray()
         shutdown = time.perf_counter() - t
     rows = outcome.history
     starts = [row["epoch_start_time"] for row in rows]
@@ -246,6 +247,10 @@ def main(argv: list[str] | None = None) -> None:
         from bench.cnn import main as cnn_main
 
         return cnn_main(argv[1:])
+    if argv[:1] == ["scale"]:
+        from bench.scale import main as scale_main
+
+        return scale_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--features", type=int, default=64)

@@ -182,9 +182,12 @@ class PreparedMeta(_Handoff):
 
 class CandidateSummary(_Part):
     family: str
-    best_epoch: int
+    # finished; failed (a non-finite loss: `error` says why, no checkpoint); stopped (a search trial cut short)
+    status: Literal["finished", "failed", "stopped"] = "finished"
+    error: str | None = None
+    best_epoch: int | None = None  # None when failed
     epochs_run: int
-    val_metrics: dict[str, float]  # split/metric keys, as logged
+    val_metrics: dict[str, float] = {}  # split/metric keys, as logged
     seconds: float
     workers: Any = None  # node id, host and pid of each rank
     searched: dict[str, Any] | None = None
@@ -204,6 +207,9 @@ class TrainSummary(_Handoff):
     candidates: dict[str, CandidateSummary]
     data_fingerprint: str
     ray_start_s: float | None = None
+    ray: dict[str, Any] | None = None  # the Ray instance that served the stage (gcs_address, session_name)
+    scaling: dict[str, Any] | None = None  # workers, CPUs/GPUs per worker, as resolved
+    worker_group_seconds: float | None = None  # one fit for all grouped candidates: start to teardown
 
 
 class CandidateInfo(_Handoff):

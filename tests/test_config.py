@@ -54,7 +54,11 @@ def ds(modality: str = "table", **sections) -> dict:
             "datasets.d.train.candidates.a.kernel_size",
             "odd",
         ),
-        (ds(train={"batch_size": 1}), "datasets.d.train.batch_size", "at least train.num_workers"),
+        (
+            {**ds(train={"batch_size": 1}), "train": {"num_workers": 2}},  # explicit: `auto` may resolve to 1
+            "datasets.d.train.batch_size",
+            "at least train.num_workers",
+        ),
         (
             ds(prepare={"window": 5, "season_length": 12}, modality="series"),
             "datasets.d.prepare.season_length",

@@ -84,7 +84,7 @@ def covered(path: str, entries: list[str]) -> bool:
 
 def test_the_walker_follows_function_level_and_package_imports():
     code = code_of("pipelines.stages.train")
-    assert "pipelines/training/ray_launcher.py" in code  # imported inside a function
+    assert "pipelines/training/fit.py" in code  # imported inside a function
     assert "models/networks.py" in code and "models/__init__.py" in code
 
 

@@ -121,7 +121,7 @@ def test_train_stage_joins_the_cluster_and_trains_on_both_nodes(tmp_path, two_no
     env = two_node_cluster["env"]
     for stage in ("ingest", "prepare", "train"):
         proc = subprocess.run(
-            [str(BIN / "python"), "-m", f"pipelines.{stage}", "digits"],
+            [str(BIN / "python"), "-m", f"pipelines.stages.{stage}", "digits"],
             cwd=project,
             env=env,
             capture_output=True,

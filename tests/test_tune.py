@@ -72,7 +72,7 @@ def test_tune_search_runs_concurrent_trials_stops_weak_ones_and_exports_the_best
     from pipelines.stages.ingest import ingest
     from pipelines.stages.prepare import prepare
     from pipelines.stages.train import train
-    from pipelines.training import ray_launcher
+    from pipelines.training import cluster
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # Ray's worker processes import this checkout's pipelines
     epochs = 4
@@ -101,7 +101,7 @@ def test_tune_search_runs_concurrent_trials_stops_weak_ones_and_exports_the_best
     try:
         summary = train("digits", params, compute)
     finally:
-        ray_launcher.shutdown_ray()
+        cluster.shutdown_ray()
 
     found = summary["candidates"]["cnn"]["searched"]
     trials = found["trials"]

@@ -176,7 +176,11 @@ with warnings.catch_warnings():
 class ComputeParams(Strict):
     """How training runs: shared by every dataset (and what a cluster profile overrides)."""
 
-    num_workers: int = Field(2, ge=1, description="Ray Train workers (processes)")
+    num_workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="Ray Train workers (processes). auto: one per GPU with use_gpu; on a CPU machine of its own, "
+        "one worker with all its cores",
+    )
     use_gpu: bool = Field(False, description="One GPU per worker, NCCL; otherwise CPU workers with gloo")
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(1.0, gt=0, description="GPUs per worker when use_gpu (fractions share a GPU)")

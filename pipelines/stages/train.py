@@ -40,7 +40,7 @@ def make_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, co
     from models.catalogue import supported_tasks
     from models.task_kinds import get_task
     from models.tasks import output_size, resolve_loss
-    from pipelines.training.ray_launcher import TrainJob
+    from pipelines.training.fit import TrainJob
 
     key = f"datasets.{dataset}.train"
     task, classes = meta["task"], meta.get("classes")
@@ -101,7 +101,7 @@ def searched_job(
 
 
 def search_spec(params: DatasetParams):
-    from pipelines.training.ray_launcher import SearchSpec
+    from pipelines.training.search import SearchSpec
 
     s = params.train.search
     metric, mode = params.train.searched_metric()
@@ -125,115 +125,154 @@ def write_history(path: Path, rows: list[dict[str, float]]) -> None:
         writer.writerows(rows)
 
 
-def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
+def check_search(dataset: str, params: DatasetParams, compute: ComputeParams, meta: dict, jobs: dict):
+    """The search of this dataset (None when off), checked before anything starts; returns (search, spec)."""
+    from models.task_kinds import get_task
+
+    search = params.train.search if params.train.search is not None and params.train.search.enabled else None
+    if search is None:
+        return None, None
+    spec = search_spec(params)
+    cand = params.train.candidates[search.candidate]
+    for dim_key, dim in search.space.items():  # every edge of the space makes a job (task, loss, monitor)
+        for value in dim.values if dim.type == "choice" else []:
+            searched_job(dataset, search.candidate, cand, params, compute, meta, "", {dim_key: value})
+    known = get_task(meta["task"]).logged_metrics() | {jobs[search.candidate].monitor}
+    if spec.metric not in known:
+        raise PipelineInputError(
+            f"datasets.{dataset}.train.search.metric: {spec.metric!r} is not logged for a {meta['task']} task; "
+            f"use one of {sorted(known)}"
+        )
+    return search, spec
+
+
+def scaling_for(compute: ComputeParams):
+    """The workers this machine (or RAY_ADDRESS's cluster) gets: `auto` resolved on the joined Ray instance."""
+    from pipelines.training.cluster import auto_workers
+    from pipelines.training.fit import Scaling
+
+    num_workers, cpus_per_worker = compute.num_workers, compute.cpus_per_worker
+    if num_workers == "auto":
+        num_workers, cpus_per_worker = auto_workers(compute.use_gpu, compute.cpus_per_worker)
+    return Scaling(
+        num_workers=num_workers,
+        use_gpu=compute.use_gpu,
+        cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=compute.gpus_per_worker,
+        placement_strategy=compute.placement_strategy,
+    )
+
+
+def run_search(dataset, name, params, compute, meta, job, spec, scaling, storage, data_hash):
+    """The searched candidate: its own Tune run; returns (outcome, the best trial's job, searched info, run names)."""
+    from pipelines.training import search as tune_search
+
+    run_name = f"{dataset}-{name}-search-{job.fingerprint(data_hash + repr(asdict(spec)))}"
+    print(
+        f"train[{dataset}]: {name}: searching {', '.join(spec.space)} with Ray Tune + ASHA "
+        f"({spec.num_samples} trials, {spec.max_concurrent_trials} at once, by {spec.metric})",
+        flush=True,
+    )
+    make = partial(searched_job, dataset, name, params.train.candidates[name], params, compute, meta, job.data_dir)
+    found = tune_search.search(make, spec, scaling, storage, run_name, keep=compute.checkpoints_to_keep)
+    searched = {
+        "knobs": found.best_knobs,
+        "trial": found.best_trial_id,
+        "metric": spec.metric,
+        "mode": spec.mode,
+        "trials": [asdict(t) for t in found.trials],
+    }
+    return found.best, make(found.best_knobs), searched, found.run_names
+
+
+def export_candidate(out: Path, where: DatasetPaths, name: str, job, outcome, meta: dict, searched: dict | None):
+    """The candidate's best weights as a model checkpoint, and its learning curve."""
     from models.checkpoint import net_state_from_lightning, save_checkpoint
-    from pipelines.training import ray_launcher
+
+    state, extra = net_state_from_lightning(outcome.best_checkpoint_dir / "checkpoint.ckpt")
+    cand_dir = out / name
+    cand_dir.mkdir()
+    info = CandidateInfo(
+        candidate=name,
+        dataset=where.name,
+        model_spec=job.model_spec,
+        optim=job.optim,
+        task=job.task,
+        loss=job.loss,
+        n_classes=job.n_classes,
+        classes=meta.get("classes"),
+        best_epoch=extra["epoch"],
+        val_metrics=outcome.best_metrics,
+        data_meta=meta,
+        searched=searched["knobs"] if searched is not None else None,
+    ).dump()
+    save_checkpoint(cand_dir / where.candidate_checkpoint(name).name, state, info)
+    write_history(cand_dir / where.candidate_history(name).name, outcome.history)
+    return extra["epoch"]
+
+
+def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
+    from pipelines.training import cluster
+    from pipelines.training.fit import fit_candidates, group_fingerprint, remove_run
 
     where = DatasetPaths(dataset)
     meta = read_json(where.prepared_meta)
     jobs = {
         name: make_job(dataset, name, cand, params, compute, meta) for name, cand in params.train.candidates.items()
     }  # fail fast
-    search = params.train.search if params.train.search is not None and params.train.search.enabled else None
-    if search is not None:
-        spec = search_spec(params)
-        for dim_key, dim in search.space.items():  # every edge of the space makes a job (task, loss, monitor)
-            for value in dim.values if dim.type == "choice" else []:
-                searched_job(
-                    dataset,
-                    search.candidate,
-                    params.train.candidates[search.candidate],
-                    params,
-                    compute,
-                    meta,
-                    "",
-                    {dim_key: value},
-                )
-        from models.task_kinds import get_task
-
-        known = get_task(meta["task"]).logged_metrics() | {jobs[search.candidate].monitor}
-        if spec.metric not in known:
-            raise PipelineInputError(
-                f"datasets.{dataset}.train.search.metric: {spec.metric!r} is not logged for a {meta['task']} task; "
-                f"use one of {sorted(known)}"
-            )
+    search, spec = check_search(dataset, params, compute, meta, jobs)
     data_hash = data_fingerprint(where.prepared_dir)
     storage = compute.storage_path if "://" in compute.storage_path else str(paths.absolute(compute.storage_path))
-    scaling = ray_launcher.Scaling(
-        num_workers=compute.num_workers,
-        use_gpu=compute.use_gpu,
-        cpus_per_worker=compute.cpus_per_worker,
-        gpus_per_worker=compute.gpus_per_worker,
-        placement_strategy=compute.placement_strategy,
-    )
-
     summary: dict = {"dataset": dataset, "candidates": {}, "data_fingerprint": data_hash}
-    summary["ray_start_s"] = ray_launcher.ensure_ray()
-    finished_runs = []
+    summary["ray_start_s"] = cluster.ensure_ray()
+    summary["ray"] = cluster.session()  # which Ray instance served this stage (one per flow run)
+    scaling = scaling_for(compute)
+    summary["scaling"] = asdict(scaling)
+    grouped = [job for name, job in jobs.items() if search is None or name != search.candidate]
+    outcomes, finished_runs, searched = {}, [], {}
+    started = time.perf_counter()
+    if grouped:
+        run_name = f"{dataset}-{group_fingerprint(grouped, data_hash)}"
+        names = ", ".join(job.candidate.split("/", 1)[1] for job in grouped)
+        print(
+            f"train[{dataset}]: {names} in one worker group of {scaling.num_workers} worker(s) "
+            f"x {scaling.cpus_per_worker:g} CPU(s), Ray run {run_name}",
+            flush=True,
+        )
+        by_candidate = fit_candidates(grouped, scaling, storage, run_name, keep=compute.checkpoints_to_keep)
+        outcomes = {name: by_candidate[job.candidate] for name, job in jobs.items() if job in grouped}
+        finished_runs.append(run_name)
+    group_seconds = time.perf_counter() - started
+    if search is not None:
+        name = search.candidate
+        outcome, jobs[name], searched[name], runs = run_search(
+            dataset, name, params, compute, meta, jobs[name], spec, scaling, storage, data_hash
+        )
+        outcomes[name] = outcome
+        finished_runs.extend(runs)
+    failed = {name: o.error for name, o in outcomes.items() if o.status == "failed"}
+    if len(failed) == len(jobs):
+        raise PipelineInputError(f"train[{dataset}]: every candidate failed: " + "; ".join(failed.values()))
+
     with atomic_dir(where.train_dir) as out:
         for name, job in jobs.items():
-            run_name = f"{dataset}-{name}-{job.fingerprint(data_hash)}"
-            print(
-                f"train[{dataset}]: {name} ({job.model_spec['family']}) on {compute.num_workers} worker(s), "
-                f"Ray run {run_name}",
-                flush=True,
-            )
-            started = time.perf_counter()
-            searched = None
-            if search is not None and name == search.candidate:
-                run_name = f"{dataset}-{name}-search-{job.fingerprint(data_hash + repr(asdict(spec)))}"
-                print(
-                    f"train[{dataset}]: {name}: searching {', '.join(spec.space)} with Ray Tune + ASHA "
-                    f"({spec.num_samples} trials, {spec.max_concurrent_trials} at once, by {spec.metric})",
-                    flush=True,
-                )
-                make = partial(
-                    searched_job, dataset, name, params.train.candidates[name], params, compute, meta, job.data_dir
-                )
-                found = ray_launcher.search(make, spec, scaling, storage, run_name, keep=compute.checkpoints_to_keep)
-                outcome, job = found.best, make(found.best_knobs)
-                searched = {
-                    "knobs": found.best_knobs,
-                    "trial": found.best_trial_id,
-                    "metric": spec.metric,
-                    "mode": spec.mode,
-                    "trials": [asdict(t) for t in found.trials],
-                }
-                finished_runs.extend(found.run_names)
+            outcome = outcomes[name]
+            entry = {"family": job.model_spec["family"], "status": outcome.status, "epochs_run": len(outcome.history)}
+            entry["workers"] = outcome.placement  # node id, host and pid of each rank
+            if outcome.status == "failed":
+                entry["error"] = outcome.error
+                print(f"train[{dataset}]: {name} FAILED: {outcome.error}", flush=True)
             else:
-                outcome = ray_launcher.fit(job, scaling, storage, run_name, keep=compute.checkpoints_to_keep)
-                finished_runs.append(run_name)
-            state, extra = net_state_from_lightning(outcome.best_checkpoint_dir / "checkpoint.ckpt")
-            cand_dir = out / name
-            cand_dir.mkdir()
-            info = CandidateInfo(
-                candidate=name,
-                dataset=dataset,
-                model_spec=job.model_spec,
-                optim=job.optim,
-                task=job.task,
-                loss=job.loss,
-                n_classes=job.n_classes,
-                classes=meta.get("classes"),
-                best_epoch=extra["epoch"],
-                val_metrics=outcome.best_metrics,
-                data_meta=meta,
-                searched=searched["knobs"] if searched is not None else None,
-            ).dump()
-            save_checkpoint(cand_dir / where.candidate_checkpoint(name).name, state, info)
-            write_history(cand_dir / where.candidate_history(name).name, outcome.history)
-            summary["candidates"][name] = CandidateSummary(
-                family=job.model_spec["family"],
-                best_epoch=extra["epoch"],
-                epochs_run=len(outcome.history),
-                val_metrics=outcome.best_metrics,
-                seconds=time.perf_counter() - started,
-                workers=outcome.placement,  # node id, host and pid of each rank
-                searched=searched,
-            ).model_dump(exclude_none=True)
+                entry["best_epoch"] = export_candidate(out, where, name, job, outcome, meta, searched.get(name))
+                entry["val_metrics"] = outcome.best_metrics
+            entry["seconds"] = sum(r.get("epoch_seconds", 0.0) for r in outcome.history)
+            if name in searched:
+                entry["searched"] = searched[name]
+            summary["candidates"][name] = CandidateSummary.model_validate(entry).model_dump(exclude_none=True)
+        summary["worker_group_seconds"] = group_seconds  # one fit for all grouped candidates: start to teardown
         write_json(out / where.train_summary.name, TrainSummary.model_validate(summary).model_dump(exclude_none=True))
     for run_name in finished_runs:  # only after the outputs are safely in place
-        ray_launcher.remove_run(storage, run_name)
+        remove_run(storage, run_name)
     return summary
 
 
@@ -242,6 +281,8 @@ def main() -> None:
     params, dataset = pipeline_and_dataset("train")
     summary = train(dataset, params.datasets[dataset], params.train)
     for name, c in summary["candidates"].items():
+        if c["status"] == "failed":
+            continue
         shown = ", ".join(f"{k}={v:.4f}" for k, v in c["val_metrics"].items() if k.startswith("val/"))
         print(f"train[{dataset}]: {name}: best epoch {c['best_epoch'] + 1} of {c['epochs_run']} ({shown})")
 

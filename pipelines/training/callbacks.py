@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -61,3 +62,29 @@ class EpochPrinter(pl.Callback):
         # and would echo every line twice.
         sys.__stdout__.write(f"[{self.name}] epoch {trainer.current_epoch + 1}/{self.max_epochs} {shown}\n")
         sys.__stdout__.flush()
+
+
+class NonFiniteLoss(RuntimeError):
+    """A candidate's training loss became NaN or infinite: that candidate stops, the others go on."""
+
+
+class FiniteLoss(pl.Callback):
+    """Stop a candidate whose epoch's training loss is not finite, with a message that says what to check.
+
+    Checked once per epoch, on the epoch's mean loss (a NaN in any step makes the mean NaN), and
+    decided across ranks so that every worker stops at the same point.
+    """
+
+    def __init__(self, candidate: str, lr: float | None) -> None:
+        self.candidate, self.lr = candidate, lr
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loss = trainer.callback_metrics.get("train/loss")
+        value = float(loss) if loss is not None else 0.0
+        if trainer.strategy.reduce_boolean_decision(not math.isfinite(value), all=False):
+            dataset, _, name = self.candidate.partition("/")
+            raise NonFiniteLoss(
+                f"datasets.{dataset}.train.candidates.{name}: the training loss became {value} in epoch "
+                f"{trainer.current_epoch + 1}; check the inputs for NaN/inf values or extreme scales, and try a "
+                f"lower learning rate (lr is {self.lr})"
+            )

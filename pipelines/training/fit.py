@@ -1,0 +1,193 @@
+"""The driver side of training: all candidates of a stage in one Ray Train fit (one worker group).
+
+Ray Train V2 (the default in Ray 2.60) starts a fresh controller and worker group for every
+TorchTrainer.fit and cannot reuse one, so a stage hands ALL its candidates to a single fit:
+`training.worker.train_worker` trains them one after another in the same worker processes.
+
+Two kinds of checkpoint, for two purposes:
+
+- Ray's reported checkpoints are for resume only (Ray keeps the latest): each holds
+  `progress.json` (which candidates are done, which one is in flight) and the in-flight
+  candidate's Lightning checkpoint. Re-running with the same RunConfig(name, storage_path)
+  resumes there, and so does a worker group that Ray restarts after a lost worker.
+- Each candidate's best `keep` epochs (by its monitor) are written by rank 0 under the run's
+  storage (`training.store`), with its state (status, history, error); the driver collects
+  them after the fit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.training import store
+
+
+@dataclass
+class TrainJob:
+    """Everything a worker needs to train one candidate, as plain data (it crosses a process boundary)."""
+
+    candidate: str
+    model_spec: dict[str, Any]
+    optim: dict[str, Any]
+    task: str
+    loss: str
+    n_classes: int | None
+    data_dir: str  # absolute: workers run in their own working directory
+    seed: int
+    epochs: int
+    batch_size: int  # global; each worker takes batch_size // num_workers
+    monitor: str
+    mode: str
+    patience: int
+    use_gpu: bool = False
+    precision: str = "32"  # or "bf16-mixed"
+
+    def fingerprint(self, data_hash: str) -> str:
+        """Same job on the same data -> same Ray run name -> a re-run resumes it."""
+        blob = json.dumps({**asdict(self), "data": data_hash}, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def group_fingerprint(jobs: list[TrainJob], data_hash: str) -> str:
+    """One name for a stage's whole worker group: the same candidates on the same data resume."""
+    return hashlib.sha256("".join(job.fingerprint(data_hash) for job in jobs).encode()).hexdigest()[:10]
+
+
+@dataclass
+class Scaling:
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
+    placement_strategy: str = "PACK"
+
+
+@dataclass
+class FitOutcome:
+    """One candidate's result. status: finished | failed (error says why; no checkpoint) | stopped (cut short)."""
+
+    candidate: str
+    status: str
+    best_checkpoint_dir: Path | None  # holds checkpoint.ckpt (a full Lightning checkpoint)
+    best_metrics: dict[str, float]
+    history: list[dict[str, float]]
+    placement: list[dict[str, Any]] = field(default_factory=list)  # per rank: Ray node id, host, pid
+    error: str | None = None
+    best_epoch: int | None = None
+
+
+class CandidateFailed(RuntimeError):
+    pass
+
+
+def fit(
+    job: TrainJob, scaling: Scaling, storage_path: str, run_name: str, keep: int = 2, max_failures: int = 2
+) -> FitOutcome:
+    """One candidate alone (benchmarks, tests): its best checkpoint by job.monitor."""
+    outcome = fit_candidates([job], scaling, storage_path, run_name, keep, max_failures)[job.candidate]
+    if outcome.status == "failed":
+        raise CandidateFailed(outcome.error)
+    return outcome
+
+
+def fit_candidates(
+    jobs: list[TrainJob],
+    scaling: Scaling,
+    storage_path: str,
+    run_name: str,
+    keep: int = 2,
+    max_failures: int = 2,
+) -> dict[str, FitOutcome]:
+    """Train every job, one after another, in ONE worker group; return each candidate's outcome."""
+    _torch_trainer(jobs, scaling, storage_path, run_name, keep, max_failures).fit()
+    run = store.run_uri(storage_path, run_name)
+    return {job.candidate: collect(run, job.candidate) for job in jobs}
+
+
+def collect(run: str, candidate: str, score: str | None = None) -> FitOutcome:
+    """What the workers left for one candidate under the run's storage."""
+    where = store.candidate_uri(run, candidate)
+    state = store.read_json(f"{where}/state.json")
+    if state is None:
+        raise RuntimeError(f"{candidate}: the training run left no state at {where}/state.json")
+    placement = sorted(store.list_json(f"{where}/placement"), key=lambda r: r["rank"])
+    kept = state.get("kept") or []
+    if state["status"] == "failed" or not kept:
+        return FitOutcome(
+            candidate, "failed", None, {}, state.get("history", []), placement, state.get("error") or "no checkpoint"
+        )
+    best = kept[0]  # kept is ordered best first, by the score the worker ranked on
+    uri = f"{where}/epoch_{best['epoch']}/checkpoint.ckpt"
+    local = store.download(uri, Path(tempfile.mkdtemp(prefix="best-")) / "checkpoint.ckpt")
+    return FitOutcome(
+        candidate=candidate,
+        status="stopped" if state["status"] == "running" else state["status"],  # e.g. a trial ASHA cut short
+        best_checkpoint_dir=local.parent,
+        best_metrics={k: float(v) for k, v in best["metrics"].items()},
+        history=state.get("history", []),
+        placement=placement,
+        best_epoch=int(best["epoch"]),
+    )
+
+
+def placement_records(storage_path: str, run_name: str, candidate: str) -> list[dict[str, Any]]:
+    """Where each rank trains (or trained) a candidate: rank, Ray node id, host, pid."""
+    where = store.candidate_uri(store.run_uri(storage_path, run_name), candidate)
+    return sorted(store.list_json(f"{where}/placement"), key=lambda r: r["rank"])
+
+
+def _torch_trainer(
+    jobs: list[TrainJob],
+    scaling: Scaling,
+    storage_path: str,
+    run_name: str,
+    keep: int,
+    max_failures: int,
+    callbacks: list | None = None,
+    score: tuple[str, str] | None = None,
+    worker_resources: dict | None = None,
+):
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from pipelines.training.worker import train_worker
+
+    return TorchTrainer(
+        train_worker,
+        train_loop_config={
+            "jobs": [asdict(job) for job in jobs],
+            "run_uri": store.run_uri(storage_path, run_name),
+            "keep": keep,
+            "score": list(score) if score else None,  # None: each candidate's own monitor
+        },
+        # NCCL between GPUs, gloo between CPU processes: chosen from the config, not left to chance.
+        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker=worker_resources
+            or {"CPU": scaling.cpus_per_worker, **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})},
+            placement_strategy=scaling.placement_strategy,
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            # Ray's checkpoints are for resume only: the latest is all it needs.
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            failure_config=FailureConfig(max_failures=max_failures),
+            # Ray Train's INFO/WARNING chatter (every checkpoint, state-API polls
+            # without a dashboard) drowns the epoch lines; its log files keep it all.
+            logging_config=LoggingConfig(log_level="ERROR"),
+            callbacks=callbacks or [],
+        ),
+    )
+
+
+def remove_run(storage_path: str, run_name: str) -> None:
+    """Drop a finished run's checkpoints (its best ones were exported already)."""
+    store.delete_dir(store.run_uri(storage_path, run_name))

@@ -1,0 +1,122 @@
+"""Inside a worker: what a stage's run has done so far, reported to Ray for resume and kept per candidate.
+
+Every epoch, all ranks save the in-flight candidate's Lightning checkpoint (rank 0 writes it)
+and report it to Ray with `progress.json` (the candidates already done and the one in flight):
+that is the resume point after a lost worker or driver. Rank 0 also keeps the candidate's best
+`keep` epochs under the run's storage and rewrites its state.json (status, kept epochs,
+history), which the driver reads after the fit (`training.fit.collect`).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+
+from pipelines.training import store
+
+PROGRESS = "progress.json"
+LIGHTNING_CKPT = "checkpoint.ckpt"
+
+
+def resume_point(checkpoint) -> tuple[dict[str, Any], str | None, Path | None]:
+    """(finished candidates -> their status, the candidate in flight, its Lightning checkpoint) from Ray's latest."""
+    if checkpoint is None:
+        return {}, None, None
+    local = Path(checkpoint.to_directory())  # a private copy: it outlives this call
+    progress = store.read_json(str(local / PROGRESS), {"finished": {}, "current": None})
+    ckpt = local / LIGHTNING_CKPT
+    return progress["finished"], progress["current"], ckpt if ckpt.exists() else None
+
+
+def report(metrics: dict[str, Any], finished: dict[str, Any], current: str | None, rank: int, save=None) -> None:
+    """One Ray report from every rank (it is a barrier); rank 0 attaches the resume checkpoint.
+
+    save(path): writes the in-flight Lightning checkpoint there (called on every rank: Lightning's
+    save_checkpoint is collective); None between candidates.
+    """
+    import ray.train
+
+    tmp = Path(tempfile.mkdtemp(prefix="progress-"))
+    try:
+        if save is not None:
+            save(tmp / LIGHTNING_CKPT)
+        checkpoint = None
+        if rank == 0:
+            store.write_json(str(tmp / PROGRESS), {"finished": finished, "current": current})
+            checkpoint = ray.train.Checkpoint.from_directory(str(tmp))
+        ray.train.report(metrics, checkpoint=checkpoint)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Keeper:
+    """A candidate's best `keep` epochs by one score, best first (ties: the earlier epoch)."""
+
+    def __init__(self, score: str, mode: str, keep: int) -> None:
+        self.score, self.mode, self.keep = score, mode, keep
+        self.kept: list[dict[str, Any]] = []
+
+    def offer(self, epoch: int, metrics: dict[str, float]) -> tuple[bool, list[int]]:
+        """(is this epoch kept, epochs evicted to make room)."""
+        value = metrics.get(self.score)
+        if value is None or not math.isfinite(value):
+            return False, []
+        self.kept = [k for k in self.kept if k["epoch"] < epoch]  # a resumed epoch replaces its old self
+        entry = {"epoch": epoch, "score": value, "metrics": metrics}
+        ranked = sorted(self.kept + [entry], key=lambda k: k["score"] if self.mode == "min" else -k["score"])
+        before = {k["epoch"] for k in self.kept}
+        self.kept = ranked[: self.keep]
+        now = {k["epoch"] for k in self.kept}
+        return epoch in now, sorted(before - now)
+
+
+class CandidateReport(pl.Callback):
+    """Last callback of each epoch: keep the best weights, write the candidate's state, report to Ray."""
+
+    def __init__(self, candidate: str, index: int, run: str, keeper: Keeper, finished: dict, history) -> None:
+        self.candidate, self.index, self.keeper, self.finished, self.history = (
+            candidate,
+            index,
+            keeper,
+            finished,
+            history,
+        )
+        self.where = store.candidate_uri(run, candidate)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        epoch, rank = trainer.current_epoch, trainer.global_rank
+        kept, evicted = self.keeper.offer(epoch, metrics)  # before saving: the checkpoint carries the kept list
+
+        def save(path: Path) -> None:
+            trainer.save_checkpoint(str(path), weights_only=False)
+            if rank == 0:
+                if kept:
+                    store.upload(path, f"{self.where}/epoch_{epoch}/{LIGHTNING_CKPT}")
+                self.write_state("running")
+
+        report(
+            {**metrics, "epoch": epoch, "candidate_index": self.index},
+            self.finished,
+            self.candidate,
+            rank,
+            save,
+        )
+        if rank == 0:  # only once the resume point no longer lists them
+            for old in evicted:
+                store.delete_dir(f"{self.where}/epoch_{old}")
+
+    def write_state(self, status: str, error: str | None = None) -> None:
+        state = {"status": status, "error": error, "kept": self.keeper.kept, "history": self.history.rows}
+        store.write_json(f"{self.where}/state.json", state)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kept": self.keeper.kept}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.keeper.kept = list(state_dict["kept"])

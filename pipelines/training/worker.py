@@ -1,0 +1,194 @@
+"""What each Ray Train worker runs: every candidate of the stage, one after another, in this process.
+
+One Lightning Trainer per candidate (its own early stopping, history and best epochs), all in
+the same worker group. After a restart (a lost worker, or the driver re-run with the same run
+name) the candidates Ray's latest checkpoint lists as done are skipped, and the one in flight
+resumes from that checkpoint (`training.progress`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from pipelines.training import store
+from pipelines.training.fit import TrainJob
+
+
+def _ddp_strategy(ray_ddp_strategy: type):
+    """Ray's DDP strategy, minus the DDP wrapper when the run has a single worker.
+
+    With one worker there is nothing to all-reduce, yet DistributedDataParallel still
+    copies every gradient into its buckets and runs a (one-rank) all-reduce each step:
+    ~10 % of a small model's step on CPU (BENCHMARKS.md). With several workers,
+    gradients are DDP's bucket views (one copy fewer per step, less memory).
+    """
+
+    class RayTrainStrategy(ray_ddp_strategy):
+        def configure_ddp(self) -> None:
+            if self.world_size > 1:
+                super().configure_ddp()
+
+    return RayTrainStrategy(gradient_as_bucket_view=True)
+
+
+# Below this many multiply-adds per step (per worker), one intra-op thread beats several: each op
+# of a small model is a parallel region whose barrier waits for every OpenMP thread, and on a busy
+# machine a waiting thread costs a scheduler slice. Measured on 2 cores under load (BENCHMARKS.md):
+# the default FNN (10-64-32-2, batch 64) at 1.0-1.7 ms/step with one thread, 23-111 ms with two.
+SMALL_STEP_MACS = 4_000_000
+
+
+def step_macs(job: TrainJob, module, per_worker_batch: int) -> int:
+    """A rough count of a step's multiply-adds: parameters x rows, x positions where weights are shared."""
+    shape = job.model_spec.get("input_shape") or [1]
+    family = job.model_spec["family"]
+    positions = 1
+    if family == "cnn":
+        positions = max(1, math.prod(shape[1:]))  # weights reused at every pixel
+    elif family in ("lstm", "gru"):
+        positions = max(1, int(shape[0]))  # and at every time step
+    return sum(p.numel() for p in module.parameters()) * per_worker_batch * positions
+
+
+def _use_reserved_cpus(small_step: bool = False) -> None:
+    """One intra-op thread per CPU this worker reserved (not whatever OMP_NUM_THREADS the
+    environment happened to carry): two 1-CPU workers on two cores must not oversubscribe.
+    A model whose steps are tiny gets one thread (SMALL_STEP_MACS)."""
+    import ray
+    import torch
+
+    assigned_cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
+    if assigned_cpus >= 1:
+        torch.set_num_threads(1 if small_step else int(assigned_cpus))
+
+
+def _record_placement(where: str, rank: int) -> None:
+    """Each rank notes where it trains this candidate, on the run's (shared) storage."""
+    import socket
+
+    import ray
+
+    record = {
+        "rank": rank,
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    store.write_json(f"{where}/placement/rank{rank}.json", record)
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """Runs inside each Ray Train worker process: config holds the jobs, the run's storage, keep and score."""
+    import ray.train
+
+    from pipelines.training.progress import report, resume_point
+    from pipelines.training.ray_logging import quiet
+
+    quiet()  # Ray Train configures its loggers after the setup hook ran
+    _use_reserved_cpus()
+    rank = ray.train.get_context().get_world_rank()
+    finished, current, ckpt = resume_point(ray.train.get_checkpoint())
+    for index, fields in enumerate(config["jobs"]):
+        job = TrainJob(**fields)
+        if job.candidate in finished:
+            continue  # trained before a restart: its outcome is on storage already
+        resume = ckpt if job.candidate == current else None
+        finished[job.candidate] = _train_candidate(job, index, config, finished, resume)
+        # The resume point between candidates: this one is done, none is in flight.
+        report({"candidate_index": index, "candidate_done": 1}, finished, None, rank)
+
+
+def _train_candidate(
+    job: TrainJob, index: int, config: dict[str, Any], finished: dict, resume: Path | None
+) -> dict[str, Any]:
+    """One candidate's Lightning fit; returns its status for progress.json."""
+    import pytorch_lightning as pl
+    import ray.train
+    import torch
+    from pytorch_lightning.callbacks import EarlyStopping
+    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
+
+    import models  # noqa: F401  (registers the families)
+    from models.task_module import TaskModule
+    from pipelines.training.callbacks import EpochHistory, EpochPrinter, FiniteLoss, NonFiniteLoss
+    from pipelines.training.progress import CandidateReport, Keeper
+
+    pl.seed_everything(job.seed, workers=True, verbose=False)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    where = store.candidate_uri(config["run_uri"], job.candidate)
+    _record_placement(where, rank)
+    device = ray.train.torch.get_device() if job.use_gpu else torch.device("cpu")
+    # On a GPU, convolutions run fastest with channels-last tensors (NHWC kernels, tensor cores).
+    channels_last = job.use_gpu and job.model_spec["family"] == "cnn"
+    train, val = _batches(job, device, channels_last, rank, world)
+
+    module = TaskModule(job.model_spec, job.optim, job.task, job.loss, job.n_classes)
+    if not job.use_gpu:
+        _use_reserved_cpus(small_step=step_macs(job, module, max(1, job.batch_size // world)) < SMALL_STEP_MACS)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    score, mode = config.get("score") or (job.monitor, job.mode)
+    history = EpochHistory()
+    reporter = CandidateReport(
+        job.candidate, index, config["run_uri"], Keeper(score, mode, config["keep"]), finished, history
+    )
+    trainer = pl.Trainer(
+        max_epochs=job.epochs,
+        accelerator="gpu" if job.use_gpu else "cpu",
+        precision=job.precision,
+        devices="auto",
+        strategy=_ddp_strategy(RayDDPStrategy),
+        plugins=[RayLightningEnvironment()],
+        # Order matters: a non-finite epoch is refused first; history and printing see the epoch before the report.
+        callbacks=[
+            EarlyStopping(monitor=job.monitor, mode=job.mode, patience=job.patience),
+            FiniteLoss(job.candidate, job.optim.get("lr")),
+            history,
+            EpochPrinter(job.candidate, job.epochs),
+            reporter,
+        ],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=False,
+        use_distributed_sampler=False,  # TensorBatches shards by rank itself
+        num_sanity_val_steps=0,
+    )
+    trainer = prepare_trainer(trainer)
+    module.train_batches = train  # lets the module reseed shuffling per epoch
+    try:
+        trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=str(resume) if resume else None)
+    except NonFiniteLoss as err:
+        if rank == 0:
+            for kept in reporter.keeper.kept:  # a failed candidate leaves no checkpoint
+                store.delete_dir(f"{where}/epoch_{kept['epoch']}")
+            reporter.keeper.kept = []
+            reporter.write_state("failed", str(err))
+        return {"status": "failed", "error": str(err)}
+    if rank == 0:
+        reporter.write_state("finished")
+    return {"status": "finished"}
+
+
+def _batches(job: TrainJob, device, channels_last: bool, rank: int, world: int):
+    """This rank's train and validation batches, resident on the training device."""
+    import numpy as np
+    import torch
+
+    from pipelines.training.batches import TensorBatches
+
+    def split(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        with np.load(Path(job.data_dir) / f"{name}.npz") as arrays:
+            x = torch.from_numpy(arrays["x"]).to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return x, torch.from_numpy(arrays["y"]).to(device)
+
+    per_worker = max(1, job.batch_size // world)
+    train = TensorBatches(*split("train"), per_worker, shuffle=True, seed=job.seed, rank=rank, world=world)
+    val = TensorBatches(*split("val"), max(per_worker, 1024), shuffle=False, rank=rank, world=world)
+    return train, val

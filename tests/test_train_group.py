@@ -1,0 +1,92 @@
+"""One worker group per train stage: every candidate of a dataset trains in the same Ray Train workers, and a
+candidate whose loss is not finite fails alone (recorded in the summary, no checkpoint) while the others train."""
+
+import os
+
+import pytest
+
+from pipelines.errors import PipelineInputError
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    """One local Ray instance for this module's stages (as a flow run shares one), stopped at the end."""
+    from pipelines.training.cluster import ensure_ray, session, shutdown_ray
+
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(ROOT)  # Ray's worker processes import this checkout's pipelines
+    ensure_ray()
+    try:
+        yield session()
+    finally:
+        shutdown_ray()
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
+def run_train(dataset: str, ingest_params: dict | None, candidates: dict, storage, num_workers=2) -> dict:
+    from pipelines.config import ComputeParams, DatasetParams, PipelineParams
+    from pipelines.stages.ingest import ingest
+    from pipelines.stages.prepare import prepare
+    from pipelines.stages.train import train
+
+    base = PipelineParams().datasets["tabular"].model_dump(mode="json")
+    if ingest_params:
+        base["ingest"] = ingest_params
+    base["train"].update(epochs=3, candidates=candidates)
+    params = DatasetParams.model_validate(base)
+    ingest(dataset, params)
+    prepare(dataset, params)
+    return train(dataset, params, ComputeParams(num_workers=num_workers, storage_path=str(storage)))
+
+
+def test_all_candidates_of_a_stage_train_in_one_worker_group(in_tmp, ray_instance):
+    from pipelines.paths import DatasetPaths
+
+    candidates = {
+        "relu": {"family": "fnn", "hidden": [16], "activation": "relu"},
+        "sigmoid": {"family": "fnn", "hidden": [16], "activation": "sigmoid"},
+    }
+    summary = run_train("tabular", None, candidates, in_tmp / "ray")
+    pids = {name: sorted(w["pid"] for w in c["workers"]) for name, c in summary["candidates"].items()}
+    assert len(pids["relu"]) == 2 and pids["relu"] == pids["sigmoid"], pids  # the same two worker processes
+    assert {c["status"] for c in summary["candidates"].values()} == {"finished"}
+    assert summary["ray"]["gcs_address"] == ray_instance["gcs_address"]  # the instance it joined, not a new one
+    for name in candidates:
+        assert DatasetPaths("tabular").candidate_checkpoint(name).exists()
+    assert not list((in_tmp / "ray").glob("*"))  # the run's checkpoints went once the models were exported
+
+
+REGRESSION = {"source": "sklearn:diabetes", "label": "target"}
+# Plain SGD at lr 10 on an unscaled regression target: the loss overflows to inf in the first epoch.
+DIVERGING = {"family": "fnn", "hidden": [16], "optimizer": "sgd", "lr": 10.0}
+
+
+def test_a_candidate_whose_loss_is_not_finite_fails_alone(in_tmp, ray_instance):
+    from pipelines.paths import DatasetPaths
+
+    candidates = {"fine": {"family": "fnn", "hidden": [16]}, "diverges": DIVERGING}
+    summary = run_train("diab", REGRESSION, candidates, in_tmp / "ray", num_workers="auto")
+    # num_workers: auto on a local CPU-only instance: one worker holding all the cores.
+    assert summary["scaling"]["num_workers"] == 1 and summary["scaling"]["cpus_per_worker"] == os.cpu_count()
+    failed = summary["candidates"]["diverges"]
+    assert failed["status"] == "failed"
+    assert "datasets.diab.train.candidates.diverges" in failed["error"] and "in epoch 1" in failed["error"]
+    assert "learning rate" in failed["error"] and "inputs" in failed["error"]
+    assert "val_metrics" not in failed
+    assert not DatasetPaths("diab").candidate_checkpoint("diverges").exists()  # no checkpoint for it
+    assert summary["candidates"]["fine"]["status"] == "finished"
+    assert DatasetPaths("diab").candidate_checkpoint("fine").exists()
+
+
+def test_when_every_candidate_fails_the_stage_refuses_and_writes_nothing(in_tmp, ray_instance):
+    from pipelines.paths import DatasetPaths
+
+    with pytest.raises(PipelineInputError, match="every candidate failed.*candidates.diverges.*learning rate"):
+        run_train("diab", REGRESSION, {"diverges": DIVERGING}, in_tmp / "ray", num_workers=1)
+    assert not DatasetPaths("diab").train_dir.exists()
