@@ -55,7 +55,8 @@ def test_checks_across_sections_still_run_when_the_stage_reads_both(params_file)
         pipeline_and_dataset("train", ["tabular"])
     pipeline_and_dataset("ingest", ["tabular"])  # ingest does not read the candidates
 
-    params_file(lambda d: d["datasets"]["digits"]["train"].update(batch_size=1))
+    # num_workers: auto may resolve to 1 here; the check compares an explicit number of workers.
+    params_file(lambda d: (d["datasets"]["digits"]["train"].update(batch_size=1), d["train"].update(num_workers=2)))
     with pytest.raises(PipelineInputError, match=r"datasets.digits.train.batch_size: 1 is the global batch"):
         pipeline_and_dataset("train", ["digits"])
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
-from pydantic import Field, GetCoreSchemaHandler, ValidationError, model_validator
+from pydantic import Field, GetCoreSchemaHandler, ValidationError, WrapValidator, model_validator
 
 import models  # noqa: F401  (registers the built-in families; imports no torch)
 from models import catalogue
@@ -173,10 +173,17 @@ with warnings.catch_warnings():
             return self
 
 
+def _one_worker_error(value: Any, handler: Any) -> Any:
+    """One message for `num_workers` instead of one per branch of its union (a number, or auto)."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return handler(value)
+    raise ValueError(f"Input should be greater than or equal to 1, or 'auto'; got {value!r}")
+
+
 class ComputeParams(Strict):
     """How training runs: shared by every dataset (and what a cluster profile overrides)."""
 
-    num_workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+    num_workers: Annotated[Annotated[int, Field(ge=1)] | Literal["auto"], WrapValidator(_one_worker_error)] = Field(
         "auto",
         description="Ray Train workers (processes). auto: one per GPU with use_gpu; on a CPU machine of its own, "
         "one worker with all its cores",
