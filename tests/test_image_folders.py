@@ -187,7 +187,7 @@ def test_a_photo_folder_trains_through_the_flow_and_predict_names_the_classes(tm
         training_pipeline(workdir=str(project))
 
     registry = LocalModelRegistry(project / "data/registry")
-    recorded = registry.get("stripes-cnn", 1).card["metrics"]["test"]["accuracy"]
+    recorded = registry.get("stripes-cnn", 1).card["metrics"]["test/accuracy"]
     assert recorded > 0.6  # chance: 1/3
 
     def predict(*args: str) -> str:

@@ -45,7 +45,7 @@ from pipelines.config import PipelineParams, load_params
 from pipelines.handoffs import upgrade_report
 from pipelines.orchestration import ray_head
 from pipelines.orchestration.artifacts import publish_dataset, publish_summary
-from pipelines.orchestration.dvc import (
+from pipelines.orchestration.dvc_ops import (
     default_remote,
     dvc_bin,
     recorded_stages,
