@@ -418,7 +418,10 @@ def test_cancelling_a_run_stops_its_training_and_runs_in_one_workspace_take_turn
         tree = _stage_tree(record["stage_pgid"])
         if record.get("ray_pgid"):  # the run's one Ray instance, in its own process group
             tree.update(_stage_tree(record["ray_pgid"]))
-        return tree if any("ray::" in cmd or "raylet" in cmd for cmd in tree.values()) else None
+        # Training has started once Ray Train's controller or workers exist (the run's Ray head, and its
+        # idle workers, are up before the train stage's own process starts).
+        started = any("ray::RayTrainWorker" in cmd or "ray::TrainController" in cmd for cmd in tree.values())
+        return tree if started else None
 
     tree = wait_for("the cancelled run's Ray training to start", training, timeout=240, every=1)
     assert any("pipelines.stages.train" in cmd for cmd in tree.values())
