@@ -165,10 +165,12 @@ def refuse_if_held_elsewhere(root: str | Path = ".") -> None:
     )
 
 
-def stop_process_group(pgid: int, grace_seconds: float = 10.0, reap: Callable[[], object] | None = None) -> bool:
-    """SIGTERM a process group, then SIGKILL what is left after the grace period. True if anything was there."""
+def stop_process_group(
+    pgid: int, grace_seconds: float = 10.0, reap: Callable[[], object] | None = None, first: int = signal.SIGTERM
+) -> bool:
+    """Signal a process group (SIGTERM), then SIGKILL what is left after the grace period. True if it was there."""
     try:
-        os.killpg(pgid, signal.SIGTERM)
+        os.killpg(pgid, first)
     except ProcessLookupError:
         return False
     deadline = time.monotonic() + grace_seconds
@@ -179,7 +181,7 @@ def stop_process_group(pgid: int, grace_seconds: float = 10.0, reap: Callable[[]
             os.killpg(pgid, 0)
         except ProcessLookupError:
             return True
-        time.sleep(0.2)
+        time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
     if reap:

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipelines.workspace import stop_process_group
+
 OWNED_ENV = "DL_PIPELINE_RAY_OWNED"
 READY_LINE = "Ray runtime started"
 START_TIMEOUT_S = float(os.environ.get("DL_PIPELINE_RAY_START_TIMEOUT_S", "120"))
@@ -118,24 +120,7 @@ class RayHead:
 
 def stop_group(pgid: int, grace_seconds: float, reap=None, first: int = signal.SIGTERM) -> bool:
     """Signal a process group, wait for it to go, SIGKILL it after the grace period. True if it was there."""
-    try:
-        os.killpg(pgid, first)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + grace_seconds
-    while time.monotonic() < deadline:
-        if reap:
-            reap()  # our own child would linger as a zombie and keep the group alive
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    if reap:
-        reap()
-    return True
+    return stop_process_group(pgid, grace_seconds, reap=reap, first=first)
 
 
 def processes_of(temp_dir: str) -> list[int]:
