@@ -187,7 +187,7 @@ class CandidateSummary(_Part):
     error: str | None = None
     best_epoch: int | None = None  # None when failed
     epochs_run: int
-    val_metrics: dict[str, float] = {}  # split/metric keys, as logged
+    val_metrics: dict[str, float] | None = None  # split/metric keys, as logged; None when failed
     seconds: float
     workers: Any = None  # node id, host and pid of each rank
     searched: dict[str, Any] | None = None
