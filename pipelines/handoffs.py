@@ -180,7 +180,18 @@ class PreparedMeta(_Handoff):
 # -- train: the summary and each candidate's checkpoint info ------------------------------------
 
 
-class CandidateSummary(_Part):
+class _FlatValMetrics(_Part):
+    """Older files nest val_metrics per split or spell `val_loss`: read them as split/metric keys."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("val_metrics"), dict):
+            data = {**data, "val_metrics": flat_metrics(data["val_metrics"])}
+        return data
+
+
+class CandidateSummary(_FlatValMetrics):
     family: str
     # finished; failed (a non-finite loss: `error` says why, no checkpoint); stopped (a search trial cut short)
     status: Literal["finished", "failed", "stopped"] = "finished"
@@ -191,13 +202,6 @@ class CandidateSummary(_Part):
     seconds: float
     workers: Any = None  # node id, host and pid of each rank
     searched: dict[str, Any] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _upgrade(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("val_metrics"), dict):
-            data = {**data, "val_metrics": flat_metrics(data["val_metrics"])}
-        return data
 
 
 class TrainSummary(_Handoff):
@@ -212,7 +216,7 @@ class TrainSummary(_Handoff):
     worker_group_seconds: float | None = None  # one fit for all grouped candidates: start to teardown
 
 
-class CandidateInfo(_Handoff):
+class CandidateInfo(_FlatValMetrics, _Handoff):
     """What travels inside an exported checkpoint beside the weights (models/checkpoint.py)."""
 
     candidate: str
@@ -227,13 +231,6 @@ class CandidateInfo(_Handoff):
     val_metrics: dict[str, float] = {}
     data_meta: PreparedMeta
     searched: dict[str, Any] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _upgrade(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("val_metrics"), dict):
-            data = {**data, "val_metrics": flat_metrics(data["val_metrics"])}
-        return data
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True) | {"data_meta": self.data_meta.dump()}
