@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import Field, GetCoreSchemaHandler, ValidationError, WrapValidator, model_validator
@@ -19,6 +19,7 @@ from pydantic import Field, GetCoreSchemaHandler, ValidationError, WrapValidator
 import models  # noqa: F401  (registers the built-in families; imports no torch)
 from models import catalogue
 from models.candidate import CandidateBase
+from pipelines.config.messages import describe_validation_error, tag_values  # noqa: F401  (re-exported)
 from pipelines.config.modalities import (  # noqa: F401  (IngestParams, PrepareParams: the modalities' types)
     IngestParams,
     IngestSection,
@@ -61,11 +62,6 @@ class _FromCatalogue:
 
 
 Candidate = Annotated[CandidateBase, _FromCatalogue()]
-
-
-def tag_values() -> set[str]:
-    """Union tags pydantic puts in an error's location: family names and modalities."""
-    return set(catalogue.list_models()) | set(get_args(Modality))
 
 
 class EarlyStoppingParams(Strict):
@@ -260,43 +256,6 @@ def rebuild_schema() -> None:
 
 
 catalogue.on_change(rebuild_schema)
-
-
-def _is_tag(loc: tuple, i: int, tags: set[str]) -> bool:
-    """Whether loc[i] is a union tag pydantic put in: a family after a candidate name, a modality after a section."""
-    if loc[i] not in tags:
-        return False
-    return (i >= 2 and loc[i - 2] == "candidates") or (i >= 1 and loc[i - 1] in ("ingest", "prepare"))
-
-
-def _dotted_key(loc: tuple, problem_type: str) -> str:
-    tags = tag_values()
-    parts = [str(p) for i, p in enumerate(loc) if not _is_tag(loc, i, tags)]
-    if problem_type in ("union_tag_invalid", "union_tag_not_found"):
-        parts.append("family")  # the discriminator itself is the bad key
-    return ".".join(parts)
-
-
-def _unknown_key(loc: tuple) -> str:
-    sections = [loc[i + 1] for i in range(len(loc) - 1) if loc[i] in ("ingest", "prepare")]
-    if sections and sections[-1] in get_args(Modality):  # the key may belong to another modality
-        return f"unknown key for {sections[-1]} data (misspelled, or another modality's key?)"
-    return "unknown key (misspelled?)"
-
-
-def describe_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem, each naming the dotted key, e.g. datasets.tabular.train.candidates.fnn-relu.lr."""
-    lines = []
-    for problem in err.errors():
-        key = _dotted_key(problem["loc"], problem["type"])
-        msg = problem["msg"].removeprefix("Value error, ")
-        if problem["type"] == "extra_forbidden":
-            msg = _unknown_key(problem["loc"])
-        nested = re.match(r"^([A-Za-z0-9_.-]+): (.*)$", msg, re.S)
-        if nested:  # a cross-field check that names its own sub-key
-            key, msg = f"{key}.{nested.group(1)}" if key else nested.group(1), nested.group(2)
-        lines.append(f"{source}: {key or '(top level)'}: {msg}")
-    return "\n".join(lines)
 
 
 def validate_params(data: Any, source: str = "params") -> PipelineParams:
