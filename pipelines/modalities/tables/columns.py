@@ -105,8 +105,10 @@ def convert(src: str, col: str, kind: str, values: pd.Series) -> pd.Series:
         finite = numbers.isna() | (np.isfinite(numbers) & (numbers.abs() <= FLOAT32_MAX))
         if not finite.all():
             row = int((~finite).to_numpy().nonzero()[0][0])
+            value = values.iloc[row]
+            shown = repr(value) if isinstance(value, str) else str(float(value))
             raise PipelineInputError(
-                f"{src}: column '{col}', row {row + 1}: {values.iloc[row]!r} is infinite or too large for float32 "
+                f"{src}: column '{col}', row {row + 1}: {shown} is infinite or too large for float32 "
                 f"(at most {FLOAT32_MAX:.4g}); fix or remove the value"
             )
         return numbers
