@@ -306,3 +306,17 @@ def test_log_target_scaling_round_trips(in_tmp):
     test_rows = shuffled_split(len(table), dataset("x").prepare)["test"]
     y = load_split("t", "test")[1].reshape(-1)
     np.testing.assert_allclose(prep.inverse(y), table["price"].to_numpy()[test_rows], rtol=1e-5)
+
+
+def test_regression_plots_are_in_the_labels_units(in_tmp):
+    from pipelines.stages.evaluate import _regression_plot
+
+    _, meta = ingest_and_prepare(write(thousands_table(), in_tmp / "prices.csv"), label="price")
+    y = load_split("t", "test")[1]
+    for sub in ("predictions", "plots"):
+        (in_tmp / sub).mkdir()
+    restored = preprocessor_from_state(meta["preprocessing"]).inverse(y.reshape(-1))
+    _regression_plot(meta, "c", restored, None, y, in_tmp, {})
+    plotted = pd.read_csv(in_tmp / "predictions" / "c.csv")
+    assert plotted["actual"].min() > 1000
+    np.testing.assert_allclose(plotted["actual"], plotted["predicted"])
