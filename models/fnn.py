@@ -24,7 +24,9 @@ class FnnCandidate(CandidateBase):
         return self
 
     def architecture(self, meta: Mapping[str, Any]) -> dict[str, Any]:
-        return {"hidden": self.hidden}
+        # Tables with high-cardinality categories: [cardinality, dim] of each embedded one (None: no embeddings,
+        # the network an FNN always was; old checkpoints without the key load the same).
+        return {"hidden": self.hidden, "embeddings": meta.get("embeddings") or None}
 
 
 @register_family(
@@ -33,10 +35,18 @@ class FnnCandidate(CandidateBase):
     modalities=("table", "image", "series"),
     tasks=("regression", "binary", "multiclass", "forecast"),
 )
-def build_fnn(*, input_shape: list[int], out_features: int, hidden: list[int], activation: str, dropout: float) -> FNN:
+def build_fnn(
+    *,
+    input_shape: list[int],
+    out_features: int,
+    hidden: list[int],
+    activation: str,
+    dropout: float,
+    embeddings: list[list[int]] | None = None,
+) -> FNN:
     from models.networks import FNN
 
     in_features = 1
     for size in input_shape:  # images and windows are flattened
         in_features *= size
-    return FNN(in_features, out_features, list(hidden), activation, dropout)
+    return FNN(in_features, out_features, list(hidden), activation, dropout, embeddings)

@@ -20,18 +20,37 @@ class FNN(nn.Module):
     so losses can work on logits for numerical safety.
     """
 
-    def __init__(self, in_features: int, out_features: int, hidden: list[int], act: str = "relu", dropout: float = 0.0):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: list[int],
+        act: str = "relu",
+        dropout: float = 0.0,
+        embeddings: list[list[int]] | None = None,
+    ):
         super().__init__()
+        # embeddings: [cardinality, dim] per high-cardinality category; its integer codes are the last
+        # len(embeddings) inputs. Without them the network (and its initialization order) is as it always was.
+        embeddings = embeddings or []
+        self.n_codes = len(embeddings)
         layers: list[nn.Module] = []
-        width = in_features
+        width = in_features - self.n_codes + sum(dim for _, dim in embeddings)
         for size in hidden:
             layers += [nn.Linear(width, size), activation(act), nn.Dropout(dropout)]
             width = size
         layers.append(nn.Linear(width, out_features))
         self.net = nn.Sequential(*layers)
+        if embeddings:
+            self.embeds = nn.ModuleList(nn.Embedding(n, dim) for n, dim in embeddings)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, *input_shape) -> (B, out_features)
-        return self.net(x.flatten(1))
+        x = x.flatten(1)
+        if self.n_codes:
+            dense, codes = x[:, : -self.n_codes], x[:, -self.n_codes :].long()  # (B, D), (B, C)
+            vectors = [embed(codes[:, i]).to(dense.dtype) for i, embed in enumerate(self.embeds)]  # C x (B, E_i)
+            x = torch.cat([dense, *vectors], dim=1)  # (B, D + sum E_i)
+        return self.net(x)
 
 
 class CNN(nn.Module):

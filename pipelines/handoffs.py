@@ -73,9 +73,11 @@ class _Handoff(_Part):
 
 class TableState(BaseModel):
     kind: Literal["table"] = "table"
-    features: list[str]
-    mean: list[float]
+    features: list[str]  # the source's feature columns the model reads
+    mean: list[float]  # per dense input entry
     std: list[float]
+    columns: list[dict[str, Any]] | None = None  # each column's type and fitted encoding (None: all numbers)
+    target: dict[str, Any] | None = None  # regression: the label's scaling (None: as it is)
 
 
 class ImageState(BaseModel):
@@ -162,6 +164,7 @@ class PreparedMeta(_Handoff):
     unk_id: int | None = None
     context_length: int | None = None
     tokens: dict[str, int] | None = None
+    embeddings: list[list[int]] | None = None  # tables: [cardinality, dim] of each embedded category
 
     @model_validator(mode="before")
     @classmethod

@@ -31,6 +31,11 @@ class DatasetPaths:
     def raw_source_info(self) -> Path:
         return self.raw_dir / "source.json"
 
+    @property
+    def raw_profile(self) -> Path:
+        """Tables: each column's type, missing count, distinct values and range (written at ingest)."""
+        return self.raw_dir / "profile.json"
+
     # prepare
     @property
     def prepared_dir(self) -> Path:

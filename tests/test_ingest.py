@@ -37,19 +37,20 @@ def assert_no_output():
 
 
 @pytest.mark.parametrize(
-    "content, message",
+    "content, message, missing",
     [
-        ("a,b,target\n1,2,0\n3,4,1\n", "label column 'label' (ingest.label) not found; columns are: a, b, target"),
-        ("a,b,label\n1,2,0\n3,x,1\n", "column 'b', row 2: 'x' is not a number"),
-        ("", "the file is empty"),
-        ("a,b,label\n", "no data rows"),
-        ("a,b,label\n1,,0\n3,4,1\n", "row 1, column 'b': missing value"),
+        ("a,b,target\n1,2,0\n3,4,1\n", "label column 'label' (ingest.label) not found; columns are: a, b, target", ""),
+        ("a,b,label\n1,2,0\n3,x,1\n", "column 'b', row 2: 'x' is not a number", ""),
+        ("", "the file is empty", ""),
+        ("a,b,label\n", "no data rows", ""),
+        # Gaps are filled by default now; the strict check is ingest.missing: error.
+        ("a,b,label\n1,,0\n3,4,1\n", "row 1, column 'b': missing value", "error"),
     ],
 )
-def test_bad_files_are_refused_with_a_clear_message_and_no_output(in_tmp, content, message):
+def test_bad_files_are_refused_with_a_clear_message_and_no_output(in_tmp, content, message, missing):
     src = write_csv(in_tmp / "input.csv", content)
     with pytest.raises(PipelineInputError) as err:
-        ingest(source=src, label="label")
+        ingest(source=src, label="label", **({"missing": missing} if missing else {}))
     assert message in str(err.value)
     assert src in str(err.value)
     assert_no_output()

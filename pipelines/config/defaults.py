@@ -12,7 +12,7 @@ DEFAULT_DATASETS: dict[str, dict[str, Any]] = {
     # ReLU vs Sigmoid on a small table (binary): one learning-curve plot, one metrics table.
     "tabular": {
         "modality": "table",
-        "ingest": {"source": "sklearn:breast_cancer", "label": "target"},
+        "ingest": {"source": "sklearn:breast_cancer", "label": "target", "missing": "error"},
         "train": {
             "epochs": 30,
             "batch_size": 64,

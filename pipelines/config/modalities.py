@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, GetJsonSchemaH
 Modality = Literal["table", "image", "text", "series"]
 TableTask = Literal["auto", "regression", "binary", "multiclass"]
 Missing = Literal["error", "drop", "interpolate"]
+TableMissing = Literal["fill", "error", "drop"]
+# What a feature column becomes (docs/own-data-tables.md); text and drop both leave the column out.
+ColumnType = Literal["number", "log_number", "binary", "category", "date", "text", "drop"]
 SOURCE_HELP = (
     "Built-in name (sklearn:<table>, sklearn:digits, python:pydoc-topics, statsmodels:<series>), "
     "a local file, s3://bucket/key or an https:// URL"
@@ -44,7 +47,16 @@ class TableIngest(IngestParams):
     modality: ClassVar[str] = "table"
     label: str = Field("target", description="The label column", min_length=1)
     task: TableTask = Field("auto", description="auto infers regression/binary/multiclass from the label")
-    missing: Missing = Field("error", description="Rows with missing values: refuse them or drop them")
+    missing: TableMissing = Field(
+        "fill",
+        description="Missing feature values: fill them per column type (numbers with a training statistic and a "
+        "missing-indicator, categories with a 'missing' level), refuse them (error) or drop their rows; "
+        "rows with a missing label are always dropped and counted, except under error",
+    )
+    columns: dict[str, ColumnType] = Field(
+        default_factory=dict,
+        description="Column types that replace the inferred ones, e.g. {age: number, id: drop, city: category}",
+    )
 
 
 class ImageIngest(IngestParams):
@@ -88,6 +100,16 @@ class PrepareParams(_Section):
 class TablePrepare(PrepareParams):
     modality: ClassVar[str] = "table"
     normalize: bool = Field(True, description="Standardize inputs with statistics of the training split only")
+    max_onehot: int = Field(
+        10, ge=0, description="A category with at most this many training levels is one-hot; more: an embedding"
+    )
+    fill: Literal["median", "mean"] | float = Field(
+        "median", description="Missing numbers: the training median, mean, or this constant"
+    )
+    target_scaling: Literal["standard", "log", "none"] = Field(
+        "standard",
+        description="Regression targets: standardized, log1p then standardized, or as they are (training split only)",
+    )
 
 
 Side = Annotated[int, Field(ge=1, le=4096)]

@@ -32,16 +32,16 @@ class Preprocessor(Protocol):
 
 
 def module_for(modality: str) -> ModuleType:
-    from pipelines.modalities import image, series, table, text
+    from pipelines.modalities import image, series, tables, text
 
-    return {"table": table, "image": image, "text": text, "series": series}[modality]
+    return {"table": tables, "image": image, "text": text, "series": series}[modality]
 
 
 def preprocessor_from_state(state: dict) -> Preprocessor:
     """Rebuild a fitted preprocessing object from its plain-data state (meta.json, a checkpoint's info)."""
     from pipelines.modalities.image import ImagePreprocessor
     from pipelines.modalities.series import SeriesPreprocessor
-    from pipelines.modalities.table import TablePreprocessor
+    from pipelines.modalities.tables import TablePreprocessor
     from pipelines.modalities.text import TextPreprocessor
 
     kinds = {cls.kind: cls for cls in (TablePreprocessor, ImagePreprocessor, SeriesPreprocessor, TextPreprocessor)}

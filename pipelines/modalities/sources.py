@@ -1,6 +1,7 @@
 """Fetch a data source named in params.yaml to a local file.
 
-Accepted: sklearn:<name> (a table bundled with scikit-learn, no network),
+Accepted: sklearn:<name> (a table bundled with scikit-learn, no network), palmerpenguins:penguins
+(the CSV inside the palmerpenguins package),
 a local path, s3://bucket/key (boto3; honours AWS_ENDPOINT_URL and the usual
 AWS credential chain, so any S3-compatible server works) and http(s):// URLs.
 """
@@ -25,6 +26,31 @@ SKLEARN_TABLES = {
     "iris": "load_iris",  # 3 classes
     "diabetes": "load_diabetes",  # regression
 }
+
+
+# Tables that ship inside an installed package as CSV files (read as they are: strings, blanks and all).
+PACKAGE_TABLES = {
+    "penguins": ("palmerpenguins", "data/penguins.csv"),  # species (3 classes), islands, sex, gaps
+}
+
+
+def load_builtin_table(source: str) -> pd.DataFrame:
+    """sklearn:<name> or palmerpenguins:penguins, read offline from the installed package."""
+    kind, _, name = source.partition(":")
+    if kind == "sklearn":
+        return load_sklearn_table(name)
+    if name not in PACKAGE_TABLES:
+        raise PipelineInputError(
+            f"ingest.source: unknown built-in table '{source}'; choose one of "
+            + ", ".join(f"palmerpenguins:{n}" for n in PACKAGE_TABLES)
+        )
+    import importlib.util
+
+    package, path = PACKAGE_TABLES[name]
+    spec = importlib.util.find_spec(package)  # the package's directory, without running its __init__
+    if spec is None or not spec.submodule_search_locations:
+        raise PipelineInputError(f"ingest.source: {source} needs the '{package}' package (pip install {package})")
+    return pd.read_csv(Path(next(iter(spec.submodule_search_locations))) / path)
 
 
 def load_sklearn_table(name: str) -> pd.DataFrame:

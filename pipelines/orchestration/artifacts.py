@@ -4,6 +4,7 @@ Keys are stable, so the Artifacts page keeps each one's history across runs
 (`<ds>` is the dataset name in lowercase with anything but letters, digits and
 dashes turned into dashes, as Prefect requires):
 
+    <ds>-profile      table: the data profile of a table (each column's type, gaps, distinct values, range)
     <ds>-metrics      table: one row per candidate, val and test scores, the best one marked
     <ds>-plots        markdown: confusion matrices / forecasts / predicted-vs-true and the
                       learning curves, embedded as PNG data: URIs, then file links to each PNG
@@ -185,3 +186,17 @@ def publish_summary(root: str | Path, datasets: list[str]) -> str:
 
     rows = [summary_row(Path(root).resolve(), name) for name in datasets]
     return str(create_table_artifact(rows, key=SUMMARY_KEY, description="Registered model of each dataset in this run"))
+
+
+def publish_profile(root: str | Path, dataset: str) -> str | None:
+    """The table's data profile (data/raw/<ds>/profile.json) as a table artifact; None for other modalities."""
+    from prefect.artifacts import create_table_artifact
+
+    path = Path(root).resolve() / DatasetPaths(dataset).raw_profile
+    if not path.exists():
+        return None
+    profile = read_json(path)
+    rows = [{k: ("" if v is None else v) for k, v in row.items()} for row in profile["columns"]]
+    key = artifact_key(dataset, "profile")
+    description = f"{dataset}: {profile['rows']} rows of {profile['source']}: each column's type and what was done"
+    return str(create_table_artifact(rows, key=key, description=description))

@@ -44,7 +44,7 @@ from pipelines.atomic import read_json
 from pipelines.config import PipelineParams, load_params
 from pipelines.handoffs import upgrade_report
 from pipelines.orchestration import ray_head
-from pipelines.orchestration.artifacts import publish_dataset, publish_summary
+from pipelines.orchestration.artifacts import publish_dataset, publish_profile, publish_summary
 from pipelines.orchestration.dvc_ops import (
     default_remote,
     dvc_bin,
@@ -186,6 +186,12 @@ def publish_artifacts(dataset: str, workdir: str, registry: str, reused: bool = 
     return publish_dataset(workdir, dataset, registry, reused=reused)
 
 
+@task(name="profile", task_run_name="profile@{dataset}")
+def publish_profile_artifact(dataset: str, workdir: str) -> str | None:
+    """A table's data profile (column types, gaps, distinct values, ranges) on the run's page."""
+    return publish_profile(workdir, dataset)
+
+
 @flow(
     name=FLOW_NAME,
     log_prints=True,
@@ -251,6 +257,8 @@ def training_pipeline(
                 if i == last_train:
                     run_ray.close()  # the rest of the run needs no Ray
                 step, _, dataset = stage.partition("@")
+                if step == "ingest" and (root / paths.DatasetPaths(dataset).raw_profile).exists():
+                    publish_profile_artifact(dataset, str(root))
                 if step == "register":
                     publish_artifacts(dataset, str(root), params.register.registry, reused=results[-1]["skipped"])
         finally:

@@ -51,9 +51,10 @@ def _confusion_plot(meta: dict, name: str, pred: np.ndarray, x, y: np.ndarray, o
 
 
 def _regression_plot(meta: dict, name: str, pred: np.ndarray, x, y: np.ndarray, out: Path, scores: dict) -> None:
-    pd.DataFrame({"actual": y.reshape(-1), "predicted": pred}).to_csv(out / "predictions" / f"{name}.csv", index=False)
+    true = inverse_of(meta)(y.reshape(-1))  # targets are scaled in prepare; plots are in the label's units
+    pd.DataFrame({"actual": true, "predicted": pred}).to_csv(out / "predictions" / f"{name}.csv", index=False)
     title = f"{meta['dataset']} / {name}: test predictions"
-    plots.predicted_vs_true(y.reshape(-1), pred, title, out / "plots" / f"predicted_vs_true_{name}.png")
+    plots.predicted_vs_true(true, pred, title, out / "plots" / f"predicted_vs_true_{name}.png")
 
 
 def _forecast_plot(meta: dict, name: str, pred: np.ndarray, x, y: np.ndarray, out: Path, scores: dict) -> None:

@@ -1,0 +1,163 @@
+"""Column types of a user's table: inferred from the values, or set in params (ingest.columns); and the profile.
+
+A feature column becomes one of
+    number      float; standardized (log_number: sign(x)*log1p(|x|) first)
+    binary      any two values; which one is 1 is recorded (yes/true/y/t/1/on/positive, else the later in sort order)
+    category    strings (or a few numbers the user typed so); one-hot, or an embedding above prepare.max_onehot
+    date        ISO-like dates (2024-03-01, 01/03/2024); expanded to year, month, day of week, day of year
+    identifier  nearly every value a distinct string (a name, an id): dropped with a note, unless typed
+    text        long strings of several words (free text): dropped with a note, unless typed
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.errors import PipelineInputError
+
+KEPT = ("number", "log_number", "binary", "category", "date")
+DROPPED = ("identifier", "text", "drop")
+# Of two values, the one in this set is 1 (compared lowercased); otherwise the later one in sort order.
+POSITIVE = {"1", "yes", "y", "true", "t", "on", "positive", "pos"}
+IDENTIFIER_RATIO = 0.9  # distinct values / non-missing values at or above which strings are an identifier
+IDENTIFIER_MIN_ROWS = 10  # ...in a column of at least this many values (a tiny table has few repeats)
+TEXT_WORDS = 4  # mean words per value from which strings are free text
+DATE = re.compile(r"^(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2})?)?|\d{1,2}[-/.]\d{1,2}[-/.]\d{4})$")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def canonical(value: Any) -> str:
+    """A value as the string a category or binary level is known by: 3.0 and '3' are both '3'."""
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def levels(values: pd.Series) -> pd.Series:
+    """The non-missing values of a column as canonical strings (NaN stays NaN)."""
+    return values.map(canonical, na_action="ignore")
+
+
+def binary_positive(distinct: list[str]) -> str:
+    """Which of two values is encoded as 1: the larger of two numbers, yes/true/... of two words, else the later."""
+    numbers = pd.to_numeric(pd.Series(distinct), errors="coerce")
+    if numbers.notna().all():
+        return distinct[int(numbers.idxmax())]
+    for value in sorted(distinct):
+        if value.lower() in POSITIVE:
+            return value
+    return sorted(distinct)[1]
+
+
+def _numbers(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(values as floats, which non-missing values are not numbers)."""
+    if pd.api.types.is_bool_dtype(values):
+        values = values.astype("float64")
+    converted = pd.to_numeric(values, errors="coerce")
+    return converted.astype("float64"), converted.isna() & values.notna()
+
+
+def not_a_number(src: str, col: str, values: pd.Series, bad: pd.Series, why: str) -> PipelineInputError:
+    row = int(bad.to_numpy().nonzero()[0][0])
+    return PipelineInputError(f"{src}: column '{col}', row {row + 1}: {values.iloc[row]!r} is not a number ({why})")
+
+
+def infer_type(src: str, col: str, values: pd.Series) -> tuple[str, str]:
+    """(type, note) of a feature column from its non-missing values."""
+    present = values.dropna()
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return "date", ""
+    distinct = levels(present).nunique()
+    bad = _numbers(present)[1]
+    if not bad.any():
+        return ("binary" if distinct == 2 else "number"), ""
+    if bad.sum() <= len(present) / 2:  # mostly numbers: a typo, not a category
+        raise not_a_number(
+            src, col, values, _numbers(values)[1], "the column looks numeric; set ingest.columns to category to keep it"
+        )
+    if distinct == 2:
+        return "binary", ""
+    strings = present.astype(str)
+    if strings.str.match(DATE).all():
+        return "date", ""
+    if strings.str.split().str.len().mean() >= TEXT_WORDS:
+        return "text", f"'{col}' looks like free text: dropped (set ingest.columns.{col}: category to keep it)"
+    if len(present) >= IDENTIFIER_MIN_ROWS and distinct >= IDENTIFIER_RATIO * len(present):
+        return "identifier", (
+            f"'{col}' looks like an identifier ({distinct} distinct values in {len(present)} rows): dropped "
+            f"(set ingest.columns.{col}: category to keep it)"
+        )
+    return "category", ""
+
+
+def convert(src: str, col: str, kind: str, values: pd.Series) -> pd.Series:
+    """A kept column in its stored form: floats for numbers, datetimes for dates, canonical strings otherwise."""
+    if kind in ("number", "log_number"):
+        numbers, bad = _numbers(values)
+        if bad.any():
+            raise not_a_number(src, col, values, bad, f"ingest.columns types it {kind}")
+        finite = numbers.isna() | (np.isfinite(numbers) & (numbers.abs() <= FLOAT32_MAX))
+        if not finite.all():
+            row = int((~finite).to_numpy().nonzero()[0][0])
+            value = values.iloc[row]
+            shown = repr(value) if isinstance(value, str) else str(float(value))
+            raise PipelineInputError(
+                f"{src}: column '{col}', row {row + 1}: {shown} is infinite or too large for float32 "
+                f"(at most {FLOAT32_MAX:.4g}); fix or remove the value"
+            )
+        return numbers
+    if kind == "date":
+        dates = pd.to_datetime(values, errors="coerce", format="mixed")
+        bad = dates.isna() & values.notna()
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            raise PipelineInputError(f"{src}: column '{col}', row {row + 1}: {values.iloc[row]!r} is not a date")
+        return dates
+    out = levels(values).astype(object)
+    return out.where(out.notna(), None)
+
+
+def column_profile(name: str, role: str, kind: str, source: str, values: pd.Series, note: str) -> dict[str, Any]:
+    """One row of the data profile: type, missing count, distinct values, range (numbers and dates)."""
+    present = values.dropna()
+    dates = pd.api.types.is_datetime64_any_dtype(values)
+    row: dict[str, Any] = {
+        "column": name,
+        "role": role,
+        "type": kind,
+        "type_from": source,
+        "missing": int(values.isna().sum()),
+        "distinct": int(present.nunique() if dates else levels(present).nunique()),
+        "min": None,
+        "max": None,
+        "note": note,
+    }
+    if len(present) and (kind in ("number", "log_number") or (role == "label" and _is_numeric(present))):
+        row["min"], row["max"] = float(present.min()), float(present.max())
+    elif len(present) and dates:
+        row["min"], row["max"] = str(present.min().date()), str(present.max().date())
+    if kind == "binary" and len(present):
+        row["positive"] = binary_positive(sorted(levels(present).unique()))
+    return row
+
+
+def _is_numeric(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
+def profile_lines(profile: list[dict[str, Any]]) -> list[str]:
+    """The profile as aligned text lines for the log."""
+    lines = [f"{'column':<24} {'type':<11} {'missing':>7} {'distinct':>8}  range / note"]
+    for row in profile:
+        span = f"{row['min']} .. {row['max']}" if row["min"] is not None else ""
+        extra = "; ".join(x for x in (span, f"1 = {row['positive']!r}" if "positive" in row else "", row["note"]) if x)
+        kind = row["type"] + ("*" if row["type_from"] == "params" else "")
+        name = row["column"] + (" (label)" if row["role"] == "label" else "")
+        lines.append(f"{name:<24} {kind:<11} {row['missing']:>7} {row['distinct']:>8}  {extra}")
+    return lines

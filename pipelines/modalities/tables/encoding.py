@@ -1,0 +1,262 @@
+"""The table's one preprocessing object: typed columns -> the FNN's input vector, fitted on the training split.
+
+Input layout, per row (float32):  [dense entries | embedding codes]
+    dense   numbers (log_number: sign(x)*log1p(|x|)), binary 0/1, date parts (year, month, day of week,
+            day of year), each followed by a 0/1 missing indicator when the column had gaps at ingest;
+            one-hot categories (at most prepare.max_onehot training levels). Numbers and date parts are
+            standardized with the training split's mean and std; 0/1 entries are left as they are.
+    codes   one integer code per high-cardinality category (the FNN embeds them: meta `embeddings`).
+Every category has an unknown level (code 0): a value not seen in training, at evaluate and predict time
+alike. A category with gaps has a "<missing>" level. Gaps in numbers are filled with a training statistic.
+
+The state is plain JSON data (never pickle): it travels in meta.json and inside registered checkpoints.
+A state written before typed columns (features, mean, std only) reads as all-number columns without fills.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.errors import PipelineInputError
+from pipelines.modalities.tables.columns import convert
+
+UNKNOWN, MISSING = "<unknown>", "<missing>"
+DATE_PARTS = ("year", "month", "dayofweek", "dayofyear")
+
+
+def embedding_dim(cardinality: int) -> int:
+    """fastai's rule of thumb, capped small: tables rarely need wide embeddings."""
+    return int(min(16, max(2, round(1.6 * cardinality**0.56))))
+
+
+def _raw(spec: dict[str, Any], values: pd.Series) -> np.ndarray:
+    """The column's dense entries before filling (NaN where missing): (rows, width) float64."""
+    kind = spec["type"]
+    if kind in ("number", "log_number"):
+        x = values.to_numpy(np.float64)
+        x = np.sign(x) * np.log1p(np.abs(x)) if kind == "log_number" else x
+        return x.reshape(-1, 1)
+    if kind == "binary":
+        x = np.where(values == spec["positive"], 1.0, np.where(values == spec["negative"], 0.0, np.nan))
+        return x.reshape(-1, 1)  # a third value (at predict) counts as missing
+    dates = values.dt
+    parts = [dates.year, dates.month, dates.dayofweek, dates.dayofyear]
+    return np.column_stack([p.to_numpy(np.float64, na_value=np.nan) for p in parts])
+
+
+def _fill_values(raw: np.ndarray, fill: str | float) -> list[float]:
+    out = []
+    for col in raw.T:
+        seen = col[~np.isnan(col)]
+        if isinstance(fill, (int, float)):
+            out.append(float(fill))
+        elif len(seen) == 0:
+            out.append(0.0)
+        else:
+            out.append(float(np.median(seen) if fill == "median" else seen.mean()))
+    return out
+
+
+class TablePreprocessor:
+    """Typed table columns -> standardized float32 inputs; regression targets scaled and restored (inverse)."""
+
+    kind = "table"
+
+    def __init__(
+        self,
+        features: list[str],
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        columns: list[dict[str, Any]] | None = None,
+        target: dict[str, Any] | None = None,
+    ):
+        self.features, self.mean, self.std = list(features), mean, std
+        # A state from before typed columns: every feature a number, no fill (a gap is refused).
+        self.columns = columns if columns is not None else [{"name": f, "type": "number"} for f in self.features]
+        self.target = target
+
+    # ---------------------------------------------------------------- fitting (training rows only)
+
+    def fit(
+        self,
+        train: pd.DataFrame,
+        types: dict[str, str],
+        missing: dict[str, int],
+        binary: dict[str, list[str]],
+        normalize: bool = True,
+        fill: str | float = "median",
+        max_onehot: int = 10,
+    ) -> TablePreprocessor:
+        """Learn fills, levels and scaling from the training rows; `types`, `missing` and `binary` come from ingest."""
+        self.columns = []
+        for name, kind in types.items():
+            spec: dict[str, Any] = {"name": name, "type": kind}
+            values = convert("train", name, kind, train[name])
+            if kind == "category":
+                seen = sorted({v for v in values if v is not None})
+                spec["levels"] = [UNKNOWN] + ([MISSING] if missing.get(name) else []) + seen
+                spec["embedding"] = len(seen) > max_onehot
+            else:
+                if kind == "binary":
+                    spec["positive"], spec["negative"] = binary[name]
+                spec["fill"] = _fill_values(_raw(spec, values), fill)
+                spec["indicator"] = bool(missing.get(name))
+            self.columns.append(spec)
+        dense, _ = self._encode(train, "train")
+        n = dense.shape[1]
+        scaled = np.array(self._scaled_entries(), dtype=bool)
+        mean = dense.mean(axis=0) if normalize else np.zeros(n, np.float32)
+        std = dense.std(axis=0) if normalize else np.ones(n, np.float32)
+        std = np.where(std < 1e-8, 1.0, std).astype(np.float32)  # constant columns stay finite
+        mean, std = np.where(scaled, mean, 0.0).astype(np.float32), np.where(scaled, std, 1.0).astype(np.float32)
+        self.mean, self.std = mean.tolist(), std.tolist()  # float32 values: exact through JSON
+        return self
+
+    def fit_target(self, y: np.ndarray, scaling: str) -> np.ndarray:
+        """Regression: learn the target's scaling on the training rows; returns them scaled."""
+        y = np.asarray(y, np.float64)
+        if scaling == "log":
+            if (y <= -1).any():
+                raise PipelineInputError("prepare.target_scaling: log needs label values above -1")
+            y = np.log1p(y)
+        mean, std = (float(y.mean()), float(y.std())) if scaling != "none" else (0.0, 1.0)
+        self.target = {"scaling": scaling, "mean": mean, "std": std if std > 1e-12 else 1.0}
+        return ((y - mean) / self.target["std"]).astype(np.float32).reshape(-1, 1)
+
+    def scale_target(self, y: np.ndarray) -> np.ndarray:
+        """Label values (any rows) in the scale the network learns."""
+        t = self.target
+        y = np.asarray(y, np.float64)
+        if t["scaling"] == "log":
+            y = np.log1p(np.maximum(y, -1 + 1e-12))
+        return ((y - t["mean"]) / t["std"]).astype(np.float32).reshape(-1, 1)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        """Regression outputs and targets back in the label's units (identity for classes and old states)."""
+        t = self.target
+        if not t:
+            return y
+        out = np.asarray(y, np.float64) * t["std"] + t["mean"]
+        return np.expm1(out) if t["scaling"] == "log" else out
+
+    # ---------------------------------------------------------------- applying (any rows)
+
+    def _scaled_entries(self) -> list[bool]:
+        out: list[bool] = []
+        for spec in self.columns:
+            if spec["type"] == "category":
+                out += [False] * (0 if spec["embedding"] else len(spec["levels"]))
+            else:
+                width = len(DATE_PARTS) if spec["type"] == "date" else 1
+                out += [spec["type"] != "binary"] * width + [False] * spec.get("indicator", False)
+        return out
+
+    def _encode(self, frame: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray]:
+        """(dense entries before scaling, embedding codes) as float32 arrays."""
+        dense: list[np.ndarray] = []
+        codes: list[np.ndarray] = []
+        for spec in self.columns:
+            values = convert(source, spec["name"], spec["type"], frame[spec["name"]])
+            if spec["type"] == "category":
+                code = self._codes(spec, values)
+                if spec["embedding"]:
+                    codes.append(code.reshape(-1, 1).astype(np.float32))
+                else:
+                    dense.append(np.eye(len(spec["levels"]), dtype=np.float32)[code])
+                continue
+            raw = _raw(spec, values)
+            gaps = np.isnan(raw)
+            if "fill" not in spec and gaps.any():
+                row, col = (int(i[0]) for i in gaps.nonzero())
+                raise PipelineInputError(f"{source}: row {row + 1}, column '{spec['name']}': missing or not a number")
+            raw = np.where(gaps, np.asarray(spec.get("fill", 0.0)), raw)
+            dense.append(raw)
+            if spec.get("indicator"):
+                dense.append(gaps.any(axis=1, keepdims=True).astype(np.float64))
+        n = len(frame)
+        as32 = [np.asarray(d).astype(np.float32) for d in dense]
+        return (np.hstack(as32) if as32 else np.zeros((n, 0), np.float32)), (
+            np.hstack(codes) if codes else np.zeros((n, 0), np.float32)
+        )
+
+    @staticmethod
+    def _codes(spec: dict[str, Any], values: pd.Series) -> np.ndarray:
+        index = {level: i for i, level in enumerate(spec["levels"])}
+        missing = index.get(MISSING, 0)  # a gap never seen in training: the unknown level
+        return np.array([missing if v is None else index.get(v, 0) for v in values], dtype=np.int64)
+
+    def transform(self, frame: pd.DataFrame, source: str = "input") -> np.ndarray:
+        """Rows of the typed table (or a user's raw table) -> (rows, entries + codes) float32."""
+        dense, codes = self._encode(frame, source)
+        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+        return np.hstack([((dense - mean) / std).astype(np.float32), codes])
+
+    def unseen(self, frame: pd.DataFrame) -> dict[str, int]:
+        """Per category column, how many values of `frame` were not seen in training."""
+        out = {}
+        for spec in self.columns:
+            if spec["type"] == "category":
+                values = convert("input", spec["name"], "category", frame[spec["name"]])
+                n = sum(v is not None and v not in spec["levels"] for v in values)
+                if n:
+                    out[spec["name"]] = n
+        return out
+
+    def read_inputs(self, source: str, column: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+        """A user's table (CSV/Parquet) with the original feature columns -> model inputs and the table.
+
+        Strings, blanks and categories never seen in training are handled as in training (fills, unknown level).
+        """
+        from pipelines.modalities.sources import fetched, read_table
+
+        with fetched(source) as local:
+            table = read_table(local, source)
+        table = table.rename(columns=lambda c: str(c).strip())
+        absent = [c for c in self.features if c not in table.columns]
+        if absent:
+            raise PipelineInputError(
+                f"{source}: missing feature column(s) {', '.join(absent)} that the model was trained on"
+            )
+        for name, n in self.unseen(table).items():
+            print(f"predict: column '{name}': {n} value(s) not seen in training -> the unknown level")
+        return self.transform(table, source), table
+
+    # ---------------------------------------------------------------- description and state
+
+    def entries(self) -> list[str]:
+        """Names of the input vector's entries, in order (dense, then codes)."""
+        dense, codes = [], []
+        for spec in self.columns:
+            name = spec["name"]
+            if spec["type"] == "category" and spec["embedding"]:
+                codes.append(name)
+                continue
+            if spec["type"] == "category":
+                dense += [f"{name}={v}" for v in spec["levels"]]
+                continue
+            dense += [f"{name}_{p}" for p in DATE_PARTS] if spec["type"] == "date" else [name]
+            dense += [f"{name}_missing"] if spec.get("indicator") else []
+        return dense + codes
+
+    def embeddings(self) -> list[list[int]]:
+        """[cardinality, dim] of each embedded category, in the order of the codes."""
+        return [
+            [len(s["levels"]), embedding_dim(len(s["levels"]))]
+            for s in self.columns
+            if s["type"] == "category" and s["embedding"]
+        ]
+
+    @property
+    def state(self) -> dict:
+        state = {"kind": self.kind, "features": self.features, "mean": self.mean, "std": self.std}
+        state["columns"] = self.columns
+        if self.target:
+            state["target"] = self.target
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict) -> TablePreprocessor:
+        return cls(state["features"], state["mean"], state["std"], state.get("columns"), state.get("target"))
