@@ -124,7 +124,12 @@ def render_markdown(
         "|---|---|",
     ]
     lines += [f"| {k.partition('/')[2]} | {v:.4f} |" for k, v in test.items() if isinstance(v, float)]
-    lines += [f"| baseline {k} | {v:.4f} |" for k, v in card.baselines.items() if isinstance(v, float)]
+    lines += [
+        f"| baseline {name}: {key.partition('/')[2]} | {value:.4f} |"
+        for name, scores in card.baselines.items()
+        for key, value in scores.items()
+        if key.startswith("test/") and isinstance(value, float)
+    ]
     lines += [
         "",
         "## Lineage",
