@@ -335,3 +335,5 @@ def test_an_old_report_and_card_with_a_float_unigram_baseline_still_load_and_ren
     assert ModelCard.model_validate(card).baselines == {"unigram": {"test/perplexity": 400.0}}
     page = render_markdown(card, {}, tmp_path / "registry", "file:///x/model.pt")
     assert "| baseline unigram: perplexity | 400.0000 |" in page
+    text = render_text(card | {"name": "text-lstm", "version": 1}, {}, str(tmp_path / "registry"))
+    assert "baselines (test)\n  unigram" in text and "perplexity=400.0000" in text
