@@ -8,7 +8,9 @@ train summary, checkpoint info, history.csv columns, metrics.json (flat per cand
 `best`), the model card. `dvc metrics show` and the experiments table flatten the JSON with '.',
 so they show e.g. `best.test/accuracy`. Older files spelled the same metric `val_loss`, `val.loss`,
 nested per split ({"val": {"accuracy": ...}}) or `best.test_accuracy`; `flat_metrics` reads all of
-those, and the models below upgrade on load (schema_version 2 and 1 files still load).
+those, and the models below upgrade on load (schema_version 3, 2 and 1 files still load). Baselines
+are scored like candidates, `{name: {split/metric: value}}`; before version 4 each was one float
+(`{"unigram_perplexity": 123.4}`), read as `{"unigram": {"test/perplexity": 123.4}}`.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validat
 
 # 1: the files written before these models existed (no schema_version);
 # 2: metrics.json and the card kept metrics nested per split and `best.test_<metric>`;
-# 3: `split/metric` keys everywhere.
-SCHEMA_VERSION = 3
+# 3: `split/metric` keys everywhere;
+# 4: baselines per name with `split/metric` keys ({"unigram": {"test/perplexity": ...}}), not one float each.
+SCHEMA_VERSION = 4
 SPLITS = ("train", "val", "test")
 
 
@@ -249,8 +252,10 @@ class EvaluationReport(_Handoff):
     task: str
     primary_metric: str
     mode: Literal["min", "max"]
-    candidates: dict[str, dict[str, Any]]  # candidate -> `split/metric` -> value
-    baselines: dict[str, float] = {}
+    candidates: dict[str, dict[str, Any]]  # candidate -> `split/metric` -> value (the evaluated ones)
+    baselines: dict[str, dict[str, float]] = {}  # baseline -> `split/metric` -> value (pipelines/evaluation/baselines)
+    unbeaten_baselines: list[str] = []  # the baselines no candidate beats on test/<primary_metric>
+    failed_candidates: dict[str, str] = {}  # candidate -> why it failed in training (not evaluated, never registered)
     best_candidate: str
     # {"candidate": name, "test/<metric>": value...}: the best candidate's scalar test metrics,
     # one `dvc exp show` column each (`best.test/accuracy`).
@@ -281,7 +286,7 @@ class ModelCard(_Handoff):
     primary_metric: str | None = None
     mode: Literal["min", "max"] | None = None
     metrics: dict[str, Any] = {}  # `split/metric` -> value (nested per split before version 3)
-    baselines: dict[str, float] = {}
+    baselines: dict[str, dict[str, float]] = {}  # as in the evaluation report (one float each before version 4)
     candidates_compared: list[str] = []
     params: dict[str, Any] = {}
     plots: list[str] | str | None = None
@@ -292,10 +297,30 @@ class ModelCard(_Handoff):
     def _upgrade(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("metrics"), dict):
             data = {**data, "metrics": flat_metrics(data["metrics"]), "schema_version": SCHEMA_VERSION}
+        if isinstance(data, dict) and isinstance(data.get("baselines"), dict):
+            data = {**data, "baselines": upgrade_baselines(data["baselines"])}
         return data
 
     def metric(self, key: str) -> Any:
         return metric_value(self.metrics, key)
+
+
+# Baselines that were one float before schema_version 4: old key -> (name, `split/metric`).
+_LEGACY_BASELINES = {"unigram_perplexity": ("unigram", "test/perplexity")}
+
+
+def upgrade_baselines(baselines: dict[str, Any]) -> dict[str, Any]:
+    """Baselines of any version as {name: {`split/metric`: value}}; a version-3 float is its test value."""
+    out: dict[str, Any] = {}
+    for key, value in baselines.items():
+        if isinstance(value, dict):
+            out[key] = flat_metrics(value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            name, metric = _LEGACY_BASELINES.get(key, (key, "test/value"))
+            out.setdefault(name, {})[metric] = float(value)
+        else:
+            out[key] = value  # validation names it
+    return out
 
 
 def upgrade_report(report: dict[str, Any]) -> dict[str, Any]:
@@ -308,6 +333,8 @@ def upgrade_report(report: dict[str, Any]) -> dict[str, Any]:
         }
     if isinstance(report.get("best"), dict):
         out["best"] = flat_metrics(report["best"])
+    if isinstance(report.get("baselines"), dict):
+        out["baselines"] = upgrade_baselines(report["baselines"])
     return out
 
 

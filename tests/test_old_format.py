@@ -296,3 +296,44 @@ def test_an_old_card_and_a_new_card_compare_for_promotion(old_is_current):
     else:  # an old card registered after a new one (a late re-register) is still compared, and loses
         decision = decide_promotion("m", "production", 2, old, 1, new)
         assert not decision.promoted and (decision.value, decision.previous_value) == (2.0, 1.5)
+
+
+# -- baselines: one float each (schema_version 3 and before) -> {name: {split/metric: value}}
+
+
+def test_an_old_report_and_card_with_a_float_unigram_baseline_still_load_and_render(tmp_path):
+    from pipelines.evaluation.comparison import comparison_table
+    from pipelines.handoffs import EvaluationReport
+    from pipelines.orchestration import artifacts
+
+    old = {
+        "schema_version": 3,
+        "dataset": "text",
+        "task": "next_word",
+        "primary_metric": "perplexity",
+        "mode": "min",
+        "candidates": {"lstm": {"val/perplexity": 90.0, "test/perplexity": 95.0}},
+        "baselines": {"unigram_perplexity": 400.0},
+        "best_candidate": "lstm",
+        "best": {"candidate": "lstm", "test/perplexity": 95.0},
+    }
+    report = EvaluationReport.model_validate(old).model_dump()
+    assert report["baselines"] == {"unigram": {"test/perplexity": 400.0}}
+    assert report["schema_version"] == SCHEMA_VERSION and report["failed_candidates"] == {}
+    assert "| baseline: unigram | 400.0000 |" in comparison_table(report)
+
+    (tmp_path / "data/evaluate/text").mkdir(parents=True)
+    (tmp_path / "data/evaluate/text/metrics.json").write_text(json.dumps(old))
+    rows = artifacts.metrics_rows(tmp_path, "text")
+    assert rows[-1] == {"candidate": "unigram", "family": "baseline", "best": ""} | {
+        "val/perplexity": None,
+        "test/perplexity": 400.0,
+    }
+    assert artifacts.verdict(tmp_path, "text") == ""  # the LSTM beats it
+
+    card = old_card("text", "next_word", "perplexity", "min", 95.0) | {"baselines": {"unigram_perplexity": 400.0}}
+    assert ModelCard.model_validate(card).baselines == {"unigram": {"test/perplexity": 400.0}}
+    page = render_markdown(card, {}, tmp_path / "registry", "file:///x/model.pt")
+    assert "| baseline unigram: perplexity | 400.0000 |" in page
+    text = render_text(card | {"name": "text-lstm", "version": 1}, {}, str(tmp_path / "registry"))
+    assert "baselines (test)\n  unigram" in text and "perplexity=400.0000" in text

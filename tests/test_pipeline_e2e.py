@@ -66,12 +66,14 @@ def test_every_family_beats_its_stated_baseline(flow_run):
     )
     for name, scores in tabular["candidates"].items():  # both ReLU and Sigmoid
         assert scores["test/accuracy"] > majority, name
+    for name in ("logistic_regression", "hist_gradient_boosting"):  # the classical baselines, beside them
+        assert tabular["baselines"][name]["test/accuracy"] > majority, name
 
     assert metrics(project, "digits")["best"]["test/accuracy"] >= 0.95  # CNN on the 8x8 digits
 
     text = metrics(project, "text")
     for name in ("lstm", "gru"):
-        assert text["candidates"][name]["test/perplexity"] < 0.5 * text["baselines"]["unigram_perplexity"], name
+        assert text["candidates"][name]["test/perplexity"] < 0.5 * text["baselines"]["unigram"]["test/perplexity"], name
 
     series = metrics(project, "series")
     for name in ("lstm", "gru"):

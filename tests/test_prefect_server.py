@@ -293,8 +293,17 @@ def test_a_run_started_like_the_run_button_completes_with_its_results_on_the_run
     metrics = found["tabular-metrics"]
     assert metrics["type"] == "table"
     rows = json.loads(metrics["data"]) if isinstance(metrics["data"], str) else metrics["data"]
-    assert sorted(r["candidate"] for r in rows) == ["fnn-relu", "fnn-sigmoid"]
+    assert sorted(r["candidate"] for r in rows if r["family"] != "baseline") == ["fnn-relu", "fnn-sigmoid"]
+    assert sorted(r["candidate"] for r in rows if r["family"] == "baseline") == [
+        "hist_gradient_boosting",
+        "logistic_regression",
+    ]
     assert all(0 <= r["test/accuracy"] <= 1 for r in rows) and sum(r["best"] == "yes" for r in rows) == 1
+    # The verdict is in the artifact's description exactly when metrics.json records an unbeaten baseline.
+    report = json.loads((served.project / "data/evaluate/tabular/metrics.json").read_text())
+    said = [f"No neural candidate beats {name} on test/accuracy" for name in report["unbeaten_baselines"]]
+    assert all(words in (metrics.get("description") or "") for words in said)
+    assert ("No neural candidate beats" in (metrics.get("description") or "")) == bool(said)
     plots = found["tabular-plots"]["data"]
     assert plots.count("](data:image/png;base64,") == 3  # two confusion matrices and the learning curves
     model = found["tabular-model"]["data"]

@@ -5,7 +5,9 @@ Keys are stable, so the Artifacts page keeps each one's history across runs
 dashes turned into dashes, as Prefect requires):
 
     <ds>-profile      table: the data profile of a table (each column's type, gaps, distinct values, range)
-    <ds>-metrics      table: one row per candidate, val and test scores, the best one marked
+    <ds>-metrics      table: one row per candidate, val and test scores, the best one marked; then the
+                      classical baselines and the failed candidates; the description says when no
+                      candidate beats a baseline
     <ds>-plots        markdown: confusion matrices / forecasts / predicted-vs-true and the
                       learning curves, embedded as PNG data: URIs, then file links to each PNG
     <ds>-model        markdown: the registered model version, its aliases, checkpoint and lineage
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.atomic import read_json
+from pipelines.evaluation.comparison import unbeaten, unbeaten_message
 from pipelines.handoffs import upgrade_report
 from pipelines.paths import DatasetPaths
 from pipelines.registry.card import render_markdown
@@ -56,7 +59,8 @@ def _registry_location(root: Path, location: str) -> str | Path:
 
 
 def metrics_rows(root: Path, dataset: str) -> list[dict[str, Any]]:
-    """One row per candidate: family, val/test primary metric, then the other scalar test metrics."""
+    """One row per candidate (family, val/test primary metric, then the other scalar test metrics), then one per
+    baseline with the same columns (family `baseline`), then one per failed candidate (best: `failed`, no metrics)."""
     where = DatasetPaths(dataset)
     report = upgrade_report(read_json(root / where.metrics_file))
     primary = report["primary_metric"]
@@ -77,7 +81,22 @@ def metrics_rows(root: Path, dataset: str) -> list[dict[str, Any]]:
             if key.startswith("test/") and key not in row and scalar:
                 row[key] = _number(float(value))
         rows.append(row)
+    columns = [k for k in rows[0] if "/" in k] if rows else []
+    for name, scores in report.get("baselines", {}).items():
+        rows.append(
+            {"candidate": name, "family": "baseline", "best": ""} | {k: _number(scores.get(k)) for k in columns}
+        )
+    for name in report.get("failed_candidates", {}):
+        rows.append({"candidate": name, "family": families.get(name, ""), "best": "failed"} | dict.fromkeys(columns))
     return rows
+
+
+def verdict(root: Path, dataset: str) -> str:
+    """The baselines no candidate beats and the failed candidates, in plain sentences ('' when neither)."""
+    report = upgrade_report(read_json(root / DatasetPaths(dataset).metrics_file))
+    lines = [unbeaten_message(entry) + "." for entry in unbeaten(report)]
+    lines += [f"{name} failed in training: {error}" for name, error in report.get("failed_candidates", {}).items()]
+    return "\n\n".join(lines)
 
 
 def _plot_order(png: Path, best: str) -> tuple[int, str]:
@@ -159,7 +178,11 @@ def publish_dataset(root: str | Path, dataset: str, registry_location: str, reus
         artifact_key(dataset, "metrics"): create_table_artifact(
             rows,
             key=artifact_key(dataset, "metrics"),
-            description=f"{dataset}: val and test metrics of every candidate",
+            description="\n\n".join(
+                filter(
+                    None, [f"{dataset}: val and test metrics of every candidate and baseline", verdict(root, dataset)]
+                )
+            ),
         ),
         artifact_key(dataset, "plots"): create_markdown_artifact(
             plots_markdown(root, dataset),

@@ -42,6 +42,7 @@ from prefect.tasks import exponential_backoff
 from pipelines import paths, workspace
 from pipelines.atomic import read_json
 from pipelines.config import PipelineParams, load_params
+from pipelines.evaluation.comparison import unbeaten, unbeaten_message
 from pipelines.handoffs import upgrade_report
 from pipelines.orchestration import ray_head
 from pipelines.orchestration.artifacts import publish_dataset, publish_profile, publish_summary
@@ -285,5 +286,7 @@ def _outcome(root: Path, chosen: list[str], logger) -> dict:
             f"{name}: registered {registered['name']} v{registered['version']} ({registered['candidate']}), "
             f"test {primary}={metrics['best'].get('test/' + primary):.4f}; plots {where.plots_dir}/"
         )
+        for entry in unbeaten(metrics):  # said on the run's own log too, not only in the evaluate stage's
+            logger.warning(f"{name}: {unbeaten_message(entry)}")
         outcome[name] = {"registered": registered, "best": metrics["best"], "primary_metric": primary}
     return outcome

@@ -59,6 +59,11 @@ def render_text(card_data: dict[str, Any], aliases: dict[str, int], location: st
             scores = {k: v for k, v in card.metrics.items() if k.startswith(prefix)}
             shown = "  ".join(f"{k.partition('/')[2]}={fmt(v)}" for k, v in scalars(scores).items())
             lines.append(f"  {split:<10}{shown}")
+    if card.baselines:  # the classical models it was compared with, on the same test split
+        lines.append("baselines (test)")
+        for name, scores in card.baselines.items():
+            test = {k.partition("/")[2]: v for k, v in scalars(scores).items() if k.startswith("test/")}
+            lines.append(f"  {name:<24}" + "  ".join(f"{k}={fmt(v)}" for k, v in test.items()))
     lineage = card.lineage
     git = lineage.get("git") or {}
     if lineage:
@@ -124,7 +129,12 @@ def render_markdown(
         "|---|---|",
     ]
     lines += [f"| {k.partition('/')[2]} | {v:.4f} |" for k, v in test.items() if isinstance(v, float)]
-    lines += [f"| baseline {k} | {v:.4f} |" for k, v in card.baselines.items() if isinstance(v, float)]
+    lines += [
+        f"| baseline {name}: {key.partition('/')[2]} | {value:.4f} |"
+        for name, scores in card.baselines.items()
+        for key, value in scores.items()
+        if key.startswith("test/") and isinstance(value, float)
+    ]
     lines += [
         "",
         "## Lineage",

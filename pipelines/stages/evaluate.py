@@ -14,9 +14,11 @@ import torch
 from models.task_kinds import get_task
 from pipelines.atomic import atomic_dir, read_json, write_json
 from pipelines.config import EvaluateParams
-from pipelines.errors import cli_entry
+from pipelines.errors import PipelineInputError, cli_entry
 from pipelines.evaluation import plots
-from pipelines.evaluation.metrics import confusion_matrix, unigram_perplexity
+from pipelines.evaluation.baselines import compute_baselines
+from pipelines.evaluation.comparison import comparison_table, log_lines, unbeaten
+from pipelines.evaluation.metrics import confusion_matrix
 from pipelines.evaluation.scoring import inverse_of, score
 from pipelines.handoffs import EvaluationReport, TrainSummary, flat_key, metric_key
 from pipelines.paths import DatasetPaths
@@ -77,16 +79,6 @@ TEST_PLOTS = {
 }
 
 
-def _unigram(dataset: str, meta: dict, splits: dict) -> float:
-    """The classical baseline a language model must beat: training word frequencies."""
-    train_y = torch.from_numpy(load_split(dataset, "train")[1])
-    return unigram_perplexity(train_y, torch.from_numpy(splits["test"][1]), meta["vocab_size"])
-
-
-# Baselines computed from the data alone, per task (the forecast baselines are part of its scores).
-BASELINES = {"next_word": {"unigram_perplexity": _unigram}}
-
-
 def write_test_plots(
     meta: dict, name: str, pred: np.ndarray, x: np.ndarray, y: np.ndarray, out: Path, scores: dict
 ) -> None:
@@ -104,7 +96,13 @@ def evaluate(dataset: str, params: EvaluateParams) -> dict:
     primary, mode = kind.primary_metric, kind.mode
     splits = {name: load_split(dataset, name) for name in ("val", "test")}
     candidates: dict[str, dict] = {}
-    baselines = {key: compute(dataset, meta, splits) for key, compute in BASELINES.get(kind.name, {}).items()}
+    # A failed candidate (non-finite loss) has no checkpoint: listed, never scored nor ranked.
+    failed = {n: c.error or "failed" for n, c in summary.candidates.items() if c.status == "failed"}
+    if len(failed) == len(summary.candidates):
+        raise PipelineInputError(
+            f"evaluate[{dataset}]: every candidate failed in training: " + "; ".join(failed.values())
+        )
+    baselines = compute_baselines(dataset, meta, {**splits, "train": load_split(dataset, "train")})
     histories = {}
 
     # The whole data/evaluate/<dataset>/ appears at once: metrics.json, the PNGs
@@ -114,7 +112,7 @@ def evaluate(dataset: str, params: EvaluateParams) -> dict:
         plot_dir.mkdir()
         for sub in PLOT_KINDS:
             (out / sub).mkdir()
-        for name in summary.candidates:
+        for name in (n for n in summary.candidates if n not in failed):
             ckpt = where.candidate_checkpoint(name)
             scores = {}
             for split, (x, y) in splits.items():
@@ -138,51 +136,24 @@ def evaluate(dataset: str, params: EvaluateParams) -> dict:
             mode=mode,
             candidates=candidates,
             baselines=baselines,
+            failed_candidates=failed,
             best_candidate=ranked[0],
             best={
                 "candidate": ranked[0],
                 **{k: v for k, v in candidates[ranked[0]].items() if k.startswith("test/") and isinstance(v, float)},
             },
         ).model_dump()
+        report["unbeaten_baselines"] = [entry["baseline"] for entry in unbeaten(report)]
         (plot_dir / "comparison.md").write_text(comparison_table(report))
         write_json(out / where.metrics_file.name, report)
     return report
-
-
-def comparison_table(report: dict) -> str:
-    """A Markdown table of every candidate's test metrics (the scalar ones)."""
-    names = list(report["candidates"])
-    keys = [k for k, v in report["candidates"][names[0]].items() if k.startswith("test/") and isinstance(v, float)]
-    lines = [
-        f"# {report['dataset']}: test metrics ({report['task']}; best by val {report['primary_metric']})",
-        "",
-        "| candidate | " + " | ".join(keys) + " |",
-        "|---" * (len(keys) + 1) + "|",
-    ]
-    for name in names:
-        scores = report["candidates"][name]
-        lines.append(f"| {name} | " + " | ".join(f"{scores[k]:.4f}" for k in keys) + " |")
-    for key, value in report.get("baselines", {}).items():
-        lines.append(f"\nBaseline {key}: {value:.4f}")
-    return "\n".join(lines) + "\n"
 
 
 @cli_entry
 def main() -> None:
     params, dataset = pipeline_and_dataset("evaluate")
     report = evaluate(dataset, params.evaluate)
-    primary = report["primary_metric"]
-    for name, scores in report["candidates"].items():
-        print(
-            f"evaluate[{dataset}]: {name}: val/{primary}={scores[f'val/{primary}']:.4f}, "
-            f"test/{primary}={scores[f'test/{primary}']:.4f}"
-        )
-    for key, value in report.get("baselines", {}).items():
-        print(f"evaluate[{dataset}]: baseline {key}={value:.4f}")
-    print(
-        f"evaluate[{dataset}]: best candidate by val {primary}: {report['best_candidate']}; "
-        f"plots in {DatasetPaths(dataset).plots_dir}/"
-    )
+    print("\n".join(log_lines(dataset, report, str(DatasetPaths(dataset).plots_dir))))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import datetime as dt
 from pipelines import paths
 from pipelines.atomic import read_json, write_json
 from pipelines.config import PipelineParams
-from pipelines.errors import cli_entry
+from pipelines.errors import PipelineInputError, cli_entry
 from pipelines.handoffs import EvaluationReport, ModelCard, TrainSummary
 from pipelines.paths import DatasetPaths
 from pipelines.registry.lineage import dvc_output_hash, git_commit, package_versions
@@ -24,6 +24,12 @@ def register(params: PipelineParams, dataset: str) -> ModelVersion:
     report = EvaluationReport.model_validate(read_json(where.metrics_file))
     best = report.best_candidate
     summary = TrainSummary.model_validate(read_json(where.train_summary))
+    if best not in summary.candidates or summary.candidates[best].status == "failed":
+        # Evaluate never picks a failed candidate; a hand-edited or stale metrics.json must not either.
+        raise PipelineInputError(
+            f"register[{dataset}]: {where.metrics_file}: best_candidate {best!r} is not a trained candidate of "
+            f"{where.train_summary} (failed or missing): nothing trained on NaN is registered"
+        )
     card = ModelCard(
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         dataset=dataset,
