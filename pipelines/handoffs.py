@@ -93,6 +93,11 @@ class SeriesState(BaseModel):
     season_length: int
     mean: float
     std: float
+    horizon: int = 1  # steps forecast at once
+    transform: str = "standard"  # standard | log | relative | log_relative
+    time_column: str | None = None  # predict reads timestamps from it when the input has it
+    freq: str | None = None  # pandas frequency of the training series' timestamps
+    column: str | None = None  # the value column of the training file (predict's default)
 
 
 class TextState(BaseModel):
@@ -158,6 +163,12 @@ class PreparedMeta(_Handoff):
     label: str | None = None
     window: int | None = None
     season_length: int | None = None
+    horizon: int | None = None  # series: the model's outputs (None: 1, files written before horizons)
+    transform: str | None = None
+    relative: bool | None = None  # series: the network takes each window relative to its last value
+    mase_scale: float | None = None  # series: in-sample seasonal-naive MAE of the training part
+    freq: str | None = None  # series: pandas frequency of its timestamps
+    start: str | None = None  # series: timestamp of its first step
     vocab_size: int | None = None
     unk_id: int | None = None
     context_length: int | None = None
@@ -247,7 +258,7 @@ class EvaluationReport(_Handoff):
     primary_metric: str
     mode: Literal["min", "max"]
     candidates: dict[str, dict[str, Any]]  # candidate -> `split/metric` -> value
-    baselines: dict[str, float] = {}
+    baselines: dict[str, Any] = {}  # name -> a value, or `split/metric` -> value
     best_candidate: str
     # {"candidate": name, "test/<metric>": value...}: the best candidate's scalar test metrics,
     # one `dvc exp show` column each (`best.test/accuracy`).
@@ -278,7 +289,7 @@ class ModelCard(_Handoff):
     primary_metric: str | None = None
     mode: Literal["min", "max"] | None = None
     metrics: dict[str, Any] = {}  # `split/metric` -> value (nested per split before version 3)
-    baselines: dict[str, float] = {}
+    baselines: dict[str, Any] = {}  # name -> a value, or `split/metric` -> value
     candidates_compared: list[str] = []
     params: dict[str, Any] = {}
     plots: list[str] | str | None = None

@@ -16,6 +16,7 @@ from pipelines.atomic import atomic_dir, read_json, write_json
 from pipelines.config import EvaluateParams
 from pipelines.errors import cli_entry
 from pipelines.evaluation import plots
+from pipelines.evaluation.horizon import horizon_frame
 from pipelines.evaluation.metrics import confusion_matrix, unigram_perplexity
 from pipelines.evaluation.scoring import inverse_of, score
 from pipelines.handoffs import EvaluationReport, TrainSummary, flat_key, metric_key
@@ -58,6 +59,19 @@ def _regression_plot(meta: dict, name: str, pred: np.ndarray, x, y: np.ndarray, 
 
 def _forecast_plot(meta: dict, name: str, pred: np.ndarray, x, y: np.ndarray, out: Path, scores: dict) -> None:
     inverse = inverse_of(meta)
+    if pred.ndim == 2:  # a horizon: the forecast from the last test origin, and the error per step
+        frame = horizon_frame(meta, pred, x, y, inverse)
+        frame.to_csv(out / "predictions" / f"{name}.csv", index=False)
+        title = f"{meta['dataset']} / {name}: {len(frame)}-step forecast from the last test origin"
+        plots.horizon_forecast(inverse(x[-1]), frame, title, out / "plots" / f"forecast_{name}.png")
+        steps = {"model": scores["rmse_per_step"], "seasonal naive": scores["seasonal_naive_rmse_per_step"]}
+        title = f"{meta['dataset']} / {name}: test RMSE per forecast step"
+        plots.per_step(
+            steps | {"naive last value": scores["naive_last_rmse_per_step"]},
+            title,
+            out / "plots" / f"rmse_per_step_{name}.png",
+        )
+        return
     true, last = inverse(y.reshape(-1)), inverse(x[:, -1])
     frame = pd.DataFrame({"step": np.arange(len(true)), "actual": true, "predicted": pred, "naive_last": last})
     frame.to_csv(out / "predictions" / f"{name}.csv", index=False)
@@ -82,8 +96,18 @@ def _unigram(dataset: str, meta: dict, splits: dict) -> float:
     return unigram_perplexity(train_y, torch.from_numpy(splits["test"][1]), meta["vocab_size"])
 
 
-# Baselines computed from the data alone, per task (the forecast baselines are part of its scores).
-BASELINES = {"next_word": {"unigram_perplexity": _unigram}}
+def _exponential_smoothing(dataset: str, meta: dict, splits: dict) -> dict[str, float]:
+    """Holt-Winters at the same horizon, from the same val and test origins (naive ones are in the scores)."""
+    from pipelines.evaluation.forecast_baselines import exponential_smoothing
+
+    return exponential_smoothing(meta, {"train": load_split(dataset, "train"), **splits}, inverse_of(meta))
+
+
+# Baselines computed from the data alone, per task (naive and seasonal naive forecasts are part of the scores).
+BASELINES = {
+    "next_word": {"unigram_perplexity": _unigram},
+    "forecast": {"exponential_smoothing": _exponential_smoothing},
+}
 
 
 def write_test_plots(
@@ -162,8 +186,15 @@ def comparison_table(report: dict) -> str:
         scores = report["candidates"][name]
         lines.append(f"| {name} | " + " | ".join(f"{scores[k]:.4f}" for k in keys) + " |")
     for key, value in report.get("baselines", {}).items():
-        lines.append(f"\nBaseline {key}: {value:.4f}")
+        lines.append(f"\nBaseline {baseline_text(key, value)}")
     return "\n".join(lines) + "\n"
+
+
+def baseline_text(key: str, value: float | dict) -> str:
+    """A baseline's value, or its `split/metric` values."""
+    if isinstance(value, dict):
+        return f"{key}: " + ", ".join(f"{k}={v:.4f}" for k, v in value.items())
+    return f"{key}={value:.4f}"
 
 
 @cli_entry
@@ -177,7 +208,7 @@ def main() -> None:
             f"test/{primary}={scores[f'test/{primary}']:.4f}"
         )
     for key, value in report.get("baselines", {}).items():
-        print(f"evaluate[{dataset}]: baseline {key}={value:.4f}")
+        print(f"evaluate[{dataset}]: baseline {baseline_text(key, value)}")
     print(
         f"evaluate[{dataset}]: best candidate by val {primary}: {report['best_candidate']}; "
         f"plots in {DatasetPaths(dataset).plots_dir}/"
