@@ -64,6 +64,12 @@ def test_a_time_column_is_read_and_bad_timestamps_or_values_are_refused(in_tmp):
     refused(frame.assign(sales=np.nan), r"all 24 values of the series are missing", missing="interpolate")
     refused(frame, r"time column 'when' \(ingest.time_column\) not found", time_column="when")
 
+    # Real monthly series that ship with statsmodels, with their timestamps.
+    co2 = ingest("co2", series_params({"source": "statsmodels:co2_monthly", "missing": "interpolate"}))
+    assert (co2["length"], co2["missing"], co2["freq"], co2["start"]) == (526, 5, "MS", "1958-03-01 00:00:00")
+    elnino = ingest("elnino", series_params({"source": "statsmodels:elnino"}))
+    assert (elnino["length"], elnino["freq"], elnino["end"]) == (732, "MS", "2010-12-01 00:00:00")
+
 
 def test_horizon_windows_metrics_and_exponential_smoothing_from_the_same_origins(in_tmp):
     monthly().to_csv(in_tmp / "sales.csv", index=False)
