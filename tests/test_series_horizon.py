@@ -147,8 +147,10 @@ def run_stages(name: str, params: DatasetParams) -> dict:
 
 
 @pytest.mark.slow
-def test_a_12_month_forecast_beats_seasonal_naive_and_predict_emits_12_timestamped_values(in_tmp, ray_instance):
-    from pipelines.predict import predict_file
+def test_a_12_month_forecast_beats_seasonal_naive_and_predict_emits_12_timestamped_values(
+    in_tmp, ray_instance, capsys, monkeypatch
+):
+    from pipelines.predict import main, predict_file
 
     monthly().to_csv(in_tmp / "sales.csv", index=False)
     ingest_params = {"source": str(in_tmp / "sales.csv"), "column": "sales", "time_column": "month"}
@@ -166,6 +168,11 @@ def test_a_12_month_forecast_beats_seasonal_naive_and_predict_emits_12_timestamp
     forecast = predict_file("sales-forecast", str(in_tmp / "sales.csv"), in_tmp / "f.csv", "data/registry")
     assert list(forecast["horizon_step"]) == list(range(1, 13)) and forecast["prediction"].notna().all()
     assert list(forecast["timestamp"]) == list(pd.date_range("2020-01-01", periods=12, freq="MS"))
+    capsys.readouterr()
+    monkeypatch.setattr("sys.argv", ["predict", "sales-forecast", str(in_tmp / "sales.csv"), str(in_tmp / "cli.csv")])
+    main()
+    printed = capsys.readouterr().out
+    assert "forecast past the end of the series (12 steps):" in printed and "2020-12-01 00:00:00: " in printed
 
 
 @pytest.mark.slow
