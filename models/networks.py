@@ -111,8 +111,12 @@ class RecurrentNet(nn.Module):
         vocab_size: int | None = None,
         embedding_dim: int = 32,
         act: str = "tanh",
+        relative: bool = False,
     ):
         super().__init__()
+        # Series: see each window relative to its last value and forecast the change from it (the level is
+        # added back), so a trend carries the series to levels never seen in training.
+        self.relative = relative and not vocab_size
         self.embed = nn.Embedding(vocab_size, embedding_dim) if vocab_size else None
         input_size = embedding_dim if vocab_size else 1
         self.rnn = CELLS[cell](
@@ -127,6 +131,10 @@ class RecurrentNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # text: (B, T) int64 ids -> (B, T, E); series: (B, T) values -> (B, T, 1)
+        origin = x[:, -1:] if self.relative else None  # (B, 1)
+        if origin is not None:
+            x = x - origin
         seq = self.embed(x) if self.embed is not None else x.unsqueeze(-1).to(self.head[1].weight.dtype)
         out, _ = self.rnn(seq)  # (B, T, H)
-        return self.head(out[:, -1])  # (B, out_features)
+        out = self.head(out[:, -1])  # (B, out_features)
+        return out if origin is None else out + origin.to(out.dtype)

@@ -31,6 +31,7 @@ class RnnCandidate(CandidateBase):
             "num_layers": self.num_layers,
             "embedding_dim": self.embedding_dim,
             "vocab_size": meta.get("vocab_size"),  # text: token ids are embedded; series: None, values in
+            "relative": bool(meta.get("relative")),  # series: windows taken relative to their last value
         }
 
 
@@ -45,13 +46,16 @@ def _builder(cell: str) -> Builder:
         vocab_size: int | None,
         embedding_dim: int,
         activation: str,
+        relative: bool = False,
     ) -> RecurrentNet:
         from models.networks import RecurrentNet
 
         # input_shape is [sequence length]: any length runs, so it only has to be one-dimensional.
         if len(input_shape) != 1:
             raise ValueError(f"{cell}: input_shape must be [sequence length], got {input_shape}")
-        return RecurrentNet(cell, out_features, hidden_size, num_layers, dropout, vocab_size, embedding_dim, activation)
+        return RecurrentNet(
+            cell, out_features, hidden_size, num_layers, dropout, vocab_size, embedding_dim, activation, relative
+        )
 
     return build
 

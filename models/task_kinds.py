@@ -20,7 +20,7 @@ class Task:
     name: str
     losses: tuple[str, ...]  # which losses can train it; anything else is refused before training
     default_loss: str  # what loss "auto" means
-    real_valued: bool  # one real output per example (regression-like); else class logits
+    real_valued: bool  # real outputs (regression-like: one value, or one per forecast step); else class logits
     val_score: str  # the metric logged beside val/loss (and usable by early stopping)
     val_score_mode: Mode
     primary_metric: str  # picks the best candidate (on val) and decides promotion (on test)
@@ -34,9 +34,11 @@ class Task:
             raise ValueError(f"loss '{chosen}' cannot train {what}; use one of: {', '.join(self.losses)}")
         return chosen
 
-    def output_size(self, loss: str, n_classes: int | None) -> int:
-        if self.real_valued or loss == "bce":
-            return 1  # a value, or one logit with Sigmoid at prediction time
+    def output_size(self, loss: str, n_classes: int | None, horizon: int = 1) -> int:
+        if self.real_valued:
+            return horizon  # a value (a forecast: one per step of the horizon)
+        if loss == "bce":
+            return 1  # one logit with Sigmoid at prediction time
         return int(n_classes or 2)  # logits, Softmax at prediction time
 
     def logged_metrics(self) -> set[str]:

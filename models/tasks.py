@@ -33,8 +33,8 @@ def resolve_loss(task: str, loss: str, n_classes: int | None = None) -> str:
     return get_task(task).resolve_loss(loss, n_classes)
 
 
-def output_size(task: str, loss: str, n_classes: int | None) -> int:
-    return get_task(task).output_size(loss, n_classes)
+def output_size(task: str, loss: str, n_classes: int | None, horizon: int = 1) -> int:
+    return get_task(task).output_size(loss, n_classes, horizon)
 
 
 def make_loss(loss: str) -> nn.Module:
@@ -47,14 +47,14 @@ def loss_target(loss: str, y: torch.Tensor) -> torch.Tensor:
         return y.float().view(-1, 1)
     if loss == "cce":
         return y.long().view(-1)
-    return y.float().view(-1, 1)
+    return y.float().reshape(len(y), -1)  # (B, 1), or (B, horizon) for a multi-step forecast
 
 
 def predict(logits: torch.Tensor, task: str | Task, loss: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(point prediction, class probabilities or None). Sigmoid/Softmax live here."""
     kind = task if isinstance(task, Task) else get_task(task)
-    if kind.real_valued:
-        return logits.view(-1), None
+    if kind.real_valued:  # (B,) for one value, (B, horizon) for a multi-step forecast
+        return (logits.view(-1) if logits.shape[-1] == 1 else logits), None
     if loss == "bce":
         p1 = torch.sigmoid(logits.view(-1))
         return (p1 >= 0.5).long(), torch.stack([1 - p1, p1], dim=1)
@@ -81,4 +81,4 @@ def update_val_score(metric, task: str | Task, loss: str, logits: torch.Tensor, 
         metric.update(logits.float().unsqueeze(1), y.view(-1, 1))  # (B, 1, V) vs (B, 1)
     else:
         point, _ = predict(logits, kind, loss)
-        metric.update(point, y.view(-1).to(point.dtype))
+        metric.update(point.reshape(-1), y.reshape(-1).to(point.dtype))  # every step of a horizon

@@ -98,6 +98,11 @@ class SeriesState(BaseModel):
     season_length: int
     mean: float
     std: float
+    horizon: int = 1  # steps forecast at once
+    transform: str = "standard"  # standard | log | relative | log_relative
+    time_column: str | None = None  # predict reads timestamps from it when the input has it
+    freq: str | None = None  # pandas frequency of the training series' timestamps
+    column: str | None = None  # the value column of the training file (predict's default)
 
 
 class TextState(BaseModel):
@@ -163,6 +168,12 @@ class PreparedMeta(_Handoff):
     label: str | None = None
     window: int | None = None
     season_length: int | None = None
+    horizon: int | None = None  # series: the model's outputs (None: 1, files written before horizons)
+    transform: str | None = None
+    relative: bool | None = None  # series: the network takes each window relative to its last value
+    mase_scale: float | None = None  # series: in-sample seasonal-naive MAE of the training part
+    freq: str | None = None  # series: pandas frequency of its timestamps
+    start: str | None = None  # series: timestamp of its first step
     vocab_size: int | None = None
     unk_id: int | None = None
     context_length: int | None = None

@@ -42,6 +42,12 @@ def _values(frame: pd.DataFrame, point, probs, meta: PreparedMeta, prep: Preproc
     frame["prediction"] = prep.inverse(point.numpy())  # back in the data's units
 
 
+def _forecast(frame: pd.DataFrame, point, probs, meta: PreparedMeta, prep: Preprocessor, top_k: int) -> None:
+    values = prep.inverse(point.numpy())
+    # One step: a forecast per window (row). A horizon: the last window's H values, one per row.
+    frame["prediction"] = values if values.ndim == 1 else values[-1]
+
+
 def _words(frame: pd.DataFrame, point, probs, meta: PreparedMeta, prep: Preprocessor, top_k: int) -> None:
     top = probs.topk(min(top_k, probs.shape[1]), dim=1)
     frame["prediction"] = prep.inverse(point.tolist())
@@ -57,7 +63,7 @@ def _classes(frame: pd.DataFrame, point, probs, meta: PreparedMeta, prep: Prepro
 # The columns each task adds to the predictions table.
 OUTPUT_COLUMNS = {
     "regression": _values,
-    "forecast": _values,
+    "forecast": _forecast,
     "next_word": _words,
     "binary": _classes,
     "multiclass": _classes,
@@ -66,7 +72,7 @@ OUTPUT_COLUMNS = {
 
 @torch.no_grad()
 def predict_file(
-    ref: str, source: str, out: Path, registry: str = "data/registry", column: str = "value", top_k: int = 3
+    ref: str, source: str, out: Path, registry: str = "data/registry", column: str | None = None, top_k: int = 3
 ) -> pd.DataFrame:
     from models.tasks import predict
 
@@ -127,11 +133,25 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("output", type=Path, help="predictions CSV (written atomically)")
     parser.add_argument("--registry", default="data/registry")
-    parser.add_argument("--column", default="value", help="series: the value column")
+    parser.add_argument(
+        "--column", default=None, help="series: the value column (default: the one it was trained on, else 'value')"
+    )
     a = parser.parse_args(args)
     frame = predict_file(a.model, a.input, a.output, a.registry, a.column)
     print(f"predict: {len(frame)} predictions -> {a.output}")
     print_classes(frame)
+    print_forecast(frame)
+
+
+def print_forecast(frame: pd.DataFrame) -> None:
+    """Series: the forecast past the end of the series, each value with its timestamp (or step number)."""
+    if "forecast_for_step" not in frame:
+        return
+    ahead = frame[frame["actual"].isna()] if "actual" in frame else frame
+    print(f"forecast past the end of the series ({len(ahead)} steps):")
+    for _, row in ahead.iterrows():
+        when = row["timestamp"] if "timestamp" in frame else f"step {row['forecast_for_step']}"
+        print(f"  {when}: {row['prediction']:.6g}")
 
 
 def print_classes(frame: pd.DataFrame, show: int = 10) -> None:

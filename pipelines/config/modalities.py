@@ -18,6 +18,7 @@ Missing = Literal["error", "drop", "interpolate"]
 TableMissing = Literal["fill", "error", "drop"]
 # What a feature column becomes (docs/own-data-tables.md); text and drop both leave the column out.
 ColumnType = Literal["number", "log_number", "binary", "category", "date", "text", "drop"]
+SeriesTransform = Literal["standard", "log", "relative", "log_relative"]
 SOURCE_HELP = (
     "Built-in name (sklearn:<table>, sklearn:digits, python:pydoc-topics, statsmodels:<series>), "
     "a local file, s3://bucket/key or an https:// URL"
@@ -84,6 +85,11 @@ class SeriesIngest(IngestParams):
     source: str = Field("statsmodels:sunspots", description=SOURCE_HELP, min_length=1)
     column: str = Field("value", description="The value column of a CSV/Parquet series", min_length=1)
     missing: Missing = Field("error", description="Missing values: refuse, drop them, or interpolate linearly")
+    time_column: str | None = Field(
+        None,
+        description="A column of timestamps (CSV/Parquet): parsed as dates, frequency inferred, unsorted or "
+        "repeated timestamps refused; forecasts are then printed with their timestamps",
+    )
 
 
 # ------------------------------------------------------------------ prepare
@@ -147,8 +153,15 @@ class TextPrepare(PrepareParams):
 class SeriesPrepare(PrepareParams):
     modality: ClassVar[str] = "series"
     normalize: bool = Field(True, description="Standardize values with statistics of the training part only")
-    window: int = Field(30, ge=2, le=10_000, description="Past steps that predict the next one")
-    season_length: int = Field(12, ge=1, description="Period of the seasonal-naive baseline")
+    window: int = Field(30, ge=2, le=10_000, description="Past steps that predict the next ones")
+    season_length: int = Field(12, ge=1, description="Period of the seasonal-naive and exponential-smoothing baselines")
+    horizon: int = Field(1, ge=1, le=1000, description="Steps forecast at once from each origin (the model's outputs)")
+    transform: SeriesTransform = Field(
+        "standard",
+        description="standard: one mean/std; log: log, then mean/std (positive series with multiplicative "
+        "seasonality); relative / log_relative: the same, and each window is taken relative to its last value "
+        "(the network forecasts the change from the forecast origin: trends, levels never seen in training)",
+    )
 
     @model_validator(mode="after")
     def _season_in_window(self) -> SeriesPrepare:

@@ -122,6 +122,14 @@ def unigram_baseline(dataset: str, meta: dict, splits: dict[str, Arrays]) -> dic
     }
 
 
+def forecast_baselines(dataset: str, meta: dict, splits: dict[str, Arrays]) -> dict[str, dict[str, float]]:
+    """Holt-Winters at the same horizon, from the same val and test origins as the candidates."""
+    from pipelines.evaluation.forecast_baselines import exponential_smoothing
+    from pipelines.evaluation.scoring import inverse_of
+
+    return {"exponential_smoothing": exponential_smoothing(meta, splits, inverse_of(meta))}
+
+
 # Baselines computed from the data alone, per task. The forecast's naive and seasonal-naive
 # errors are computed with the candidates' own scores (same windows); see scoring.py.
 BASELINES: dict[str, list[BaselineFn]] = {
@@ -129,6 +137,7 @@ BASELINES: dict[str, list[BaselineFn]] = {
     "multiclass": [table_baselines],
     "regression": [table_baselines],
     "next_word": [unigram_baseline],
+    "forecast": [forecast_baselines],
 }
 
 

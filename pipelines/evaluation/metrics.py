@@ -6,6 +6,7 @@ Every number here is checked against scikit-learn/NumPy in tests/test_metrics.py
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torchmetrics.functional as tmf
@@ -15,7 +16,7 @@ TOP_K = 5
 
 
 def regression_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    pred, target = pred.double().view(-1), target.double().view(-1)
+    pred, target = pred.double().reshape(-1), target.double().reshape(-1)
     mse = tmf.mean_squared_error(pred, target)
     return {
         "mse": float(mse),
@@ -69,15 +70,35 @@ def unigram_perplexity(train_targets: torch.Tensor, target: torch.Tensor, vocab_
     return float(math.exp(-log_p[target.long().view(-1)].mean()))
 
 
+def _ratio(a: float, b: float | None) -> float:
+    return a / b if b else float("nan")
+
+
+def per_step_rmse(pred: torch.Tensor, target: torch.Tensor) -> list[float]:
+    """RMSE of each step of the horizon (columns of (n, horizon) tensors; one value for (n,))."""
+    err = (pred.double() - target.double()).reshape(len(target), -1)
+    return [float(v) for v in err.pow(2).mean(dim=0).sqrt()]
+
+
 def forecast_metrics(
-    pred: torch.Tensor, target: torch.Tensor, last_value: torch.Tensor, seasonal_value: torch.Tensor
-) -> dict[str, float]:
-    """The model's errors beside the naive last-value and seasonal-naive baselines (all in the series' units)."""
-    scores = regression_metrics(pred, target)
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    last_value: torch.Tensor,
+    seasonal_value: torch.Tensor,
+    mase_scale: float | None = None,
+) -> dict[str, Any]:
+    """The model's errors beside the naive last-value and seasonal-naive forecasts from the same origins (all in
+    the series' units). Tensors are (n,) for one step or (n, horizon): rmse/mae/mase are over every step,
+    `rmse_per_step` is a list. MASE divides the MAE by `mase_scale`, the in-sample seasonal-naive MAE of the
+    training part (NaN when unknown)."""
+    scores: dict[str, Any] = regression_metrics(pred, target)
+    scores["mase"] = _ratio(scores["mae"], mase_scale)
+    scores["rmse_per_step"] = per_step_rmse(pred, target)
     for name, baseline in (("naive_last", last_value), ("seasonal_naive", seasonal_value)):
         b = regression_metrics(baseline, target)
         scores[f"{name}_rmse"], scores[f"{name}_mae"] = b["rmse"], b["mae"]
-    scores["rmse_vs_naive_last"] = (
-        scores["rmse"] / scores["naive_last_rmse"] if scores["naive_last_rmse"] > 0 else float("nan")
-    )
+        scores[f"{name}_mase"] = _ratio(b["mae"], mase_scale)
+        scores[f"{name}_rmse_per_step"] = per_step_rmse(baseline, target)
+    scores["rmse_vs_naive_last"] = _ratio(scores["rmse"], scores["naive_last_rmse"])
+    scores["rmse_vs_seasonal_naive"] = _ratio(scores["rmse"], scores["seasonal_naive_rmse"])
     return scores

@@ -78,3 +78,38 @@ def forecast(frame: pd.DataFrame, title: str, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
+
+
+def horizon_forecast(history, frame: pd.DataFrame, title: str, out: Path) -> None:
+    """The window before the last test origin, then the forecast of the horizon against the actual values."""
+    x = frame["timestamp"] if "timestamp" in frame else frame["step"]
+    past = range(int(frame["step"].iloc[0]) - len(history), int(frame["step"].iloc[0]))
+    if "timestamp" in frame:
+        freq = pd.infer_freq(frame["timestamp"]) if len(frame) >= 3 else None
+        past = pd.date_range(end=frame["timestamp"].iloc[0], periods=len(history) + 1, freq=freq)[:-1] if freq else None
+    fig, ax = plt.subplots(figsize=(10, 4))
+    if past is not None:
+        ax.plot(past, history, color="grey", label="window (input)")
+    ax.plot(x, frame["actual"], color="black", marker=".", label="actual")
+    ax.plot(x, frame["predicted"], marker=".", label="forecast")
+    ax.plot(x, frame["seasonal_naive"], linestyle="--", color="tab:green", label="seasonal naive")
+    ax.plot(x, frame["naive_last"], linestyle=":", color="grey", label="naive last value")
+    ax.set(xlabel="time" if "timestamp" in frame else "step", ylabel="value", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def per_step(errors: dict[str, list[float]], title: str, out: Path) -> None:
+    """An error metric per forecast step, one line per forecaster."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, values in errors.items():
+        ax.plot(range(1, len(values) + 1), values, marker=".", label=name)
+    ax.set(xlabel="forecast step", ylabel="RMSE", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)

@@ -41,10 +41,18 @@ def _values(s: Split) -> tuple[dict, np.ndarray]:
 
 
 def _forecast(s: Split) -> tuple[dict, np.ndarray]:
-    window, season = s.meta["window"], s.meta["season_length"]
-    pred, true = s.inverse(s.point.numpy()), s.inverse(s.y.reshape(-1))
-    last, seasonal = s.inverse(s.x[:, -1]), s.inverse(s.x[:, window - season])
-    return forecast_metrics(*_f64(pred, true, last, seasonal)), pred
+    """Horizon H: (n, H) forecasts beside naive (the last value, repeated) and seasonal naive (the last season,
+    repeated) from the same origins; one step: (n,) as before."""
+    from pipelines.modalities.series.windows import seasonal_positions
+
+    n, window, season = len(s.y), s.meta["window"], s.meta["season_length"]
+    horizon = s.y.reshape(n, -1).shape[1]
+    pred, true = s.inverse(s.point.numpy()), s.inverse(s.y.reshape(n, -1))
+    last = np.repeat(s.inverse(s.x[:, -1:]), horizon, axis=1)
+    seasonal = s.inverse(s.x[:, seasonal_positions(window, season, horizon)])
+    if horizon == 1:
+        true, last, seasonal = true[:, 0], last[:, 0], seasonal[:, 0]
+    return forecast_metrics(*_f64(pred, true, last, seasonal), mase_scale=s.meta.get("mase_scale")), pred
 
 
 def _classes(s: Split) -> tuple[dict, np.ndarray]:

@@ -18,6 +18,7 @@ from pipelines.errors import PipelineInputError, cli_entry
 from pipelines.evaluation import plots
 from pipelines.evaluation.baselines import compute_baselines
 from pipelines.evaluation.comparison import comparison_table, log_lines, unbeaten
+from pipelines.evaluation.horizon import horizon_frame
 from pipelines.evaluation.metrics import confusion_matrix
 from pipelines.evaluation.scoring import inverse_of, score
 from pipelines.handoffs import EvaluationReport, TrainSummary, flat_key, metric_key
@@ -61,6 +62,19 @@ def _regression_plot(meta: dict, name: str, pred: np.ndarray, x, y: np.ndarray, 
 
 def _forecast_plot(meta: dict, name: str, pred: np.ndarray, x, y: np.ndarray, out: Path, scores: dict) -> None:
     inverse = inverse_of(meta)
+    if pred.ndim == 2:  # a horizon: the forecast from the last test origin, and the error per step
+        frame = horizon_frame(meta, pred, x, y, inverse)
+        frame.to_csv(out / "predictions" / f"{name}.csv", index=False)
+        title = f"{meta['dataset']} / {name}: {len(frame)}-step forecast from the last test origin"
+        plots.horizon_forecast(inverse(x[-1]), frame, title, out / "plots" / f"forecast_{name}.png")
+        steps = {"model": scores["rmse_per_step"], "seasonal naive": scores["seasonal_naive_rmse_per_step"]}
+        title = f"{meta['dataset']} / {name}: test RMSE per forecast step"
+        plots.per_step(
+            steps | {"naive last value": scores["naive_last_rmse_per_step"]},
+            title,
+            out / "plots" / f"rmse_per_step_{name}.png",
+        )
+        return
     true, last = inverse(y.reshape(-1)), inverse(x[:, -1])
     frame = pd.DataFrame({"step": np.arange(len(true)), "actual": true, "predicted": pred, "naive_last": last})
     frame.to_csv(out / "predictions" / f"{name}.csv", index=False)

@@ -63,7 +63,7 @@ def make_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, co
     }
     return TrainJob(
         candidate=f"{dataset}/{name}",
-        model_spec=model_spec(cand, meta, output_size(task, loss, n_classes)),
+        model_spec=model_spec(cand, meta, output_size(task, loss, n_classes, meta.get("horizon") or 1)),
         optim=optim,
         task=task,
         loss=loss,
