@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from pipelines.training.batches import TensorBatches
-from pipelines.training.fit import TrainJob
 from pipelines.training.worker import MAX_FUSED, fused_steps
 
 # 1000 rows at batch 64: 16 minibatches, the last of 40 rows; groups of 5 leave a last group of one minibatch.
@@ -112,30 +111,11 @@ def test_batch_groups_are_consecutive_minibatches_of_the_same_order():
         TensorBatches(x, x, BATCH, shuffle=True, group=0)
 
 
-def job(**changes) -> TrainJob:
-    fields = dict(
-        candidate="t/fnn",
-        model_spec=SPEC,
-        optim=OPTIM,
-        task="multiclass",
-        loss="cce",
-        n_classes=2,
-        data_dir="/nonexistent",
-        seed=0,
-        epochs=1,
-        batch_size=BATCH,
-        monitor="val/loss",
-        mode="min",
-        patience=3,
-    )
-    return TrainJob(**{**fields, **changes})
-
-
 def test_only_tiny_steps_of_one_cpu_worker_in_fp32_are_fused():
     default_fnn = 2850 * BATCH  # 10-64-32-2: 2 850 parameters, x 64 rows
-    assert fused_steps(job(), default_fnn, world=1) == 22  # ~4 M multiply-adds per Lightning step
-    assert fused_steps(job(), 100, world=1) == MAX_FUSED
-    assert fused_steps(job(), default_fnn, world=2) == 1  # DDP all-reduces every update
-    assert fused_steps(job(use_gpu=True), default_fnn, world=1) == 1
-    assert fused_steps(job(precision="bf16-mixed"), default_fnn, world=1) == 1
-    assert fused_steps(job(), 4_000_000, world=1) == 1  # not a tiny step
+    assert fused_steps(default_fnn, world=1) == 22  # ~4 M multiply-adds per Lightning step
+    assert fused_steps(100, world=1) == MAX_FUSED
+    assert fused_steps(default_fnn, world=2) == 1  # DDP all-reduces every update
+    assert fused_steps(default_fnn, world=1, use_gpu=True) == 1
+    assert fused_steps(default_fnn, world=1, precision="bf16-mixed") == 1
+    assert fused_steps(4_000_000, world=1) == 1  # not a tiny step

@@ -61,14 +61,14 @@ FUSED_STEP_MACS = SMALL_STEP_MACS
 MAX_FUSED = 64
 
 
-def fused_steps(job: TrainJob, macs: int, world: int) -> int:
+def fused_steps(macs: int, world: int, use_gpu: bool = False, precision: str = "32") -> int:
     """How many minibatch updates one Lightning step runs (1: unfused, Lightning's automatic optimization).
 
     Only tiny steps on one CPU worker in fp32: several workers need DDP's gradient all-reduce in each update,
     GPUs have their own per-step costs (and steps worth fusing there would be much larger), and other
     precisions need Lightning's precision plugin around backward and step.
     """
-    if world > 1 or job.use_gpu or job.precision != "32" or macs >= SMALL_STEP_MACS:
+    if world > 1 or use_gpu or precision != "32" or macs >= SMALL_STEP_MACS:
         return 1
     return min(MAX_FUSED, math.ceil(FUSED_STEP_MACS / max(1, macs)))
 
@@ -198,7 +198,7 @@ def _module_and_batches(job: TrainJob, device, channels_last: bool, rank: int, w
     macs = step_macs(job, module, per_worker)
     if not job.use_gpu:
         _use_reserved_cpus(small_step=macs < SMALL_STEP_MACS)
-    group = fused_steps(job, macs, world)
+    group = fused_steps(macs, world, job.use_gpu, job.precision)
     if group > 1:
         module.fuse_steps(per_worker)
     if channels_last:
