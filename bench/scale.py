@@ -9,9 +9,9 @@ shape (fewer rows by default, so it runs in about a minute) both ways on the sam
 - with --workers N, also our path with N workers x (CPUs / N) each (the old default was 2 x 1).
 
 --profile also runs Lightning's loop in-process (no Ray) for one epoch under cProfile and prints
-where the time per step goes.
+where the time per step goes, with fused micro-steps as the worker runs them (--unfused: without).
 
-    python -m bench.fnn scale [--rows 50000] [--epochs 3] [--cpus 2] [--workers 2] [--profile]
+    python -m bench.fnn scale [--rows 50000] [--epochs 3] [--cpus 2] [--workers 2] [--profile [--unfused]]
 """
 
 from __future__ import annotations
