@@ -9,9 +9,9 @@ shape (fewer rows by default, so it runs in about a minute) both ways on the sam
 - with --workers N, also our path with N workers x (CPUs / N) each (the old default was 2 x 1).
 
 --profile also runs Lightning's loop in-process (no Ray) for one epoch under cProfile and prints
-where the time per step goes.
+where the time per step goes, with fused micro-steps as the worker runs them (--unfused: without).
 
-    python -m bench.fnn scale [--rows 50000] [--epochs 3] [--cpus 2] [--workers 2] [--profile]
+    python -m bench.fnn scale [--rows 50000] [--epochs 3] [--cpus 2] [--workers 2] [--profile [--unfused]]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import math
 import os
 import pstats
 import time
@@ -28,20 +29,28 @@ from bench.fnn import hand_written_loop, make_data, our_path, steady_samples_per
 DEFAULT_FNN = {"hidden": [64, 32], "activation": "relu", "dropout": 0.0}  # the tabular default candidate
 
 
-def profile_lightning(data, spec: dict, batch: int, threads: int, top: int = 25) -> str:
-    """One epoch of our TaskModule in Lightning's loop, in this process: cProfile's cumulative view."""
+def profile_lightning(data, spec: dict, batch: int, threads: int, fuse: bool = True, top: int = 25) -> str:
+    """One epoch of our TaskModule in Lightning's loop, in this process: cProfile's cumulative view.
+
+    fuse: K minibatch updates per Lightning step where the worker would fuse them (training/worker.py).
+    """
     import pytorch_lightning as pl
     import torch
 
     from models.task_module import TaskModule
     from pipelines.training.batches import TensorBatches
     from pipelines.training.callbacks import EpochHistory, FiniteLoss
+    from pipelines.training.worker import SMALL_STEP_MACS, fused_steps
 
-    torch.set_num_threads(threads)
     x, y = torch.from_numpy(data["train_x"]), torch.from_numpy(data["train_y"])
     vx, vy = torch.from_numpy(data["val_x"]), torch.from_numpy(data["val_y"])
     module = TaskModule(spec, {"optimizer": "adam", "lr": 1e-3}, "multiclass", "cce", 2)
-    train = TensorBatches(x, y, batch, shuffle=True)
+    macs = sum(p.numel() for p in module.parameters()) * batch
+    torch.set_num_threads(1 if macs < SMALL_STEP_MACS else threads)  # as the worker does
+    group = fused_steps(macs, world=1) if fuse else 1
+    if group > 1:
+        module.fuse_steps(batch)
+    train = TensorBatches(x, y, batch, shuffle=True, group=group)
     module.train_batches = train
     trainer = pl.Trainer(
         max_epochs=1,
@@ -62,8 +71,10 @@ def profile_lightning(data, spec: dict, batch: int, threads: int, top: int = 25)
     seconds = time.perf_counter() - started
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(top)
+    steps = math.ceil(len(x) / batch)
     return (
-        f"Lightning in-process, 1 epoch: {seconds:.2f} s, {1000 * seconds / len(train):.3f} ms/step\n{out.getvalue()}"
+        f"Lightning in-process, 1 epoch, {group} minibatch(es) per Lightning step: {seconds:.2f} s, "
+        f"{1000 * seconds / steps:.3f} ms per minibatch\n{out.getvalue()}"
     )
 
 
@@ -77,6 +88,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--workers", type=int, default=0, help="also our path with this many workers (0: skip)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", action="store_true", help="cProfile one epoch of Lightning's loop in-process")
+    parser.add_argument("--unfused", action="store_true", help="profile one Lightning step per minibatch")
     args = parser.parse_args(argv)
     if args.workers and args.cpus % args.workers:
         parser.error(f"--cpus {args.cpus} does not split evenly over --workers {args.workers}")
@@ -122,4 +134,4 @@ def main(argv: list[str]) -> None:
             flush=True,
         )
     if args.profile:
-        print(profile_lightning(data, spec, args.batch, args.cpus))
+        print(profile_lightning(data, spec, args.batch, args.cpus, fuse=not args.unfused))

@@ -15,6 +15,10 @@ class TensorBatches:
     `world` ranks takes an equal slice, so all ranks run the same number of
     steps (DDP needs that) and together see the whole epoch's permutation.
     Evaluation shards are strided and unshuffled.
+
+    With `group` K > 1 each item holds K consecutive batches (up to K x batch_size rows of the
+    same order), for a module that runs one update per batch_size rows inside one Lightning step
+    (`TaskModule.fuse_steps`): the same batches in the same order, K of them per item.
     """
 
     def __init__(
@@ -27,12 +31,15 @@ class TensorBatches:
         seed: int = 0,
         rank: int = 0,
         world: int = 1,
+        group: int = 1,
     ):
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.rank, self.world = rank, world
+        if group < 1:
+            raise ValueError(f"group must be at least 1, got {group}")
+        self.rank, self.world, self.group = rank, world, group
         self.epoch = 0
 
     def _indices(self) -> torch.Tensor:
@@ -47,10 +54,11 @@ class TensorBatches:
     def __len__(self) -> int:
         n = len(self.x)
         per_rank = n // self.world if self.shuffle else len(range(self.rank, n, self.world))
-        return math.ceil(per_rank / self.batch_size)
+        return math.ceil(per_rank / (self.batch_size * self.group))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         idx = self._indices()
-        for start in range(0, len(idx), self.batch_size):
-            sel = idx[start : start + self.batch_size]
+        rows = self.batch_size * self.group  # groups start at multiples of K batches: the same batch boundaries
+        for start in range(0, len(idx), rows):
+            sel = idx[start : start + rows]
             yield self.x[sel], self.y[sel]

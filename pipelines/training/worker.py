@@ -53,6 +53,26 @@ def step_macs(job: TrainJob, module, per_worker_batch: int) -> int:
     return sum(p.numel() for p in module.parameters()) * per_worker_batch * positions
 
 
+# A fused Lightning step (TaskModule.fuse_steps) holds at least this much work: Lightning's own per-step cost
+# (~1.4 ms in Ray Train's worker thread, BENCHMARKS.md) is then paid once per K tiny updates, a few percent of
+# them (the default FNN, 10-64-32-2 at batch 64, is ~0.18 M multiply-adds a step, ~0.65 ms: K = 22). The cap
+# bounds a group's rows for the tiniest models, where 64 updates already hide Lightning's cost.
+FUSED_STEP_MACS = SMALL_STEP_MACS
+MAX_FUSED = 64
+
+
+def fused_steps(macs: int, world: int, use_gpu: bool = False, precision: str = "32") -> int:
+    """How many minibatch updates one Lightning step runs (1: unfused, Lightning's automatic optimization).
+
+    Only tiny steps on one CPU worker in fp32: several workers need DDP's gradient all-reduce in each update,
+    GPUs have their own per-step costs (and steps worth fusing there would be much larger), and other
+    precisions need Lightning's precision plugin around backward and step.
+    """
+    if world > 1 or use_gpu or precision != "32" or macs >= SMALL_STEP_MACS:
+        return 1
+    return min(MAX_FUSED, math.ceil(FUSED_STEP_MACS / max(1, macs)))
+
+
 def _use_reserved_cpus(small_step: bool = False) -> None:
     """One intra-op thread per CPU this worker reserved (not whatever OMP_NUM_THREADS the
     environment happened to carry): two 1-CPU workers on two cores must not oversubscribe.
@@ -112,7 +132,6 @@ def _train_candidate(
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
     import models  # noqa: F401  (registers the families)
-    from models.task_module import TaskModule
     from pipelines.training.callbacks import EpochHistory, EpochPrinter, FiniteLoss, NonFiniteLoss
     from pipelines.training.progress import CandidateReport, Keeper
 
@@ -124,13 +143,7 @@ def _train_candidate(
     device = ray.train.torch.get_device() if job.use_gpu else torch.device("cpu")
     # On a GPU, convolutions run fastest with channels-last tensors (NHWC kernels, tensor cores).
     channels_last = job.use_gpu and job.model_spec["family"] == "cnn"
-    train, val = _batches(job, device, channels_last, rank, world)
-
-    module = TaskModule(job.model_spec, job.optim, job.task, job.loss, job.n_classes)
-    if not job.use_gpu:
-        _use_reserved_cpus(small_step=step_macs(job, module, max(1, job.batch_size // world)) < SMALL_STEP_MACS)
-    if channels_last:
-        module = module.to(memory_format=torch.channels_last)
+    module, train, val = _module_and_batches(job, device, channels_last, rank, world)
     score, mode = config.get("score") or (job.monitor, job.mode)
     history = EpochHistory()
     reporter = CandidateReport(
@@ -174,7 +187,26 @@ def _train_candidate(
     return {"status": "finished"}
 
 
-def _batches(job: TrainJob, device, channels_last: bool, rank: int, world: int):
+def _module_and_batches(job: TrainJob, device, channels_last: bool, rank: int, world: int):
+    """The candidate's TaskModule, this worker's intra-op threads, and its batches (fused when steps are tiny)."""
+    import torch
+
+    from models.task_module import TaskModule
+
+    module = TaskModule(job.model_spec, job.optim, job.task, job.loss, job.n_classes)
+    per_worker = max(1, job.batch_size // world)
+    macs = step_macs(job, module, per_worker)
+    if not job.use_gpu:
+        _use_reserved_cpus(small_step=macs < SMALL_STEP_MACS)
+    group = fused_steps(macs, world, job.use_gpu, job.precision)
+    if group > 1:
+        module.fuse_steps(per_worker)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    return (module, *_batches(job, device, channels_last, rank, world, group))
+
+
+def _batches(job: TrainJob, device, channels_last: bool, rank: int, world: int, group: int = 1):
     """This rank's train and validation batches, resident on the training device."""
     import numpy as np
     import torch
@@ -189,6 +221,6 @@ def _batches(job: TrainJob, device, channels_last: bool, rank: int, world: int):
             return x, torch.from_numpy(arrays["y"]).to(device)
 
     per_worker = max(1, job.batch_size // world)
-    train = TensorBatches(*split("train"), per_worker, shuffle=True, seed=job.seed, rank=rank, world=world)
+    train = TensorBatches(*split("train"), per_worker, shuffle=True, seed=job.seed, rank=rank, world=world, group=group)
     val = TensorBatches(*split("val"), max(per_worker, 1024), shuffle=False, rank=rank, world=world)
     return train, val

@@ -1,0 +1,121 @@
+"""Fused micro-steps (TaskModule.fuse_steps + TensorBatches(group=K)) train exactly as one Lightning step per
+minibatch: the same minibatches in the same order, one optimizer update each, the same weights, optimizer and
+scheduler state, epoch metrics and resume. In-process Lightning (what each Ray worker runs), no Ray needed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipelines.training.batches import TensorBatches
+from pipelines.training.worker import MAX_FUSED, fused_steps
+
+# 1000 rows at batch 64: 16 minibatches, the last of 40 rows; groups of 5 leave a last group of one minibatch.
+ROWS, BATCH, GROUP = 1000, 64, 5
+SPEC = {"family": "fnn", "input_shape": [10], "out_features": 2, "hidden": [64, 32], "activation": "relu"}
+# Dropout checks that the random draws happen in the same order; the step schedule that epoch-end LR steps happen.
+OPTIM = {"optimizer": "adam", "lr": 1e-2, "lr_schedule": "step", "lr_step_size": 1, "lr_gamma": 0.5}
+
+
+def data(rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(rows, 10, generator=g)
+    return x, (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+
+
+def train(group: int, epochs: int, resume: str | None = None, save: str | None = None, dropout: float = 0.1):
+    """A TaskModule fitted the way the worker fits it (its callbacks, our batches), fused when group > 1."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    import models  # noqa: F401  (registers the families)
+    from models.task_module import TaskModule
+    from pipelines.training.callbacks import EpochHistory, FiniteLoss
+
+    class SaveAtEpochEnd(pl.Callback):  # where CandidateReport saves the resume checkpoint
+        def on_train_epoch_end(self, trainer, pl_module):
+            if save:
+                trainer.save_checkpoint(save, weights_only=False)
+
+    pl.seed_everything(0, verbose=False)
+    module = TaskModule({**SPEC, "dropout": dropout}, OPTIM, "multiclass", "cce", 2)
+    if group > 1:
+        module.fuse_steps(BATCH)
+    x, y = data(ROWS)
+    train_batches = TensorBatches(x, y, BATCH, shuffle=True, seed=3, group=group)
+    module.train_batches = train_batches
+    history = EpochHistory()
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        callbacks=[EarlyStopping("val/loss", patience=10), FiniteLoss("t/fnn", 1e-2), history, SaveAtEpochEnd()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=False,
+        num_sanity_val_steps=0,
+    )
+    vx, vy = data(300)
+    trainer.fit(module, train_batches, TensorBatches(vx, vy, 1024, shuffle=False), ckpt_path=resume)
+    return module, trainer, history.rows
+
+
+def assert_same_training(a, b) -> None:
+    (module_a, trainer_a, rows_a), (module_b, trainer_b, rows_b) = a, b
+    for (name, pa), pb in zip(module_a.state_dict().items(), module_b.state_dict().values()):
+        assert torch.equal(pa, pb), name  # bit for bit: the same updates in the same order
+    opt_a, opt_b = trainer_a.optimizers[0].state_dict(), trainer_b.optimizers[0].state_dict()
+    assert opt_a["param_groups"] == opt_b["param_groups"]  # lr included: the scheduler stepped alike
+    for key, state in opt_a["state"].items():
+        for field, value in state.items():
+            assert torch.equal(value, opt_b["state"][key][field]), (key, field)
+    assert trainer_a.global_step == trainer_b.global_step
+    assert [r["epoch"] for r in rows_a] == [r["epoch"] for r in rows_b]
+    for ra, rb in zip(rows_a, rows_b):
+        assert ra["val/loss"] == rb["val/loss"]
+        assert ra["train/loss"] == pytest.approx(rb["train/loss"], rel=1e-6)  # one sum of K terms vs K sums
+
+
+def test_fused_steps_give_the_same_training_as_one_lightning_step_per_minibatch():
+    unfused, fused = train(1, 3), train(GROUP, 3)
+    assert unfused[0].automatic_optimization and not fused[0].automatic_optimization
+    assert fused[1].global_step == 3 * 16  # one update per 64-row minibatch, not per Lightning step
+    assert fused[1].optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5**3)
+    assert_same_training(fused, unfused)
+
+
+def test_a_fused_run_resumed_from_its_epoch_checkpoint_ends_as_an_unbroken_one(tmp_path):
+    # No dropout: a Lightning checkpoint does not hold the RNG state, so after a resume the dropout draws
+    # differ from an unbroken run's (fused or not).
+    ckpt = str(tmp_path / "last.ckpt")
+    _, first, _ = train(GROUP, 2, save=ckpt, dropout=0.0)
+    saved = torch.load(ckpt, weights_only=False)
+    # The checkpoint holds the real optimizer's state (Adam's moments for every parameter), as unfused does.
+    assert saved["optimizer_states"][0]["state"].keys() == first.optimizers[0].state_dict()["state"].keys()
+    assert saved["optimizer_states"][0]["state"][0]["step"] == 2 * 16
+    assert saved["global_step"] == 2 * 16
+    resumed = train(GROUP, 4, resume=ckpt, dropout=0.0)
+    assert_same_training(resumed, train(GROUP, 4, dropout=0.0))
+    assert_same_training(resumed, train(1, 4, dropout=0.0))
+
+
+def test_batch_groups_are_consecutive_minibatches_of_the_same_order():
+    x = torch.arange(ROWS).float()
+    plain = TensorBatches(x, x, BATCH, shuffle=True, seed=2)
+    grouped = TensorBatches(x, x, BATCH, shuffle=True, seed=2, group=GROUP)
+    assert len(plain) == 16 and len(grouped) == 4
+    minibatches = [b for g in grouped for b in g[0].split(BATCH)]
+    assert [b.tolist() for b in minibatches] == [b[0].tolist() for b in plain]
+    with pytest.raises(ValueError, match="group must be at least 1"):
+        TensorBatches(x, x, BATCH, shuffle=True, group=0)
+
+
+def test_only_tiny_steps_of_one_cpu_worker_in_fp32_are_fused():
+    default_fnn = 2850 * BATCH  # 10-64-32-2: 2 850 parameters, x 64 rows
+    assert fused_steps(default_fnn, world=1) == 22  # ~4 M multiply-adds per Lightning step
+    assert fused_steps(100, world=1) == MAX_FUSED
+    assert fused_steps(default_fnn, world=2) == 1  # DDP all-reduces every update
+    assert fused_steps(default_fnn, world=1, use_gpu=True) == 1
+    assert fused_steps(default_fnn, world=1, precision="bf16-mixed") == 1
+    assert fused_steps(4_000_000, world=1) == 1  # not a tiny step
