@@ -122,6 +122,37 @@ def search(
 
     Returns the best trial (by spec.metric over all its epochs) with its best checkpoint.
     """
+    grid = _tuner(make_job, spec, scaling, storage_path, run_name, keep, max_failures).fit()
+    trials, best_row, best_result = _read_trials(grid, spec)
+    if best_row is None:
+        raise RuntimeError(f"{run_name}: no search trial reported {spec.metric!r}")
+
+    result, df, trial_id = best_result
+    job = make_job(_plain(result.config["knobs"]))
+    # The trial's worker kept its best epochs by the search metric (score=...): the best row's epoch is first.
+    best = collect(run_uri(storage_path, f"{run_name}-{trial_id}"), job.candidate)
+    best.best_metrics = {
+        k: float(v) for k, v in best_row.items() if k.startswith(("val/", "train/")) and isinstance(v, (int, float))
+    }
+    return SearchOutcome(
+        best_knobs=_plain(result.config["knobs"]),
+        best_trial_id=trial_id,
+        best=best,
+        trials=trials,
+        run_names=[f"{run_name}-tune"] + [f"{run_name}-{t.trial_id}" for t in trials],
+    )
+
+
+def _tuner(
+    make_job: Callable[[dict], TrainJob],
+    spec: SearchSpec,
+    scaling: Scaling,
+    storage_path: str,
+    run_name: str,
+    keep: int,
+    max_failures: int,
+):
+    """The Tuner: ASHA over the space, each trial a driver that runs one distributed fit."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -159,8 +190,11 @@ def search(
         ),
         run_config=tune.RunConfig(name=tune_name, storage_path=storage_path, verbose=0),
     )
-    grid = tuner.fit()
+    return tuner
 
+
+def _read_trials(grid, spec: SearchSpec) -> tuple[list[TrialRecord], Any, Any]:
+    """Every trial's record, and the best epoch row over all trials with (result, frame, trial id)."""
     trials, best_row, best_result = [], None, None
     sign = 1.0 if spec.mode == "min" else -1.0
     for result in grid:
@@ -198,20 +232,4 @@ def search(
         )
         if best_row is None or sign * scores.iloc[i] < sign * best_row[spec.metric]:
             best_row, best_result = df.iloc[i], (result, df, trial_id)
-    if best_row is None:
-        raise RuntimeError(f"{run_name}: no search trial reported {spec.metric!r}")
-
-    result, df, trial_id = best_result
-    job = make_job(_plain(result.config["knobs"]))
-    # The trial's worker kept its best epochs by the search metric (score=...): the best row's epoch is first.
-    best = collect(run_uri(storage_path, f"{run_name}-{trial_id}"), job.candidate)
-    best.best_metrics = {
-        k: float(v) for k, v in best_row.items() if k.startswith(("val/", "train/")) and isinstance(v, (int, float))
-    }
-    return SearchOutcome(
-        best_knobs=_plain(result.config["knobs"]),
-        best_trial_id=trial_id,
-        best=best,
-        trials=trials,
-        run_names=[tune_name] + [f"{run_name}-{t.trial_id}" for t in trials],
-    )
+    return trials, best_row, best_result
