@@ -281,7 +281,7 @@ def test_a_run_started_like_the_run_button_completes_with_its_results_on_the_run
 
     tasks = task_runs(served, main_run.id)
     assert set(tasks) == {
-        f"{s}@tabular" for s in ("ingest", "prepare", "train", "evaluate", "register", "artifacts")
+        f"{s}@tabular" for s in ("ingest", "profile", "prepare", "train", "evaluate", "register", "artifacts")
     } | {"dvc-push"}  # to the default DVC remote (a temp dir here: copy_project); no dvc.lock yet, so nothing to pull
     # The source answered 503 first: ingest exited 75 and was retried once (after 1 s here, 10 s by default).
     assert tasks["ingest@tabular"].run_count == 2 and tasks["train@tabular"].run_count == 1
@@ -289,7 +289,8 @@ def test_a_run_started_like_the_run_button_completes_with_its_results_on_the_run
     assert "HTTP 503" in text and "temporary: trying again may work" in text
 
     found = artifacts(served, main_run.id)
-    assert {"tabular-metrics", "tabular-plots", "tabular-model", "tabular-checkpoint", "training-summary"} <= set(found)
+    assert {"tabular-profile", "tabular-metrics", "tabular-plots", "tabular-model", "tabular-checkpoint"} <= set(found)
+    assert "training-summary" in found
     metrics = found["tabular-metrics"]
     assert metrics["type"] == "table"
     rows = json.loads(metrics["data"]) if isinstance(metrics["data"], str) else metrics["data"]

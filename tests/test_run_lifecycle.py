@@ -152,6 +152,8 @@ def test_a_signal_stops_the_run_within_seconds_and_the_same_command_resumes(tmp_
     assert partial == []
     assert not (project / "data" / "registry").exists() or not any((project / "data" / "registry").iterdir())
 
+    if signum != signal.SIGINT:
+        return  # resuming does not depend on the signal that stopped the run: checked once, after Ctrl-C
     again = subprocess.run(flow_command(project), capture_output=True, text=True, env=flow_env(), timeout=900)
     rerun = again.stdout + again.stderr
     assert again.returncode == 0, rerun[-4000:]
