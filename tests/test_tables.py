@@ -279,6 +279,8 @@ def thousands_table(n: int = 500) -> pd.DataFrame:
 def test_regression_targets_are_scaled_and_the_fnn_matches_ridge(in_tmp, source):
     from sklearn.linear_model import Ridge
 
+    from pipelines.evaluation.baselines import table_baselines
+
     label = "target"
     if source == "thousands":
         source, label = write(thousands_table(), in_tmp / "prices.csv"), "price"
@@ -294,6 +296,10 @@ def test_regression_targets_are_scaled_and_the_fnn_matches_ridge(in_tmp, source)
     ridge_r2 = r2(prep.inverse(ridge.predict(x_test)), true)
     fnn_r2 = r2(prep.inverse(pred.reshape(-1)), true)
     assert fnn_r2 >= ridge_r2 - 0.05, (fnn_r2, ridge_r2)
+    # The ridge baseline evaluate writes to metrics.json is this one: same features, split and units.
+    splits = {split: load_split("t", split) for split in ("train", "val", "test")}
+    reported = table_baselines("t", {**meta, "task": "regression"}, splits)["ridge"]["test/r2"]
+    assert reported == pytest.approx(ridge_r2, abs=1e-4)
     if label == "price":
         assert true.min() > 1000 and ridge_r2 > 0.9  # restored to the data's units
 
