@@ -12,11 +12,14 @@ import logging
 import os
 import time
 
-# A worker's report queue holds one result, which the controller collects at its health
-# check (every 2 s by default): with epochs shorter than that, the next report blocks until
-# the poll. At 0.1 s it never waits; polling that often cost no measurable throughput, and a
-# slower poll only adds up to one interval of teardown (BENCHMARKS.md).
-RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", "RAY_DEDUP_LOGS": "1"}
+# A worker's report queue holds one result, and the controller takes one per health check
+# (every 2 s by default): a worker that reports again before the poll blocks until it comes.
+# Every epoch reports (the resume point), so an epoch shorter than the interval is stretched to
+# it: at 0.1 s, 57 tiny tabular epochs (1.2 s of training) took 6.6 s, at 0.05 s 3.9 s (digits:
+# 6.6 -> 6.0 s), same epoch times; at 0.02 s the polling itself slowed the digits CNN's two-thread
+# epochs by 2-3 s (BENCHMARKS.md, "Issue 13: worker-group start-up"). A slower poll also adds up
+# to one interval of teardown.
+RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.05", "RAY_DEDUP_LOGS": "1"}
 # Only on a local instance (one we start, or the flow's own): the spot-preemption watcher and
 # the Prometheus metrics callbacks are cluster observability, and each fit would otherwise
 # start a watcher actor (one more process importing Ray Train) and export metrics nobody
