@@ -92,3 +92,21 @@ def in_tmp(tmp_path, monkeypatch):
     """Run a test with the current directory set to an empty temp dir."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    """One local Ray instance for a module's stages (as a flow run shares one), stopped at the end."""
+    from pipelines.training.cluster import ensure_ray, session, shutdown_ray
+
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(ROOT)  # Ray's worker processes import this checkout's pipelines
+    ensure_ray()
+    try:
+        yield session()
+    finally:
+        shutdown_ray()
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old

@@ -9,12 +9,10 @@ where every candidate fails leaves the registry untouched.
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 from pipelines.evaluation.comparison import comparison_table, unbeaten, unbeaten_message
-from tests.conftest import ROOT
 
 
 def prepared(dataset: str, source: str, candidates: dict | None = None, epochs: int = 1):
@@ -129,23 +127,6 @@ def test_evaluate_and_register_refuse_a_run_whose_candidates_all_failed(in_tmp):
 EXPLODES = {"family": "fnn", "hidden": [8], "optimizer": "sgd", "lr": 10.0, "momentum": 0.9}
 # One epoch at a tiny learning rate: barely moves from its initialization, so the baselines win.
 WEAK = {"family": "fnn", "hidden": [4], "optimizer": "sgd", "lr": 1.0e-6, "momentum": 0.0}
-
-
-@pytest.fixture(scope="module")
-def ray_instance():
-    from pipelines.training.cluster import ensure_ray, session, shutdown_ray
-
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(ROOT)  # Ray's worker processes import this checkout's pipelines
-    ensure_ray()
-    try:
-        yield session()
-    finally:
-        shutdown_ray()
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
 
 
 @pytest.mark.slow

@@ -2,8 +2,6 @@
 beside naive, seasonal naive and exponential smoothing from the same origins, and a trained H = 12 model that beats
 seasonal naive on a monthly series with trend and multiplicative seasonality (through the real stages)."""
 
-import os
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,7 +15,6 @@ from pipelines.modalities.series.windows import series_from_windows
 from pipelines.paths import DatasetPaths
 from pipelines.stages.ingest import ingest
 from pipelines.stages.prepare import load_split, prepare
-from tests.conftest import ROOT
 
 CANDIDATE = {"family": "lstm", "hidden_size": 32, "lr": 0.005, "dropout": 0.0}
 
@@ -114,20 +111,6 @@ def test_horizon_windows_metrics_and_exponential_smoothing_from_the_same_origins
     ingest("s", params)
     with pytest.raises(PipelineInputError, match="prepare.horizon: 210 leave 0 windows"):
         prepare("s", params)
-
-
-@pytest.fixture(scope="module")
-def ray_instance():
-    from pipelines.training.cluster import ensure_ray, shutdown_ray
-
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(ROOT)  # Ray's worker processes import this checkout's pipelines
-    ensure_ray()
-    try:
-        yield
-    finally:
-        shutdown_ray()
-        os.environ.pop("PYTHONPATH", None) if old is None else os.environ.update(PYTHONPATH=old)
 
 
 def run_stages(name: str, params: DatasetParams) -> dict:

@@ -6,27 +6,8 @@ import os
 import pytest
 
 from pipelines.errors import PipelineInputError
-from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def ray_instance():
-    """One local Ray instance for this module's stages (as a flow run shares one), stopped at the end."""
-    from pipelines.training.cluster import ensure_ray, session, shutdown_ray
-
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(ROOT)  # Ray's worker processes import this checkout's pipelines
-    ensure_ray()
-    try:
-        yield session()
-    finally:
-        shutdown_ray()
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
 
 
 def run_train(dataset: str, ingest_params: dict | None, candidates: dict, storage, num_workers=2) -> dict:
