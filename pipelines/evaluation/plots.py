@@ -66,6 +66,15 @@ def predicted_vs_true(actual, predicted, title: str, out: Path) -> None:
     plt.close(fig)
 
 
+def _finish(fig, ax, out: Path) -> None:
+    """A light grid and the legend, then the PNG written and the figure closed (figures pile up otherwise)."""
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def forecast(frame: pd.DataFrame, title: str, out: Path) -> None:
     """Forecast against actual over the test steps, with the naive last-value baseline."""
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -73,11 +82,7 @@ def forecast(frame: pd.DataFrame, title: str, out: Path) -> None:
     ax.plot(frame["step"], frame["predicted"], marker=".", label="forecast")
     ax.plot(frame["step"], frame["naive_last"], linestyle=":", color="grey", label="naive last value")
     ax.set(xlabel="test step", ylabel="value", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, out)
 
 
 def horizon_forecast(history, frame: pd.DataFrame, title: str, out: Path) -> None:
@@ -95,11 +100,7 @@ def horizon_forecast(history, frame: pd.DataFrame, title: str, out: Path) -> Non
     ax.plot(x, frame["seasonal_naive"], linestyle="--", color="tab:green", label="seasonal naive")
     ax.plot(x, frame["naive_last"], linestyle=":", color="grey", label="naive last value")
     ax.set(xlabel="time" if "timestamp" in frame else "step", ylabel="value", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, out)
 
 
 def per_step(errors: dict[str, list[float]], title: str, out: Path) -> None:
@@ -108,8 +109,4 @@ def per_step(errors: dict[str, list[float]], title: str, out: Path) -> None:
     for name, values in errors.items():
         ax.plot(range(1, len(values) + 1), values, marker=".", label=name)
     ax.set(xlabel="forecast step", ylabel="RMSE", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, out)

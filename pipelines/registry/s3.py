@@ -31,10 +31,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import random
 import re
 import shutil
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -56,29 +54,9 @@ from pipelines.registry.local import (
     sha256_file,
     verify_checkpoint,
 )
+from pipelines.registry.s3_answers import MAX_ATTEMPTS, backoff, is_conflict, is_missing
 
 _CARD_KEY = re.compile(r"/versions/v(\d+)/" + re.escape(CARD_NAME) + "$")
-# S3 answers a lost conditional write with 412; 409 means a concurrent conditional
-# write to the same key was in flight (retry); NoSuchKey for If-Match on a deleted key.
-_CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409"}
-_MAX_ATTEMPTS = 50
-
-
-def _error_code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
-
-
-def _is_conflict(err: ClientError) -> bool:
-    status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return _error_code(err) in _CONFLICT_CODES or status in (409, 412)
-
-
-def _is_missing(err: ClientError) -> bool:
-    return _error_code(err) in ("NoSuchKey", "404", "NotFound")
-
-
-def _backoff(attempt: int) -> None:
-    time.sleep(random.uniform(0, min(1.0, 0.01 * 2**attempt)))  # full jitter, capped
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -158,7 +136,7 @@ class S3ModelRegistry(ModelRegistry):
         try:
             body = self._s3.get_object(Bucket=self.bucket, Key=self._card_key(name, version))["Body"].read()
         except ClientError as err:
-            if _is_missing(err):
+            if is_missing(err):
                 raise self._missing_version(name, version) from None
             raise
         return json.loads(body)
@@ -173,7 +151,7 @@ class S3ModelRegistry(ModelRegistry):
                 try:
                     self._s3.download_file(self.bucket, blob, str(tmp))
                 except ClientError as err:
-                    if _is_missing(err):
+                    if is_missing(err):
                         raise RegistryError(
                             f"{name} v{version}: its checkpoint blob is missing from {self.location}"
                         ) from None
@@ -190,7 +168,7 @@ class S3ModelRegistry(ModelRegistry):
         try:
             obj = self._s3.get_object(Bucket=self.bucket, Key=self._key(check_model_name(name), ALIASES_NAME))
         except ClientError as err:
-            if _is_missing(err):
+            if is_missing(err):
                 return {}, None
             raise
         return json.loads(obj["Body"].read()), obj["ETag"]
@@ -209,7 +187,7 @@ class S3ModelRegistry(ModelRegistry):
                 try:
                     put(**condition)
                 except ClientError as err:
-                    if _is_conflict(err):
+                    if is_conflict(err):
                         continue
                     raise
                 header = "If-None-Match" if "IfNoneMatch" in condition else "If-Match"
@@ -245,7 +223,7 @@ class S3ModelRegistry(ModelRegistry):
                 Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*", ContentType="application/json"
             )["ETag"]
         except ClientError as err:
-            if _is_conflict(err):
+            if is_conflict(err):
                 return False
             raise
         # Read back: if another writer's card replaced ours, the endpoint did not make the
@@ -262,14 +240,14 @@ class S3ModelRegistry(ModelRegistry):
         checkpoint = Path(checkpoint)
         digest = sha256_file(checkpoint)
         self._put_blob(name, checkpoint, digest)  # 1. invisible on its own
-        for attempt in range(_MAX_ATTEMPTS):  # 2. the card makes the version exist
+        for attempt in range(MAX_ATTEMPTS):  # 2. the card makes the version exist
             number = (self.list_versions(name) or [0])[-1] + 1
             full_card = {**card, "name": name, "version": number, "sha256": digest}
             if self._publish_card(name, number, full_card):
                 break
-            _backoff(attempt)
+            backoff(attempt)
         else:
-            raise RegistryError(f"could not register {name}: lost the race for a version number {_MAX_ATTEMPTS} times")
+            raise RegistryError(f"could not register {name}: lost the race for a version number {MAX_ATTEMPTS} times")
         self._cache(checkpoint, digest)
         return ModelVersion(
             name, number, self.cache_dir / "sha256" / digest, full_card, self._version_uri(name, number)
@@ -284,7 +262,7 @@ class S3ModelRegistry(ModelRegistry):
     def _update_aliases(self, name: str, update: AliasUpdate) -> None:
         self._check_conditional_writes()
         key = self._key(check_model_name(name), ALIASES_NAME)
-        for attempt in range(_MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
             current, etag = self._read_aliases(name)
             new = update(dict(current))
             if new is None or new == current:
@@ -295,7 +273,7 @@ class S3ModelRegistry(ModelRegistry):
                 self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json", **condition)
                 return
             except ClientError as err:
-                if not _is_conflict(err):
+                if not is_conflict(err):
                     raise
-            _backoff(attempt)  # someone else changed the aliases: re-read and decide again
-        raise RegistryError(f"could not update the aliases of {name}: lost the compare-and-swap {_MAX_ATTEMPTS} times")
+            backoff(attempt)  # someone else changed the aliases: re-read and decide again
+        raise RegistryError(f"could not update the aliases of {name}: lost the compare-and-swap {MAX_ATTEMPTS} times")
