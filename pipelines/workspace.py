@@ -9,10 +9,10 @@ waits, and says in its log which run it is waiting for.
 
 The lock is an flock(2) on .dvc/tmp/pipeline-run.lock (DVC's own tmp dir, not in
 git); the kernel drops it when the holder dies, so it never goes stale. The file
-holds a JSON record of the holder (flow run, pid, start, the stage it runs and
-that stage's process group), which is what `python -m pipelines.workspace` prints
-and what the flow's cancellation hook uses to stop a stage whose flow process was
-killed.
+holds a JSON record of the holder (flow run, pid, start, the stages it runs and
+their process groups: a run's dataset chains run side by side), which is what
+`python -m pipelines.workspace` prints and what the flow's cancellation hook uses
+to stop the stages of a flow process that was killed.
 
     python -m pipelines.workspace [WORKDIR]     # who is running the pipeline here, if anyone
 """
@@ -27,6 +27,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -55,12 +56,28 @@ class WorkspaceLock:
 
     def __init__(self, root: Path, fd: int, record: dict[str, Any]):
         self.root, self._fd, self.record = root, fd, record
+        self._write = threading.Lock()  # the run's chains note their stages from several threads
 
     def note(self, **fields: Any) -> None:
-        self.record.update(fields)
-        data = json.dumps(self.record, indent=1).encode()
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, data, 0)
+        with self._write:
+            self.record.update(fields)
+            data = json.dumps(self.record, indent=1).encode()
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, data, 0)
+
+    def stage_started(self, stage: str, pgid: int) -> None:
+        with self._write:
+            stages = {**self.record.get("stages", {}), stage: pgid}
+        self.note(stages=stages)
+
+    def stage_ended(self, stage: str) -> None:
+        with self._write:
+            stages = {k: v for k, v in self.record.get("stages", {}).items() if k != stage}
+        self.note(stages=stages)
+
+    def stage_pgids(self) -> tuple[int, ...]:
+        """Process groups of the stages running now (what a signal handler must stop)."""
+        return tuple(int(pgid) for pgid in dict(self.record.get("stages", {})).values())
 
 
 def read_record(root: str | Path) -> dict[str, Any] | None:
@@ -94,8 +111,8 @@ def describe(record: dict[str, Any] | None) -> str:
         return "another pipeline run"
     who = f"flow run '{record.get('flow_run_name')}'" if record.get("flow_run_name") else f"pid {record.get('pid')}"
     parts = [who]
-    if record.get("stage"):
-        parts.append(f"running {record['stage']}")
+    if record.get("stages"):
+        parts.append(f"running {', '.join(record['stages'])}")
     if record.get("started_at"):
         parts.append(f"since {record['started_at']}")
     if record.get("ui_url"):

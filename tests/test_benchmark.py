@@ -66,3 +66,12 @@ def test_benchmark_refuses_cpus_that_do_not_split_over_workers():
     )
     assert proc.returncode == 2
     assert "--cpus 3 does not split evenly over --workers 2" in proc.stderr
+
+
+def test_the_pipeline_benchmark_counts_overlapping_stages_once():
+    """Chains side by side: the stages' wall time is the union of their intervals, not their sum."""
+    from bench.pipeline import covered
+
+    assert covered([]) == 0.0
+    assert covered([(0.0, 10.0), (5.0, 12.0), (20.0, 21.0)]) == 13.0
+    assert covered([(0.0, 10.0), (2.0, 3.0)]) == 10.0

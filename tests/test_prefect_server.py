@@ -423,9 +423,10 @@ def test_cancelling_a_run_stops_its_training_and_runs_in_one_workspace_take_turn
 
     def training():
         record = workspace.holder(served.project) or {}
-        if record.get("flow_run_id") != str(cancelled.id) or record.get("stage") != "train@tabular":
+        stages = record.get("stages") or {}
+        if record.get("flow_run_id") != str(cancelled.id) or "train@tabular" not in stages:
             return None
-        tree = _stage_tree(record["stage_pgid"])
+        tree = _stage_tree(stages["train@tabular"])
         if record.get("ray_pgid"):  # the run's one Ray instance, in its own process group
             tree.update(_stage_tree(record["ray_pgid"]))
         # Training has started once Ray Train's controller or workers exist (the run's Ray head, and its

@@ -202,11 +202,15 @@ def test_a_second_run_waits_for_the_workspace_and_is_told_who_holds_it(tmp_path,
     assert workspace.holder(tmp_path) is None
     workspace.refuse_if_held_elsewhere(tmp_path)  # a free workspace: stages run
     with workspace.hold(tmp_path, {"flow_run_name": "first", "flow_run_id": "1"}) as lock:
-        lock.note(stage="train@tabular", stage_pgid=123)
+        lock.stage_started("train@tabular", 123)
+        lock.stage_started("evaluate@digits", 124)  # the run's chains side by side: both are recorded
+        assert lock.stage_pgids() == (123, 124)
         assert workspace.holder(tmp_path)["flow_run_name"] == "first"
         assert workspace.main([str(tmp_path)]) == 1  # `python -m pipelines.workspace` says it is held
         # A stage started by anything else (a `dvc repro` by hand) is refused; the run's own stages are not.
-        with pytest.raises(workspace.WorkspaceBusy, match="in use by flow run 'first', running train@tabular"):
+        with pytest.raises(
+            workspace.WorkspaceBusy, match="in use by flow run 'first', running train@tabular, evaluate@digits"
+        ):
             workspace.refuse_if_held_elsewhere(tmp_path)
         monkeypatch.setenv(workspace.TOKEN_ENV, lock.record["token"])
         workspace.refuse_if_held_elsewhere(tmp_path)
@@ -392,7 +396,7 @@ def test_serve_registers_a_nightly_schedule_the_presets_and_an_event_trigger(tmp
 
     # The UI's form is built from this schema: the typed config, every section and key.
     schema = nightly._parameter_openapi_schema.model_dump()
-    assert set(schema["properties"]) == {"params", "datasets", "workdir", "refresh", "save_experiment_as"}
+    assert set(schema["properties"]) == {"params", "datasets", "workdir", "refresh", "save_experiment_as", "parallel"}
     defs = schema["definitions"]
     assert {"datasets", "train", "evaluate", "register"} <= set(defs["PipelineParams"]["properties"])
     assert {"epochs", "batch_size", "candidates", "early_stopping"} <= set(defs["DatasetTrainParams"]["properties"])

@@ -72,9 +72,26 @@ def heads(output: str) -> list[tuple[str, int, str]]:
 def test_one_ray_instance_serves_the_run_and_nothing_is_left_also_after_a_failure(tmp_path):
     params = one_candidate_params({"breast": "sklearn:breast_cancer", "wine": "sklearn:wine"}, epochs=2)
     project = copy_project(tmp_path / "project", params)
-    proc = subprocess.run(flow_command(project), capture_output=True, text=True, env=flow_env(), timeout=900)
+    timings = tmp_path / "timings.json"
+    proc = subprocess.run(
+        [*flow_command(project), "--parallel", "2"],
+        capture_output=True,
+        text=True,
+        env={**flow_env(), "DL_PIPELINE_TIMINGS": str(timings)},
+        timeout=900,
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
+    # The two datasets' chains ran side by side: each stage of one overlapped a stage of the other.
+    ran = {s["stage"]: (s["started_at"], s["ended_at"]) for s in json.loads(timings.read_text())["stages"]}
+    spans = {
+        name: (
+            min(a for s, (a, _) in ran.items() if s.endswith(name)),
+            max(b for s, (_, b) in ran.items() if s.endswith(name)),
+        )
+        for name in ("@breast", "@wine")
+    }
+    assert spans["@wine"][0] < spans["@breast"][1] and spans["@breast"][0] < spans["@wine"][1], spans
     started = heads(output)
     assert len(started) == 1, output[-4000:]  # one `ray start --head` for the two train stages
     _, head_pid, temp_dir = started[0]
@@ -83,6 +100,10 @@ def test_one_ray_instance_serves_the_run_and_nothing_is_left_also_after_a_failur
     for name in ("breast", "wine"):
         summary = json.loads((project / "data" / "train" / name / "summary.json").read_text())
         nodes |= {w["node_id"] for c in summary["candidates"].values() for w in c["workers"]}
+        # side by side, each train stage's `num_workers: auto` worker held its share of the cores
+        assert {w["cpus"] for c in summary["candidates"].values() for w in c["workers"]} == {
+            max(1, (os.cpu_count() or 1) // 2)
+        }
     assert len(nodes) == 1, nodes
     assert left_over(temp_dir) == [] and not Path(temp_dir).exists()
     with pytest.raises(ProcessLookupError):
@@ -93,7 +114,10 @@ def test_one_ray_instance_serves_the_run_and_nothing_is_left_also_after_a_failur
     bad.write_text("a,b\n1,2\n3,4\n")
     failing = one_candidate_params({"breast": "sklearn:breast_cancer", "broken": str(bad)}, epochs=3)
     (project / "params.yaml").write_text(json.dumps(failing))
-    proc = subprocess.run(flow_command(project), capture_output=True, text=True, env=flow_env(), timeout=900)
+    # One chain after another: breast's train (changed: 3 epochs) starts the run's Ray before broken's ingest fails.
+    proc = subprocess.run(
+        [*flow_command(project), "--parallel", "1"], capture_output=True, text=True, env=flow_env(), timeout=900
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2, output[-4000:]  # the ingest stage's own exit code: bad input
     last = proc.stderr.strip().splitlines()[-1]

@@ -3,13 +3,14 @@
     python -m pipelines.orchestration.flow                                  # every dataset in params.yaml
     python -m pipelines.orchestration.flow --dataset digits                 # one dataset's chain only
     python -m pipelines.orchestration.flow -S datasets.digits.train.epochs=5
+    python -m pipelines.orchestration.flow --parallel 1                     # one dataset's chain at a time
 
 Order matters for a fast answer: params and the datasets' local sources are checked before
 Prefect, torch or Ray is imported (a bad param is refused in well under a second). Exit codes:
 0 done, 2 bad input (params or data), 75 something unavailable (try again), the failing
 stage's own code otherwise (1), 130 after SIGINT (Ctrl-C), 143 after SIGTERM.
 
-On SIGINT or SIGTERM the running stage's process group and the run's Ray instance are
+On SIGINT or SIGTERM the running stages' process groups and the run's Ray instance are
 stopped first (within seconds), then the Prefect run ends Crashed and the process exits. The
 stages write through temp files renamed into place, so nothing half-written is left in data/,
 and the same command again resumes (Ray run names are deterministic: training continues from
@@ -45,8 +46,8 @@ class Terminated(BaseException):
 
 
 def stop_everything() -> None:
-    """Stop the stage this process is running and the run's Ray instance, now (signal handlers)."""
-    pgids = tuple(int(lock.record["stage_pgid"]) for lock in workspace._held.values() if lock.record.get("stage_pgid"))
+    """Stop the stages this process is running and the run's Ray instance, now (signal handlers)."""
+    pgids = tuple(pgid for lock in workspace._held.values() for pgid in lock.stage_pgids())
     ray_head.stop_all(pgids, reap=lambda: [_reap(pgid) for pgid in pgids])
 
 
@@ -95,7 +96,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--dataset", action="append", default=None, metavar="NAME", help="run only this dataset's stages (repeatable)"
     )
     parser.add_argument("--workdir", default=".", help="project root (holds dvc.yaml and params.yaml)")
+    parser.add_argument(
+        "--parallel",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="datasets' chains run at once (default: one per core on a local CPU-only machine, else 1)",
+    )
     return parser.parse_args(argv)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
 
 
 def checked_params(args: argparse.Namespace) -> PipelineParams:
@@ -143,7 +157,9 @@ def _run(params: PipelineParams, args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        result = training_pipeline(params=params if args.set else None, datasets=args.dataset, workdir=args.workdir)
+        result = training_pipeline(
+            params=params if args.set else None, datasets=args.dataset, workdir=args.workdir, parallel=args.parallel
+        )
     except StageFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code if err.exit_code in (2, 75) else 1

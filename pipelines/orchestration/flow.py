@@ -13,8 +13,10 @@ is skipped by DVC in both).
 The command line is pipelines/orchestration/cli.py. From the Prefect UI: `make serve`
 (pipelines/orchestration/serve.py) serves this flow's deployments.
 A run holds its workspace for its whole length (pipelines/workspace.py), so runs
-that share one take turns; each dataset's results are published as artifacts on
-the run's page (pipelines/orchestration/artifacts.py).
+that share one take turns; within a run the datasets' chains run side by side, one
+per core on a local CPU-only machine (`parallel`, pipelines/orchestration/lanes.py);
+each dataset's results are published as artifacts on the run's page
+(pipelines/orchestration/artifacts.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ if __name__ == "__main__":  # the command line validates before it pays for impo
 import os
 import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -44,7 +47,7 @@ from pipelines.atomic import read_json
 from pipelines.config import PipelineParams, load_params
 from pipelines.evaluation.comparison import unbeaten, unbeaten_message
 from pipelines.handoffs import upgrade_report
-from pipelines.orchestration import ray_head
+from pipelines.orchestration import lanes, ray_head
 from pipelines.orchestration.artifacts import publish_dataset, publish_profile, publish_summary
 from pipelines.orchestration.dvc_ops import (
     default_remote,
@@ -82,6 +85,7 @@ RETRY_BASE_SECONDS = float(os.environ.get("DL_PIPELINE_RETRY_BASE_SECONDS", "10"
 STOP_GRACE_SECONDS = 3.0
 OUTPUT_KEPT = 400  # lines of a stage's output searched for the root cause of a failure
 _run_ray: list[ray_head.RunRay] = []  # the current flow run's Ray (its train stages join it)
+_stopping = threading.Event()  # the current flow run is stopping: no stage starts, none is retried
 
 
 def _ray_env(stage: str, workdir: str) -> dict[str, str]:
@@ -96,13 +100,18 @@ def _ray_env(stage: str, workdir: str) -> dict[str, str]:
     return env
 
 
+def _retry_unless_stopping(task, task_run, state) -> bool:
+    """A transient failure is retried, unless the run is stopping (its stages were stopped on purpose)."""
+    return not _stopping.is_set() and _retry_transient(task, task_run, state)
+
+
 @task(
     name="dvc-stage",
     task_run_name="{stage}",
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BASE_SECONDS),
     retry_jitter_factor=0.2,
-    retry_condition_fn=_retry_transient,
+    retry_condition_fn=_retry_unless_stopping,
 )
 def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
     """Run one dvc.yaml stage; DVC skips it when its deps, params and outs are unchanged (unless `force`).
@@ -117,8 +126,9 @@ def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
     env = stage_env(_ray_env(stage, workdir))
     if lock:
         env[workspace.TOKEN_ENV] = lock.record["token"]  # this run's stages may use the workspace it holds
+    # --wait-for-lock: the other chains' `dvc repro` hold DVC's repository lock for moments at a time.
     proc = subprocess.Popen(
-        [dvc_bin(), "repro", "--single-item", *(["--force"] if force else []), stage],
+        [dvc_bin(), "--wait-for-lock", "repro", "--single-item", *(["--force"] if force else []), stage],
         cwd=workdir,
         env=env,
         stdout=subprocess.PIPE,
@@ -128,7 +138,7 @@ def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
         start_new_session=True,
     )
     if lock:
-        lock.note(stage=stage, stage_pgid=proc.pid)
+        lock.stage_started(stage, proc.pid)
     output: list[str] = []
     skipped = False
     assert proc.stdout is not None
@@ -151,10 +161,16 @@ def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
         raise
     finally:
         if lock:
-            lock.note(stage=None, stage_pgid=None)
+            lock.stage_ended(stage)
     if proc.returncode != 0:
         raise stage_failure(stage, proc.returncode, output)
-    return {"stage": stage, "skipped": skipped, "seconds": round(time.perf_counter() - started, 2)}
+    return {
+        "stage": stage,
+        "skipped": skipped,
+        "seconds": round(time.perf_counter() - started, 2),
+        "started_at": round(time.time() - (time.perf_counter() - started), 3),  # chains overlap: when it ran
+        "ended_at": round(time.time(), 3),
+    }
 
 
 @task(
@@ -207,6 +223,7 @@ def training_pipeline(
     workdir: str = ".",
     refresh: bool = False,
     save_experiment_as: str | None = None,
+    parallel: int | None = None,
 ) -> dict:
     """ingest -> prepare -> train -> evaluate -> register for each dataset, as declared in dvc.yaml.
 
@@ -221,6 +238,9 @@ def training_pipeline(
             at the same place. What follows re-runs only if the data did change.
         save_experiment_as: Also record the finished run as a DVC experiment of this
             name (then `dvc exp show` lists it beside `dvc exp run` experiments).
+        parallel: How many datasets' chains run at once (empty: one per core on a local
+            CPU-only machine, one at a time on a cluster or with GPUs). Side by side, each
+            train stage's `num_workers: auto` holds its share of the cores.
 
     The run pulls what its stages need from the default DVC remote first and pushes
     what they made after it succeeds: the committed `local` remote, a directory under
@@ -248,24 +268,15 @@ def training_pipeline(
             dvc_sync("pull", str(root), to_pull)
         elif remote:
             logger.info(f"dvc.lock records none of these stages yet: nothing to pull from remote {remote!r}")
-        results = []
-        last_train = max((i for i, s in enumerate(stages) if s.startswith("train@")), default=-1)
-        run_ray = ray_head.RunRay()
+        chains = lanes.chains_of(stages)
+        lane_count = lanes.lane_count(parallel, len(chains))
+        if lane_count > 1:
+            logger.info(f"{len(chains)} datasets, {lane_count} at a time (parallel={parallel or 'auto'})")
+        run_ray = ray_head.RunRay(train_cpus=lanes.cpu_share(lane_count) if lane_count > 1 else None)
         _run_ray.append(run_ray)
-        try:  # one Ray instance for the run's train stages, stopped however the run ends
-            for i, stage in enumerate(stages):
-                results.append(run_stage(stage, str(root), force=refresh and stage.startswith("ingest@")))
-                if i == last_train:
-                    run_ray.close()  # the rest of the run needs no Ray
-                step, _, dataset = stage.partition("@")
-                if step == "ingest" and (root / paths.DatasetPaths(dataset).raw_profile).exists():
-                    publish_profile_artifact(dataset, str(root))
-                if step == "register":
-                    publish_artifacts(dataset, str(root), params.register.registry, reused=results[-1]["skipped"])
-        finally:
-            ray_start_s = run_ray.head.start_seconds if run_ray.head else run_ray.start_seconds
-            run_ray.close()
-            _run_ray.remove(run_ray)
+        _stopping.clear()
+        results = _run_chains(root, chains, lane_count, params, run_ray, refresh)
+        ray_start_s = run_ray.start_seconds
         outcome = _outcome(root, chosen, logger)
         publish_summary(root, chosen)
         if remote:
@@ -273,6 +284,50 @@ def training_pipeline(
         if save_experiment_as:
             logger.info(f"saved as DVC experiment {save_experiment(str(root), save_experiment_as)}")
     return {"stages": results, "datasets": outcome, "ray_start_s": round(ray_start_s, 2)}
+
+
+def _run_chains(
+    root: Path,
+    chains: list[list[str]],
+    lane_count: int,
+    params: PipelineParams,
+    run_ray: ray_head.RunRay,
+    refresh: bool,
+) -> list[dict]:
+    """Every chain's stages (side by side up to `lane_count`), with the run's one Ray instance for its train stages.
+
+    Ray is stopped as soon as the run's last train stage is done (the rest needs none), and however the run ends.
+    """
+    results: dict[str, dict] = {}
+    trains_left = [sum(stage.startswith("train@") for chain in chains for stage in chain)]
+    counting = threading.Lock()
+
+    def one(stage: str) -> None:
+        step, _, dataset = stage.partition("@")
+        try:
+            results[stage] = run_stage(stage, str(root), force=refresh and step == "ingest")
+        finally:
+            if step == "train":
+                with counting:
+                    trains_left[0] -= 1
+                    if trains_left[0] == 0:
+                        run_ray.close()
+        if step == "ingest" and (root / paths.DatasetPaths(dataset).raw_profile).exists():
+            publish_profile_artifact(dataset, str(root))
+        if step == "register":
+            publish_artifacts(dataset, str(root), params.register.registry, reused=results[stage]["skipped"])
+
+    def stop_running() -> None:  # Ctrl-C, SIGTERM or Prefect's cancellation reached the flow's thread
+        lock = workspace.held(root)
+        ray_head.stop_all(lock.stage_pgids() if lock else (), grace_seconds=STOP_GRACE_SECONDS)
+
+    try:
+        lanes.run_chains(chains, lane_count, one, _stopping, on_stop=stop_running)
+    finally:
+        run_ray.close()
+        _run_ray.remove(run_ray)
+    order = [stage for chain in chains for stage in chain]
+    return sorted(results.values(), key=lambda r: order.index(r["stage"]))
 
 
 def _outcome(root: Path, chosen: list[str], logger) -> dict:

@@ -37,18 +37,20 @@ def run_name() -> str:
 
 
 def stop_running_stage(flow, flow_run, state) -> None:
-    """on_cancellation / on_crashed hook: stop a stage (and the run's Ray) the flow process left behind.
+    """on_cancellation / on_crashed hook: stop stages (and the run's Ray) the flow process left behind.
 
-    The flow stops its stage and its Ray instance itself when it is cancelled; this covers a
+    The flow stops its stages and its Ray instance itself when it is cancelled; this covers a
     flow process that was killed outright (the runner's SIGKILL after its grace period, the
-    OOM killer), using the process group the workspace lock recorded.
+    OOM killer), using the process groups the workspace lock recorded.
     """
     ray_head.stop_all()
     root = Path((flow_run.parameters or {}).get("workdir") or ".")
     record = workspace.read_record(root) or {}
-    ours = record.get("flow_run_id") == str(flow_run.id) and record.get("stage_pgid")
-    if ours and workspace.stop_process_group(int(record["stage_pgid"])):
-        print(f"stopped {record.get('stage')} (process group {record['stage_pgid']}) of flow run {flow_run.name}")
-    if record.get("flow_run_id") == str(flow_run.id) and record.get("ray_pgid"):
+    if record.get("flow_run_id") != str(flow_run.id):
+        return
+    for stage, pgid in (record.get("stages") or {}).items():
+        if workspace.stop_process_group(int(pgid)):
+            print(f"stopped {stage} (process group {pgid}) of flow run {flow_run.name}")
+    if record.get("ray_pgid"):
         ray_head.stop_group(int(record["ray_pgid"]), 5.0)
         ray_head.kill_leftovers(record["ray_temp_dir"])

@@ -21,9 +21,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+from pipelines.training.cluster import TRAIN_CPUS_ENV
 from pipelines.workspace import stop_process_group
 
 OWNED_ENV = "DL_PIPELINE_RAY_OWNED"
@@ -139,15 +141,22 @@ def kill_leftovers(temp_dir: str) -> None:
 class RunRay:
     """The run's Ray: started on first use (the first train stage), stopped by `close()`; none if RAY_ADDRESS is set."""
 
-    def __init__(self) -> None:
+    def __init__(self, train_cpus: int | None = None) -> None:
         self.head: RayHead | None = None
         self._start_seconds = 0.0
         self.joined = os.environ.get("RAY_ADDRESS")
+        self.train_cpus = train_cpus  # each train stage's share when the run's chains train side by side
+        self._starting = threading.Lock()  # two chains may reach their train stage together
 
     def env(self) -> dict[str, str]:
         """What a train stage needs in its environment; starts the head the first time."""
         if self.joined:
             return {}  # the user's cluster: RAY_ADDRESS passes through as it is
+        with self._starting:
+            env = self._started_env()
+        return {**env, TRAIN_CPUS_ENV: str(self.train_cpus)} if self.train_cpus else env
+
+    def _started_env(self) -> dict[str, str]:
         if self.head is None:
             self.head = RayHead()
             _current.append(self.head)
@@ -166,6 +175,10 @@ class RunRay:
         return self._start_seconds
 
     def close(self) -> None:
+        with self._starting:
+            self._close()
+
+    def _close(self) -> None:
         if self.head is not None:
             self._start_seconds = self.head.start_seconds
             self.head.stop()

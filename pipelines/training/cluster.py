@@ -27,6 +27,8 @@ RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.05", "RAY_DEDUP_LOGS": "1"}
 LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
 # Set by the flow when RAY_ADDRESS names the local instance it started for the run.
 OWNED_FLAG = "DL_PIPELINE_RAY_OWNED"
+# Set by the flow when its datasets' chains train side by side: the cores one stage's `auto` may hold.
+TRAIN_CPUS_ENV = "DL_PIPELINE_TRAIN_CPUS"
 
 
 def local_instance(address: str | None) -> bool:
@@ -84,6 +86,7 @@ def auto_workers(use_gpu: bool, cpus_per_worker: float) -> tuple[int, float]:
     - use_gpu: one worker per GPU of the instance (or cluster);
     - a local instance, CPU only: one worker holding all the cores, measured faster than several
       one-core workers (each extra process adds a gloo all-reduce on the same cores; BENCHMARKS.md);
+      with the flow's chains side by side, this stage's share of them (TRAIN_CPUS_ENV);
     - a cluster joined through RAY_ADDRESS, CPU only: one worker per node, cpus_per_worker each.
     """
     import ray
@@ -92,7 +95,9 @@ def auto_workers(use_gpu: bool, cpus_per_worker: float) -> tuple[int, float]:
     if use_gpu:
         return max(1, int(resources.get("GPU", 0))), cpus_per_worker
     if local_instance(os.environ.get("RAY_ADDRESS")):
-        # Never more than Ray was given (a worker asking for more would wait forever).
-        return 1, float(max(1, min(os.cpu_count() or 1, int(resources.get("CPU", 1)))))
+        # Never more than Ray was given (a worker asking for more would wait forever), nor than this
+        # stage's share while other chains of the run train beside it.
+        share = int(os.environ.get(TRAIN_CPUS_ENV) or 0) or os.cpu_count() or 1
+        return 1, float(max(1, min(share, os.cpu_count() or 1, int(resources.get("CPU", 1)))))
     nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= cpus_per_worker]
     return max(1, len(nodes)), cpus_per_worker

@@ -96,6 +96,7 @@ def _record_placement(where: str, rank: int) -> None:
         "node_id": ray.get_runtime_context().get_node_id(),
         "host": socket.gethostname(),
         "pid": os.getpid(),
+        "cpus": ray.get_runtime_context().get_assigned_resources().get("CPU", 0),
     }
     store.write_json(f"{where}/placement/rank{rank}.json", record)
 
