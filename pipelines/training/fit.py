@@ -153,11 +153,12 @@ def _torch_trainer(
     worker_resources: dict | None = None,
 ):
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
 
+    from pipelines.training.lean_trainer import lean_torch_trainer
+    from pipelines.training.torch_backend import LazyTorchConfig
     from pipelines.training.worker import train_worker
 
-    return TorchTrainer(
+    return lean_torch_trainer()(
         train_worker,
         train_loop_config={
             "jobs": [asdict(job) for job in jobs],
@@ -166,7 +167,7 @@ def _torch_trainer(
             "score": list(score) if score else None,  # None: each candidate's own monitor
         },
         # NCCL between GPUs, gloo between CPU processes: chosen from the config, not left to chance.
-        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
+        torch_config=LazyTorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers,
             use_gpu=scaling.use_gpu,
