@@ -296,7 +296,8 @@ def _run_chains(
 ) -> list[dict]:
     """Every chain's stages (side by side up to `lane_count`), with the run's one Ray instance for its train stages.
 
-    Ray is stopped as soon as the run's last train stage is done (the rest needs none), and however the run ends.
+    Ray starts in the background once a chain has new data (its train stage will run), else when a train stage
+    needs it; it stops in the background as soon as the run's last train stage is done, and however the run ends.
     """
     results: dict[str, dict] = {}
     trains_left = [sum(stage.startswith("train@") for chain in chains for stage in chain)]
@@ -311,7 +312,9 @@ def _run_chains(
                 with counting:
                     trains_left[0] -= 1
                     if trains_left[0] == 0:
-                        run_ray.close()
+                        run_ray.close_soon()  # the rest of the run needs no Ray
+        if step in ("ingest", "prepare") and not results[stage]["skipped"] and trains_left[0]:
+            run_ray.start_soon()  # new data: a train stage follows; Ray starts while this chain prepares
         if step == "ingest" and (root / paths.DatasetPaths(dataset).raw_profile).exists():
             publish_profile_artifact(dataset, str(root))
         if step == "register":

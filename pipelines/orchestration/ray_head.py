@@ -147,6 +147,8 @@ class RunRay:
         self.joined = os.environ.get("RAY_ADDRESS")
         self.train_cpus = train_cpus  # each train stage's share when the run's chains train side by side
         self._starting = threading.Lock()  # two chains may reach their train stage together
+        self._prestart: threading.Thread | None = None
+        self._closing: threading.Thread | None = None
 
     def env(self) -> dict[str, str]:
         """What a train stage needs in its environment; starts the head the first time."""
@@ -158,16 +160,36 @@ class RunRay:
 
     def _started_env(self) -> dict[str, str]:
         if self.head is None:
-            self.head = RayHead()
-            _current.append(self.head)
-            self.head.start()
+            head = RayHead()
+            _current.append(head)
+            try:
+                head.start()
+            except BaseException:
+                _current.remove(head)
+                raise
+            self.head = head
             # One line the log and tests can find: which instance served the run.
             print(
-                f"Ray for this run: {self.head.address} (ray start pid {self.head.proc.pid}, {self.head.temp_dir}), "
-                f"started in {self.head.start_seconds:.1f}s",
+                f"Ray for this run: {head.address} (ray start pid {head.proc.pid}, {head.temp_dir}), "
+                f"started in {head.start_seconds:.1f}s",
                 flush=True,
             )
         return self.head.env
+
+    def start_soon(self) -> None:
+        """Start the head in the background (a train stage is coming): its start overlaps the stages before it.
+
+        A start that fails here is tried again, and reported, by the train stage's own `env()`.
+        """
+        if self.joined or self.head is not None or self._prestart is not None:
+            return
+
+        def start() -> None:
+            with contextlib.suppress(Exception):
+                self.env()
+
+        self._prestart = threading.Thread(target=start, name="ray-head-start", daemon=True)
+        self._prestart.start()
 
     @property
     def start_seconds(self) -> float:
@@ -175,8 +197,17 @@ class RunRay:
         return self._start_seconds
 
     def close(self) -> None:
+        """Stop the head (and wait for a stop begun by `close_soon`)."""
         with self._starting:
             self._close()
+        if self._closing is not None and self._closing is not threading.current_thread():
+            self._closing.join()
+
+    def close_soon(self) -> None:
+        """Stop the head in the background (its ~2-6 s need not delay the stage after the last train)."""
+        if self.head is not None and self._closing is None:
+            self._closing = threading.Thread(target=self.close, name="ray-head-stop", daemon=True)
+            self._closing.start()
 
     def _close(self) -> None:
         if self.head is not None:
