@@ -116,6 +116,31 @@ def epoch_seconds(project: Path, dataset: str) -> dict[str, float]:
     return found
 
 
+def first_batches(project: Path, dataset: str, stage_started: float) -> list[str]:
+    """When each candidate's first epoch began: the first after the stage's launch, each later one after the
+    previous candidate's last epoch ended (history.csv's epoch_start_time and epoch_seconds)."""
+    runs = []
+    for history in (project / "data" / "train" / dataset).glob("*/history.csv"):
+        with history.open() as f:
+            rows = [r for r in csv.DictReader(f) if r.get("epoch_start_time")]
+        if rows:
+            last = rows[-1]
+            runs.append(
+                (
+                    float(rows[0]["epoch_start_time"]),
+                    float(last["epoch_start_time"]) + float(last["epoch_seconds"]),
+                    history.parent.name,
+                )
+            )
+    runs.sort()
+    lines, previous_end = [], stage_started
+    for i, (start, end, name) in enumerate(runs):
+        since = "the stage's launch" if i == 0 else "the previous candidate's last epoch"
+        lines.append(f"      first batch of {name:<14} {start - previous_end:6.1f} s after {since}")
+        previous_end = end
+    return lines
+
+
 def train_breakdown(project: Path, dataset: str) -> list[str]:
     summary_file = project / "data" / "train" / dataset / "summary.json"
     if not summary_file.exists():
@@ -176,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             dvc_total += own
             print(f"    {s['stage']:<28} {s['seconds']:7.1f} s (DVC's own ~{own:.1f} s)")
             if s["stage"].startswith("train@"):
-                print("\n".join(train_breakdown(project, s["stage"].partition("@")[2])))
+                dataset = s["stage"].partition("@")[2]
+                print("\n".join(train_breakdown(project, dataset) + first_batches(project, dataset, s["started_at"])))
         print(f"  DVC's own time, all stages    ~{dvc_total:7.1f} s")
         print(f"dvc repro, nothing changed ({len(stages)} stages): {dvc_noop(project):.2f} s (median of 3)")
         if args.keep:
