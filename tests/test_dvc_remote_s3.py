@@ -16,23 +16,33 @@ from s3_server import start_server  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-def test_push_pull_in_a_fresh_clone_reproduces_the_run(tmp_path):
+def test_the_flow_pushes_to_s3_and_a_fresh_clone_pulls_and_reproduces_the_run(tmp_path, monkeypatch):
+    """One training serves both halves: the flow (pull first, push after, saved as an experiment), then a clone."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from pipelines.orchestration.flow import training_pipeline
+
     with start_server(bucket="ml-pipeline") as s3:
         # Credentials and the endpoint come from the environment only: nothing secret goes into the repo.
-        env = {
-            **project_env(),
+        for var, value in {
             **s3.env(),
             "AWS_CONFIG_FILE": str(tmp_path / "none"),
             "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
             "DL_REGISTRY_CACHE": str(tmp_path / "cache"),
-        }
+        }.items():
+            monkeypatch.setenv(var, value)
+        env = project_env()
         params = small_params(("tabular",), epochs=2)
         params["register"]["registry"] = "s3://ml-pipeline/models"
         project = copy_project(tmp_path / "a", params)
         dvc, git = str(BIN / "dvc"), ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
         run(project, dvc, "remote", "add", "-d", "storage", "s3://ml-pipeline/dvc", env=env)
-        run(project, dvc, "repro", env=env)
-        run(project, dvc, "push", env=env)
+        run(project, *git, "commit", "-qam", "remote", env=env)
+        with prefect_test_harness(server_startup_timeout=120):
+            training_pipeline(workdir=str(project), save_experiment_as="nightly 1")
+        assert s3.client().list_objects_v2(Bucket="ml-pipeline", Prefix="dvc/")["KeyCount"] > 0
+        assert "in sync" in run(project, dvc, "status", "--cloud", env=env)  # everything the run made was pushed
+        assert "nightly-1" in run(project, dvc, "exp", "list", env=env)
         run(project, *git, "add", "-A", env=env)
         run(project, *git, "commit", "-qm", "a run", env=env)
         assert (
@@ -75,27 +85,3 @@ def test_push_pull_in_a_fresh_clone_reproduces_the_run(tmp_path):
             env=env,
         )
         assert "tabular-fnn" in listing and "production=v1" in listing
-
-
-def test_the_flow_pulls_first_pushes_after_and_saves_an_experiment(tmp_path, monkeypatch):
-    from prefect.testing.utilities import prefect_test_harness
-
-    from pipelines.orchestration.flow import training_pipeline
-
-    with start_server(bucket="ml-flow") as s3:
-        for var, value in {
-            **s3.env(),
-            "AWS_CONFIG_FILE": str(tmp_path / "none"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-        }.items():
-            monkeypatch.setenv(var, value)
-        env = project_env()
-        project = copy_project(tmp_path / "p", small_params(("tabular",), epochs=2))
-        dvc = str(BIN / "dvc")
-        run(project, dvc, "remote", "add", "-d", "storage", "s3://ml-flow/dvc", env=env)
-        run(project, "git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qam", "remote", env=env)
-        with prefect_test_harness(server_startup_timeout=120):
-            training_pipeline(workdir=str(project), save_experiment_as="nightly 1")
-        assert s3.client().list_objects_v2(Bucket="ml-flow", Prefix="dvc/")["KeyCount"] > 0
-        assert "in sync" in run(project, dvc, "status", "--cloud", env=env)  # everything the run made was pushed
-        assert "nightly-1" in run(project, dvc, "exp", "list", env=env)
