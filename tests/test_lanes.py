@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 
@@ -96,7 +97,11 @@ def test_a_signal_in_the_main_thread_stops_the_running_stages_and_is_raised():
             _thread.interrupt_main()  # what Ctrl-C does: KeyboardInterrupt in the flow's thread
         stopped.wait(5)  # a stage process runs until on_stop ends it
 
-    with pytest.raises(KeyboardInterrupt):
-        lanes.run_chains(CHAINS, 2, run, threading.Event(), on_stop=stopped.set)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever an earlier test installed
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            lanes.run_chains(CHAINS, 2, run, threading.Event(), on_stop=stopped.set)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert stopped.is_set()
     assert "register@a" not in seen and "ingest@c" not in seen

@@ -447,9 +447,7 @@ def test_cancelling_a_run_stops_its_training_and_runs_in_one_workspace_take_turn
 
     name = flow_run(served, cancelled.id).name
     code, out = by_hand()
-    assert code != 0 and "is busy, it is being blocked by" in out and "dvc repro --single-item train@tabular" in out, (
-        out
-    )
+    assert code != 0 and "is busy, it is being blocked by" in out and "repro --single-item train@tabular" in out, out
     code, out = by_hand("--single-item", "--force", "ingest@tabular")
     assert code != 0 and f"is in use by flow run '{name}', running train@tabular" in out and "exited with 75" in out, (
         out
