@@ -28,6 +28,7 @@ if __name__ == "__main__":  # the command line validates before it pays for impo
 
     sys.exit(main())
 
+import contextlib
 import os
 import re
 import subprocess
@@ -322,7 +323,12 @@ def _run_chains(
 
     def stop_running() -> None:  # Ctrl-C, SIGTERM or Prefect's cancellation reached the flow's thread
         lock = workspace.held(root)
-        ray_head.stop_all(lock.stage_pgids() if lock else (), grace_seconds=STOP_GRACE_SECONDS)
+        running = dict(lock.record.get("stages", {})) if lock else {}
+        with contextlib.suppress(Exception):  # a log line is never worth failing the stop for
+            logger = get_run_logger()
+            for stage in running:
+                logger.warning(f"{stage}: stopping its processes (the run is stopping)")
+        ray_head.stop_all(tuple(int(pgid) for pgid in running.values()), grace_seconds=STOP_GRACE_SECONDS)
 
     try:
         lanes.run_chains(chains, lane_count, one, _stopping, on_stop=stop_running)
