@@ -1,8 +1,8 @@
 """A real two-node Ray cluster on this machine (head + one more node, each its own `ray start`):
 with RAY_ADDRESS set, the train stage runs on that cluster and its workers land on both nodes."""
 
+import contextlib
 import json
-import os
 import secrets
 import shutil
 import signal
@@ -38,14 +38,16 @@ def alive_nodes(env: dict) -> list[str]:
 
 
 def stop(group: subprocess.Popen) -> None:
-    """`ray start --block` stops its node's processes on SIGTERM; SIGKILL the group if it lingers."""
-    try:
-        os.killpg(group.pid, signal.SIGTERM)
-        group.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(group.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """As the flow stops its head (pipelines/orchestration/ray_head.py): SIGTERM to `ray start --block` alone,
+    which stops and reaps its node's processes in ~2 s (signalling its whole group at once left it waiting
+    20 s for them), then SIGKILL whatever is left in the group."""
+    from pipelines.orchestration.ray_head import stop_group
+
+    with contextlib.suppress(ProcessLookupError):
+        group.send_signal(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        group.wait(timeout=4)
+    stop_group(group.pid, 1.0, reap=group.poll)
 
 
 @pytest.fixture
