@@ -94,6 +94,15 @@ def in_tmp(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One temporary Prefect API (SQLite) for every test that runs the flow in-process: it takes ~14 s to start."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
 @pytest.fixture(scope="module")
 def ray_instance():
     """One local Ray instance for a module's stages (as a flow run shares one), stopped at the end."""

@@ -26,9 +26,8 @@ def test_the_committed_default_remote_is_a_directory_under_the_users_home():
 
 
 @pytest.mark.slow
-def test_the_flow_pushes_to_the_default_remote_and_a_clone_pulls_and_reproduces(tmp_path):
+def test_the_flow_pushes_to_the_default_remote_and_a_clone_pulls_and_reproduces(tmp_path, prefect_api):
     from dvc.repo import Repo
-    from prefect.testing.utilities import prefect_test_harness
 
     from pipelines.orchestration.flow import default_remote, training_pipeline
 
@@ -40,8 +39,7 @@ def test_the_flow_pushes_to_the_default_remote_and_a_clone_pulls_and_reproduces(
     assert default_remote(str(project)) == "local" and not remote.exists()
 
     # The first run ever: nothing on the remote yet (pull --allow-missing), everything there after it.
-    with prefect_test_harness(server_startup_timeout=120):
-        result = training_pipeline(workdir=str(project))
+    result = training_pipeline(workdir=str(project))
     assert not any(s["skipped"] for s in result["stages"])
     objects = [p for p in (remote / "files" / "md5").rglob("*") if p.is_file()]
     assert len(objects) > 10, objects  # raw and prepared data, checkpoints, plots, metrics, the register record

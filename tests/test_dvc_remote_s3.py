@@ -16,10 +16,8 @@ from s3_server import start_server  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-def test_the_flow_pushes_to_s3_and_a_fresh_clone_pulls_and_reproduces_the_run(tmp_path, monkeypatch):
+def test_the_flow_pushes_to_s3_and_a_fresh_clone_pulls_and_reproduces_the_run(tmp_path, monkeypatch, prefect_api):
     """One training serves both halves: the flow (pull first, push after, saved as an experiment), then a clone."""
-    from prefect.testing.utilities import prefect_test_harness
-
     from pipelines.orchestration.flow import training_pipeline
 
     with start_server(bucket="ml-pipeline") as s3:
@@ -38,8 +36,7 @@ def test_the_flow_pushes_to_s3_and_a_fresh_clone_pulls_and_reproduces_the_run(tm
         dvc, git = str(BIN / "dvc"), ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
         run(project, dvc, "remote", "add", "-d", "storage", "s3://ml-pipeline/dvc", env=env)
         run(project, *git, "commit", "-qam", "remote", env=env)
-        with prefect_test_harness(server_startup_timeout=120):
-            training_pipeline(workdir=str(project), save_experiment_as="nightly 1")
+        training_pipeline(workdir=str(project), save_experiment_as="nightly 1")
         assert s3.client().list_objects_v2(Bucket="ml-pipeline", Prefix="dvc/")["KeyCount"] > 0
         assert "in sync" in run(project, dvc, "status", "--cloud", env=env)  # everything the run made was pushed
         assert "nightly-1" in run(project, dvc, "exp", "list", env=env)

@@ -168,10 +168,8 @@ def test_arrays_keep_their_size_unless_asked_and_then_match_at_predict(in_tmp):
 
 
 @pytest.mark.slow
-def test_a_photo_folder_trains_through_the_flow_and_predict_names_the_classes(tmp_path):
+def test_a_photo_folder_trains_through_the_flow_and_predict_names_the_classes(tmp_path, prefect_api):
     """Through Prefect -> DVC -> Ray Train -> registry; then the predict CLI on the folder and on the test photos."""
-    from prefect.testing.utilities import prefect_test_harness
-
     from pipelines.orchestration.flow import training_pipeline
     from pipelines.registry.local import LocalModelRegistry
 
@@ -183,8 +181,7 @@ def test_a_photo_folder_trains_through_the_flow_and_predict_names_the_classes(tm
     stripes_ds["register"]["model_name"] = "stripes-cnn"
     params["datasets"]["stripes"] = stripes_ds
     project = copy_project(tmp_path / "project", params)
-    with prefect_test_harness(server_startup_timeout=120):
-        training_pipeline(workdir=str(project))
+    training_pipeline(workdir=str(project))
 
     registry = LocalModelRegistry(project / "data/registry")
     recorded = registry.get("stripes-cnn", 1).card["metrics"]["test/accuracy"]

@@ -23,15 +23,12 @@ REGISTRY = RegisterParams().registry  # the default model registry, a path insid
 
 
 @pytest.fixture(scope="module")
-def flow_run(tmp_path_factory):
+def flow_run(tmp_path_factory, prefect_api):
     """One flow run of the repo's own params.yaml in a fresh copy of the project, through Prefect's test harness."""
-    from prefect.testing.utilities import prefect_test_harness
-
     from pipelines.orchestration.flow import training_pipeline
 
     project = copy_project(tmp_path_factory.mktemp("project"))
-    with prefect_test_harness(server_startup_timeout=120):
-        result = training_pipeline(workdir=str(project))
+    result = training_pipeline(workdir=str(project))
     return project, result
 
 

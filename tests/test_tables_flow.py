@@ -18,9 +18,8 @@ from tests.test_tables import messy_table
 pytestmark = pytest.mark.slow
 
 
-def test_a_messy_table_trains_profiles_and_predicts_through_the_flow(tmp_path):
+def test_a_messy_table_trains_profiles_and_predicts_through_the_flow(tmp_path, prefect_api):
     from prefect.artifacts import Artifact
-    from prefect.testing.utilities import prefect_test_harness
 
     from pipelines.orchestration.flow import training_pipeline
     from pipelines.predict import predict_file
@@ -35,9 +34,8 @@ def test_a_messy_table_trains_profiles_and_predicts_through_the_flow(tmp_path):
     ds["register"] = {"model_name": "messy-fnn"}
     params["datasets"] = {"messy": ds}
     project = copy_project(tmp_path / "project", params)
-    with prefect_test_harness(server_startup_timeout=120):
-        training_pipeline(workdir=str(project))
-        profile = Artifact.get("messy-profile")
+    training_pipeline(workdir=str(project))
+    profile = Artifact.get("messy-profile")
     assert profile is not None and profile.type == "table"
     data = json.loads(profile.data) if isinstance(profile.data, str) else profile.data
     types = {row["column"]: row["type"] for row in data}
