@@ -60,20 +60,21 @@ class WorkspaceLock:
 
     def note(self, **fields: Any) -> None:
         with self._write:
-            self.record.update(fields)
-            data = json.dumps(self.record, indent=1).encode()
-            os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, data, 0)
+            self._save(fields)
 
     def stage_started(self, stage: str, pgid: int) -> None:
-        with self._write:
-            stages = {**self.record.get("stages", {}), stage: pgid}
-        self.note(stages=stages)
+        with self._write:  # read and write under one hold: two chains' updates must not lose each other
+            self._save({"stages": {**self.record.get("stages", {}), stage: pgid}})
 
     def stage_ended(self, stage: str) -> None:
         with self._write:
-            stages = {k: v for k, v in self.record.get("stages", {}).items() if k != stage}
-        self.note(stages=stages)
+            self._save({"stages": {k: v for k, v in self.record.get("stages", {}).items() if k != stage}})
+
+    def _save(self, fields: dict[str, Any]) -> None:
+        self.record.update(fields)
+        data = json.dumps(self.record, indent=1).encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
 
     def stage_pgids(self) -> tuple[int, ...]:
         """Process groups of the stages running now (what a signal handler must stop)."""

@@ -105,3 +105,37 @@ def test_a_signal_in_the_main_thread_stops_the_running_stages_and_is_raised():
         signal.signal(signal.SIGINT, previous)
     assert stopped.is_set()
     assert "register@a" not in seen and "ingest@c" not in seen
+
+
+def test_chains_noting_their_stages_at_once_lose_none(tmp_path):
+    """Every lane notes its running stage in the workspace record: concurrent updates must not drop one."""
+    from pipelines import workspace
+
+    with workspace.hold(tmp_path, {"flow_run_id": "1"}) as lock:
+
+        def note(lane: int) -> None:
+            for k in range(150):
+                lock.stage_started(f"stage{k}@lane{lane}", 1000 * lane + k)
+            for k in range(0, 150, 2):
+                lock.stage_ended(f"stage{k}@lane{lane}")
+
+        threads = [threading.Thread(target=note, args=(lane,)) for lane in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(lock.stage_pgids()) == 4 * 75
+        assert workspace.read_record(tmp_path)["stages"] == lock.record["stages"]
+
+
+def test_a_closed_run_ray_starts_no_head_again(monkeypatch):
+    """A chain still running after the run's end (a straggler) must not start a new Ray head."""
+    from pipelines.orchestration.ray_head import RunRay
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    run = RunRay()
+    run.close()
+    run.start_soon()  # ignored
+    assert run.head is None
+    with pytest.raises(RuntimeError, match="stopped"):
+        run.env()

@@ -32,7 +32,7 @@ from pipelines import paths, workspace
 from pipelines.atomic import write_json
 from pipelines.config import PipelineParams, load_params, validate_params
 from pipelines.errors import EXIT_BAD_INPUT, PipelineInputError
-from pipelines.orchestration import ray_head
+from pipelines.orchestration import lanes, ray_head
 from pipelines.orchestration.failures import StageFailed
 from pipelines.orchestration.overrides import parse_overrides
 from pipelines.orchestration.preflight import check_sources
@@ -47,6 +47,7 @@ class Terminated(BaseException):
 
 def stop_everything() -> None:
     """Stop the stages this process is running and the run's Ray instance, now (signal handlers)."""
+    lanes.STOPPING.set()  # first: no chain starts or retries a stage, none that is stopped counts as done
     pgids = tuple(pgid for lock in workspace._held.values() for pgid in lock.stage_pgids())
     ray_head.stop_all(pgids, reap=lambda: [_reap(pgid) for pgid in pgids])
 

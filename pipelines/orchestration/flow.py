@@ -86,7 +86,7 @@ RETRY_BASE_SECONDS = float(os.environ.get("DL_PIPELINE_RETRY_BASE_SECONDS", "10"
 STOP_GRACE_SECONDS = 3.0
 OUTPUT_KEPT = 400  # lines of a stage's output searched for the root cause of a failure
 _run_ray: list[ray_head.RunRay] = []  # the current flow run's Ray (its train stages join it)
-_stopping = threading.Event()  # the current flow run is stopping: no stage starts, none is retried
+_stopping = lanes.STOPPING  # the current flow run is stopping: no stage starts, none is retried
 
 
 def _ray_env(stage: str, workdir: str) -> dict[str, str]:
@@ -122,6 +122,8 @@ def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
     outlives its run. A train stage joins the run's one Ray instance.
     """
     logger = get_run_logger()
+    if _stopping.is_set():  # e.g. a retry that was waiting when the run was told to stop
+        raise RuntimeError(f"{stage}: not started, the run is stopping")
     started = time.perf_counter()
     lock = workspace.held(workdir)
     env = stage_env(_ray_env(stage, workdir))
@@ -140,6 +142,8 @@ def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
     )
     if lock:
         lock.stage_started(stage, proc.pid)
+    if _stopping.is_set():  # the stop read the running stages before this one was noted: stop it here
+        workspace.stop_process_group(proc.pid, grace_seconds=STOP_GRACE_SECONDS, reap=proc.poll)
     output: list[str] = []
     skipped = False
     assert proc.stdout is not None
@@ -165,6 +169,8 @@ def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
             lock.stage_ended(stage)
     if proc.returncode != 0:
         raise stage_failure(stage, proc.returncode, output)
+    if _stopping.is_set():  # stopped from another thread: its exit status may have been collected there
+        raise RuntimeError(f"{stage}: stopped, the run is stopping")
     return {
         "stage": stage,
         "skipped": skipped,
@@ -335,6 +341,9 @@ def _run_chains(
     finally:
         run_ray.close()
         _run_ray.remove(run_ray)
+        lock = workspace.held(root)
+        if lock and lock.record.get("ray_pgid"):
+            lock.note(ray_pgid=None, ray_temp_dir=None)  # gone: the crash hook must not signal a reused pgid
     order = [stage for chain in chains for stage in chain]
     return sorted(results.values(), key=lambda r: order.index(r["stage"]))
 

@@ -22,6 +22,10 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+# This process's flow run is stopping (Ctrl-C, SIGTERM, cancel, a failed stage): no stage starts, none is
+# retried, none that was stopped counts as done. Here, not in flow.py: the command line's signal handler
+# sets it without importing Prefect.
+STOPPING = threading.Event()
 JOIN_POLL_S = 0.2  # the main thread waits in short joins: a signal's handler runs between them
 STOP_WAIT_S = 30.0  # after a stop, how long the main thread waits for the lanes to see their stages end
 

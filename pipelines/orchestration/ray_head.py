@@ -94,12 +94,16 @@ class RayHead:
                 start_new_session=True,  # its own group: a terminal's Ctrl-C is ours to pass on, in order
             )
         deadline = time.monotonic() + START_TIMEOUT_S
-        while READY_LINE not in log.read_text(errors="replace"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                text = log.read_text(errors="replace")[-2000:]
-                self.stop()
-                raise RuntimeError(f"could not start a local Ray instance ({' '.join(cmd)}):\n{text}")
-            time.sleep(0.1)
+        try:
+            while READY_LINE not in log.read_text(errors="replace"):
+                proc = self.proc
+                if proc is None or proc.poll() is not None or time.monotonic() > deadline:
+                    text = log.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"could not start a local Ray instance ({' '.join(cmd)}):\n{text}")
+                time.sleep(0.1)
+        except BaseException:  # also a stop (signal) or a temp dir removed by one: never leave `ray start` running
+            self.stop()
+            raise
         self.start_seconds = time.perf_counter() - started
         return self
 
@@ -149,6 +153,7 @@ class RunRay:
         self._starting = threading.Lock()  # two chains may reach their train stage together
         self._prestart: threading.Thread | None = None
         self._closing: threading.Thread | None = None
+        self._closed = False  # once closed, the run starts no head again (a straggling chain must not)
 
     def env(self) -> dict[str, str]:
         """What a train stage needs in its environment; starts the head the first time."""
@@ -159,13 +164,16 @@ class RunRay:
         return {**env, TRAIN_CPUS_ENV: str(self.train_cpus)} if self.train_cpus else env
 
     def _started_env(self) -> dict[str, str]:
+        if self._closed:
+            raise RuntimeError("the run's Ray instance was stopped: the run is ending")
         if self.head is None:
             head = RayHead()
             _current.append(head)
             try:
                 head.start()
             except BaseException:
-                _current.remove(head)
+                with contextlib.suppress(ValueError):
+                    _current.remove(head)
                 raise
             self.head = head
             # One line the log and tests can find: which instance served the run.
@@ -181,7 +189,7 @@ class RunRay:
 
         A start that fails here is tried again, and reported, by the train stage's own `env()`.
         """
-        if self.joined or self.head is not None or self._prestart is not None:
+        if self.joined or self.head is not None or self._prestart is not None or self._closed:
             return
 
         def start() -> None:
@@ -197,8 +205,9 @@ class RunRay:
         return self._start_seconds
 
     def close(self) -> None:
-        """Stop the head (and wait for a stop begun by `close_soon`)."""
+        """Stop the head for good (and wait for a stop begun by `close_soon`)."""
         with self._starting:
+            self._closed = True
             self._close()
         if self._closing is not None and self._closing is not threading.current_thread():
             self._closing.join()

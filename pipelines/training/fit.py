@@ -155,7 +155,7 @@ def _torch_trainer(
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 
     from pipelines.training.lean_trainer import lean_torch_trainer
-    from pipelines.training.torch_backend import LazyTorchConfig
+    from pipelines.training.torch_backend import torch_config
     from pipelines.training.worker import train_worker
 
     return lean_torch_trainer()(
@@ -167,7 +167,7 @@ def _torch_trainer(
             "score": list(score) if score else None,  # None: each candidate's own monitor
         },
         # NCCL between GPUs, gloo between CPU processes: chosen from the config, not left to chance.
-        torch_config=LazyTorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
+        torch_config=torch_config("nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers,
             use_gpu=scaling.use_gpu,

@@ -11,14 +11,30 @@ imported anyway. (TPU slices are not part of this pipeline.)
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray.train.backend import Backend, BackendConfig
+from ray.train.constants import DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S, TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S
 
-SHUTDOWN_TIMEOUT_S = 30.0
+logger = logging.getLogger(__name__)
+
+
+def torch_config(backend: str) -> BackendConfig:
+    """The backend config for a TorchTrainer: ours under Ray Train V2 (the default), Ray's own under V1.
+
+    Ours assumes V2's worker group (the torch env vars are set in `on_start`, V1 sets them later).
+    """
+    from ray.train.v2._internal.constants import is_v2_enabled
+
+    if is_v2_enabled():
+        return LazyTorchConfig(backend=backend)
+    from ray.train.torch import TorchConfig
+
+    return TorchConfig(backend=backend)
 
 
 def _on_worker(name: str, **kwargs: Any) -> Any:
@@ -91,7 +107,10 @@ class _LazyTorchBackend(Backend):
         futures = worker_group.execute_async(
             _on_worker, name="_shutdown_torch", destroy_process_group=len(worker_group) > 1
         )
+        timeout_s = float(
+            os.environ.get(TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S, DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S)
+        )
         try:
-            ray.get(futures, timeout=SHUTDOWN_TIMEOUT_S)
-        except GetTimeoutError:
-            pass  # as Ray's own backend: a hung process group must not hold the stage's teardown
+            ray.get(futures, timeout=timeout_s)
+        except GetTimeoutError:  # as Ray's own backend: a hung process group must not hold the teardown
+            logger.warning(f"Torch process group shutdown timed out after {timeout_s} seconds")
