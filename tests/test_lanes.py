@@ -139,3 +139,14 @@ def test_a_closed_run_ray_starts_no_head_again(monkeypatch):
     assert run.head is None
     with pytest.raises(RuntimeError, match="stopped"):
         run.env()
+
+
+def test_the_flow_refuses_a_parallel_below_one_naming_it():
+    """The Prefect form (and an API call) gets the same check as the command line's --parallel."""
+    from prefect.exceptions import ParameterTypeError
+
+    from pipelines.orchestration.flow import training_pipeline
+
+    assert training_pipeline.validate_parameters({"parallel": 2})["parallel"] == 2
+    with pytest.raises(ParameterTypeError, match="parallel"):
+        training_pipeline.validate_parameters({"parallel": 0})
