@@ -58,7 +58,7 @@ class TaskModule(pl.LightningModule):
     def fuse_steps(self, micro_batch: int) -> None:
         """Run one optimizer update per `micro_batch` rows of each training batch (manual optimization).
 
-        For tiny steps Lightning's per-step machinery (fit loop, callback hooks, the automatic-optimization
+        For small steps Lightning's per-step machinery (fit loop, callback hooks, the automatic-optimization
         closure, the LightningOptimizer and precision wrappers) costs more than the step itself. Fed batches
         of K consecutive minibatches (TensorBatches(group=K)), the module runs the K updates itself with the
         raw torch optimizer: the same minibatches, order and updates as unfused, Lightning's cost paid once

@@ -1,4 +1,4 @@
-"""The main job, for real and with its default params: Prefect flow -> DVC stages -> Ray Train (2 workers) -> registry.
+"""The main job, for real and with its default params: Prefect flow -> DVC stages -> Ray Train -> registry.
 
 One default run trains all four families on their built-in data (FNN on a table,
 CNN on digits, LSTM/GRU on text and on a series); every test below reads it.
@@ -52,6 +52,21 @@ def test_each_dataset_runs_its_chain_in_order(flow_run):
     assert [s["stage"] for s in result["stages"]] == expected
     assert not any(s["skipped"] for s in result["stages"])
     assert sorted(result["datasets"]) == sorted(DATASETS)
+
+
+def test_by_default_each_train_stage_trains_in_its_own_process_with_its_share_of_the_cores(flow_run):
+    """`num_workers: auto` on this CPU-only machine: Ray Train's local mode, so the run starts no Ray instance."""
+    from pipelines.orchestration.lanes import cpu_share, lane_count
+
+    project, result = flow_run
+    assert result["ray_start_s"] == 0  # no `ray start` for this run
+    share = cpu_share(lane_count(None, len(DATASETS)))
+    for name in DATASETS:
+        summary = json.loads((project / DatasetPaths(name).train_summary).read_text())
+        assert summary["scaling"]["in_process"] and "ray" not in summary, summary["scaling"]
+        workers = [w for c in summary["candidates"].values() for w in c["workers"]]
+        assert {(w["in_process"], w["cpus"]) for w in workers} == {(True, share)}, workers
+        assert len({w["pid"] for w in workers}) == 1  # all its candidates in one process
 
 
 def test_every_family_beats_its_stated_baseline(flow_run):

@@ -60,8 +60,12 @@ def test_a_candidate_whose_loss_is_not_finite_fails_alone(in_tmp, ray_instance):
 
     candidates = {"fine": {"family": "fnn", "hidden": [16]}, "diverges": DIVERGING}
     summary = run_train("diab", REGRESSION, candidates, in_tmp / "ray", num_workers="auto")
-    # num_workers: auto on a local CPU-only instance: one worker holding all the cores.
+    # num_workers: auto on a local CPU-only machine: one worker holding all the cores, trained by Ray Train's
+    # local mode in the stage's own process (here: this one), without asking the Ray instance for anything.
     assert summary["scaling"]["num_workers"] == 1 and summary["scaling"]["cpus_per_worker"] == os.cpu_count()
+    assert summary["scaling"]["in_process"] and "ray" not in summary
+    workers = [w for c in summary["candidates"].values() for w in c["workers"]]
+    assert {(w["pid"], w["in_process"]) for w in workers} == {(os.getpid(), True)}, workers
     failed = summary["candidates"]["diverges"]
     assert failed["status"] == "failed"
     assert "datasets.diab.train.candidates.diverges" in failed["error"] and "in epoch 1" in failed["error"]

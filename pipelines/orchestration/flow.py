@@ -67,6 +67,7 @@ from pipelines.orchestration.stage_tasks import (
     run_stage,
 )
 from pipelines.paths import DatasetPaths
+from pipelines.training.cluster import trains_in_process
 
 # Names callers and tests import from here (they moved to the modules above).
 __all__ = [
@@ -159,7 +160,10 @@ def training_pipeline(
         lane_count = lanes.lane_count(parallel, len(chains))
         if lane_count > 1:
             logger.info(f"{len(chains)} datasets, {lane_count} at a time (parallel={parallel or 'auto'})")
-        run_ray = ray_head.RunRay(train_cpus=lanes.cpu_share(lane_count) if lane_count > 1 else None)
+        run_ray = ray_head.RunRay(
+            train_cpus=lanes.cpu_share(lane_count) if lane_count > 1 else None,
+            in_process=frozenset(name for name in chosen if not _train_needs_ray(params, name)),
+        )
         _run_ray.append(run_ray)
         _stopping.clear()
         results = _run_chains(root, chains, lane_count, params, run_ray, refresh)
@@ -173,6 +177,15 @@ def training_pipeline(
     return {"stages": results, "datasets": outcome, "ray_start_s": round(ray_start_s, 2)}
 
 
+def _train_needs_ray(params: PipelineParams, dataset: str) -> bool:
+    """Whether the dataset's train stage joins the run's Ray instance (else it trains in its own process)."""
+    search = params.datasets[dataset].train.search
+    compute = params.train
+    return (search is not None and search.enabled) or not trains_in_process(
+        compute.num_workers, compute.use_gpu, os.environ.get("RAY_ADDRESS")
+    )
+
+
 def _run_chains(
     root: Path,
     chains: list[list[str]],
@@ -183,11 +196,12 @@ def _run_chains(
 ) -> list[dict]:
     """Every chain's stages (side by side up to `lane_count`), with the run's one Ray instance for its train stages.
 
-    Ray starts in the background once a chain has new data (its train stage will run), else when a train stage
-    needs it; it stops in the background as soon as the run's last train stage is done, and however the run ends.
+    Ray starts in the background once a chain whose train stage needs it has new data (that stage will run), else
+    when such a stage starts; it stops in the background as soon as the run's last of them is done, and however the
+    run ends. Train stages that train in their own process (`RunRay.in_process`) neither start nor wait for it.
     """
     results: dict[str, dict] = {}
-    trains_left = [sum(stage.startswith("train@") for chain in chains for stage in chain)]
+    trains_left = [sum(_is_ray_train(stage, run_ray) for chain in chains for stage in chain)]
     counting = threading.Lock()
 
     def one(stage: str) -> None:
@@ -195,13 +209,14 @@ def _run_chains(
         try:
             results[stage] = run_stage(stage, str(root), force=refresh and step == "ingest")
         finally:
-            if step == "train":
+            if _is_ray_train(stage, run_ray):
                 with counting:
                     trains_left[0] -= 1
                     if trains_left[0] == 0:
                         run_ray.close_soon()  # the rest of the run needs no Ray
-        if step in ("ingest", "prepare") and not results[stage]["skipped"] and trains_left[0]:
-            run_ray.start_soon()  # new data: a train stage follows; Ray starts while this chain prepares
+        new_data = step in ("ingest", "prepare") and not results[stage]["skipped"]
+        if new_data and run_ray.needs_ray(dataset) and trains_left[0]:
+            run_ray.start_soon()  # this chain's train stage follows; Ray starts while the chain prepares
         if step == "ingest" and (root / paths.DatasetPaths(dataset).raw_profile).exists():
             publish_profile_artifact(dataset, str(root))
         if step == "register":
@@ -226,6 +241,11 @@ def _run_chains(
             lock.note(ray_pgid=None, ray_temp_dir=None)  # gone: the crash hook must not signal a reused pgid
     order = [stage for chain in chains for stage in chain]
     return sorted(results.values(), key=lambda r: order.index(r["stage"]))
+
+
+def _is_ray_train(stage: str, run_ray: ray_head.RunRay) -> bool:
+    step, _, dataset = stage.partition("@")
+    return step == "train" and run_ray.needs_ray(dataset)
 
 
 def _outcome(root: Path, chosen: list[str], logger) -> dict:

@@ -143,9 +143,15 @@ def kill_leftovers(temp_dir: str) -> None:
 
 
 class RunRay:
-    """The run's Ray: started on first use (the first train stage), stopped by `close()`; none if RAY_ADDRESS is set."""
+    """The run's Ray: started on first use (the first train stage), stopped by `close()`; none if RAY_ADDRESS is set.
 
-    def __init__(self, train_cpus: int | None = None) -> None:
+    in_process: datasets whose train stage needs no Ray instance (`num_workers: auto` on this
+    machine's CPUs trains in Ray Train's local mode: `training.cluster.trains_in_process`); a run
+    made only of those starts none.
+    """
+
+    def __init__(self, train_cpus: int | None = None, in_process: frozenset[str] = frozenset()) -> None:
+        self.in_process = in_process
         self.head: RayHead | None = None
         self._start_seconds = 0.0
         self.joined = os.environ.get("RAY_ADDRESS")
@@ -162,6 +168,15 @@ class RunRay:
         with self._starting:
             env = self._started_env()
         return {**env, TRAIN_CPUS_ENV: str(self.train_cpus)} if self.train_cpus else env
+
+    def env_for(self, dataset: str) -> dict[str, str]:
+        """What this dataset's train stage needs: the run's Ray (started now if need be), or only its CPU share."""
+        if dataset in self.in_process:
+            return {TRAIN_CPUS_ENV: str(self.train_cpus)} if self.train_cpus else {}
+        return self.env()
+
+    def needs_ray(self, dataset: str) -> bool:
+        return dataset not in self.in_process
 
     def _started_env(self) -> dict[str, str]:
         if self._closed:

@@ -31,11 +31,11 @@ _stopping = lanes.STOPPING  # the current flow run is stopping: no stage starts,
 
 
 def _ray_env(stage: str, workdir: str) -> dict[str, str]:
-    """A train stage joins the run's Ray instance, started for the first train stage."""
+    """A train stage joins the run's Ray instance, started for the first train stage that needs one."""
     if not stage.startswith("train@") or not _run_ray:
         return {}
     run = _run_ray[-1]
-    env = run.env()
+    env = run.env_for(stage.partition("@")[2])
     lock = workspace.held(workdir)
     if lock and run.head and run.head.proc and lock.record.get("ray_pgid") != run.head.proc.pid:
         lock.note(ray_pgid=run.head.proc.pid, ray_temp_dir=run.head.temp_dir)  # for the crash hook

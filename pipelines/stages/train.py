@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import time
 from dataclasses import asdict
 from functools import partial
@@ -146,13 +147,19 @@ def check_search(dataset: str, params: DatasetParams, compute: ComputeParams, me
     return search, spec
 
 
-def scaling_for(compute: ComputeParams):
-    """The workers this machine (or RAY_ADDRESS's cluster) gets: `auto` resolved on the joined Ray instance."""
-    from pipelines.training.cluster import auto_workers
+def scaling_for(compute: ComputeParams, in_process: bool = False):
+    """The workers this machine (or RAY_ADDRESS's cluster) gets: `auto` resolved on the joined Ray instance.
+
+    in_process: `auto` on this machine's CPUs (`cluster.trains_in_process`): one worker in this
+    process, holding this stage's share of the cores; no Ray instance is asked.
+    """
+    from pipelines.training.cluster import auto_workers, local_cpu_share
     from pipelines.training.fit import Scaling
 
     num_workers, cpus_per_worker = compute.num_workers, compute.cpus_per_worker
-    if num_workers == "auto":
+    if in_process:
+        num_workers, cpus_per_worker = 1, float(local_cpu_share())
+    elif num_workers == "auto":
         num_workers, cpus_per_worker = auto_workers(compute.use_gpu, compute.cpus_per_worker)
     return Scaling(
         num_workers=num_workers,
@@ -160,6 +167,7 @@ def scaling_for(compute: ComputeParams):
         cpus_per_worker=cpus_per_worker,
         gpus_per_worker=compute.gpus_per_worker,
         placement_strategy=compute.placement_strategy,
+        in_process=in_process,
     )
 
 
@@ -224,9 +232,11 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
     data_hash = data_fingerprint(where.prepared_dir)
     storage = compute.storage_path if "://" in compute.storage_path else str(paths.absolute(compute.storage_path))
     summary: dict = {"dataset": dataset, "candidates": {}, "data_fingerprint": data_hash}
-    summary["ray_start_s"] = cluster.ensure_ray()
-    summary["ray"] = cluster.session()  # which Ray instance served this stage (one per flow run)
-    scaling = scaling_for(compute)
+    in_process = cluster.trains_in_process(compute.num_workers, compute.use_gpu, os.environ.get("RAY_ADDRESS"))
+    if not in_process or search is not None:  # the worker group, or Tune's trials, need a Ray instance
+        summary["ray_start_s"] = cluster.ensure_ray()
+        summary["ray"] = cluster.session()  # which Ray instance served this stage (one per flow run)
+    scaling = scaling_for(compute, in_process)
     summary["scaling"] = asdict(scaling)
     grouped = [job for name, job in jobs.items() if search is None or name != search.candidate]
     outcomes, finished_runs, searched = {}, [], {}
@@ -234,11 +244,12 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
     if grouped:
         run_name = f"{dataset}-{group_fingerprint(grouped, data_hash)}"
         names = ", ".join(job.candidate.split("/", 1)[1] for job in grouped)
-        print(
-            f"train[{dataset}]: {names} in one worker group of {scaling.num_workers} worker(s) "
-            f"x {scaling.cpus_per_worker:g} CPU(s), Ray run {run_name}",
-            flush=True,
+        group = (
+            f"one worker in this process (Ray Train local mode) x {scaling.cpus_per_worker:g} CPU(s)"
+            if in_process
+            else f"one worker group of {scaling.num_workers} worker(s) x {scaling.cpus_per_worker:g} CPU(s)"
         )
+        print(f"train[{dataset}]: {names} in {group}, Ray run {run_name}", flush=True)
         by_candidate = fit_candidates(grouped, scaling, storage, run_name, keep=compute.checkpoints_to_keep)
         outcomes = {name: by_candidate[job.candidate] for name, job in jobs.items() if job in grouped}
         finished_runs.append(run_name)
@@ -246,7 +257,7 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
     if search is not None:
         name = search.candidate
         outcome, jobs[name], searched[name], runs = run_search(
-            dataset, name, params, compute, meta, jobs[name], spec, scaling, storage, data_hash
+            dataset, name, params, compute, meta, jobs[name], spec, scaling_for(compute), storage, data_hash
         )
         outcomes[name] = outcome
         finished_runs.extend(runs)

@@ -36,6 +36,25 @@ def local_instance(address: str | None) -> bool:
     return not address or os.environ.get(OWNED_FLAG) == "1"
 
 
+def trains_in_process(num_workers: int | str, use_gpu: bool, address: str | None) -> bool:
+    """`num_workers: auto` on this machine's own CPUs: one worker, run by Ray Train's local mode in the stage's process.
+
+    One worker holding all the local cores is `auto`'s choice on a CPU-only machine (measured faster
+    than several one-core workers: BENCHMARKS.md). Ray Train's local mode (`ScalingConfig(num_workers=0)`)
+    runs that worker's training function in the calling process, with the same `ray.train` API: no
+    Ray instance, controller or worker processes to start for it, which were most of a small train
+    stage's wall time (BENCHMARKS.md, "Issue 13, session 7"). An explicit number of workers, GPUs, or
+    a cluster joined through RAY_ADDRESS keep the Ray worker group (and its restart of a lost worker).
+    """
+    return num_workers == "auto" and not use_gpu and local_instance(address)
+
+
+def local_cpu_share() -> int:
+    """The cores one train stage may use here: all, or its share while the run's chains train side by side."""
+    cores = os.cpu_count() or 1
+    return max(1, min(int(os.environ.get(TRAIN_CPUS_ENV) or 0) or cores, cores))
+
+
 def ray_env(address: str | None) -> dict[str, str]:
     """The Ray settings for this instance; the user's own environment wins over ours."""
     wanted = {**RAY_ENV, **(LOCAL_RAY_ENV if local_instance(address) else {})}
@@ -97,7 +116,6 @@ def auto_workers(use_gpu: bool, cpus_per_worker: float) -> tuple[int, float]:
     if local_instance(os.environ.get("RAY_ADDRESS")):
         # Never more than Ray was given (a worker asking for more would wait forever), nor than this
         # stage's share while other chains of the run train beside it.
-        share = int(os.environ.get(TRAIN_CPUS_ENV) or 0) or os.cpu_count() or 1
-        return 1, float(max(1, min(share, os.cpu_count() or 1, int(resources.get("CPU", 1)))))
+        return 1, float(max(1, min(local_cpu_share(), int(resources.get("CPU", 1)))))
     nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= cpus_per_worker]
     return max(1, len(nodes)), cpus_per_worker

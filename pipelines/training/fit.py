@@ -3,13 +3,17 @@
 Ray Train V2 (the default in Ray 2.60) starts a fresh controller and worker group for every
 TorchTrainer.fit and cannot reuse one, so a stage hands ALL its candidates to a single fit:
 `training.worker.train_worker` trains them one after another in the same worker processes.
+With `Scaling.in_process` (`num_workers: auto` on a local CPU-only machine) the fit runs in Ray
+Train's local mode: the same training function, in this process, with no worker group at all.
 
 Two kinds of checkpoint, for two purposes:
 
 - Ray's reported checkpoints are for resume only (Ray keeps the latest): each holds
   `progress.json` (which candidates are done, which one is in flight) and the in-flight
   candidate's Lightning checkpoint. Re-running with the same RunConfig(name, storage_path)
-  resumes there, and so does a worker group that Ray restarts after a lost worker.
+  resumes there, and so does a worker group that Ray restarts after a lost worker. Local mode
+  keeps reported checkpoints in memory only, so there the worker also writes its latest resume
+  point under the run's storage (`training.progress`), and a re-run resumes from that.
 - Each candidate's best `keep` epochs (by its monitor) are written by rank 0 under the run's
   storage (`training.store`), with its state (status, history, error); the driver collects
   them after the fit.
@@ -65,6 +69,8 @@ class Scaling:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 1.0
     placement_strategy: str = "PACK"
+    # One worker in this process (Ray Train's local mode: `cluster.trains_in_process`), on cpus_per_worker threads.
+    in_process: bool = False
 
 
 @dataclass
@@ -155,8 +161,12 @@ def _torch_trainer(
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 
     from pipelines.training.lean_trainer import lean_torch_trainer
+    from pipelines.training.ray_logging import quiet
     from pipelines.training.torch_backend import torch_config
     from pipelines.training.worker import train_worker
+
+    if scaling.in_process:
+        quiet()  # the worker's Ray Train loggers are this process's
 
     return lean_torch_trainer()(
         train_worker,
@@ -165,11 +175,13 @@ def _torch_trainer(
             "run_uri": store.run_uri(storage_path, run_name),
             "keep": keep,
             "score": list(score) if score else None,  # None: each candidate's own monitor
+            # Local mode: the worker runs here, with no Ray resources to read its CPUs from.
+            "in_process_cpus": scaling.cpus_per_worker if scaling.in_process else None,
         },
         # NCCL between GPUs, gloo between CPU processes: chosen from the config, not left to chance.
         torch_config=torch_config("nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
-            num_workers=scaling.num_workers,
+            num_workers=0 if scaling.in_process else scaling.num_workers,  # 0: Ray Train's local mode
             use_gpu=scaling.use_gpu,
             resources_per_worker=worker_resources
             or {"CPU": scaling.cpus_per_worker, **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})},

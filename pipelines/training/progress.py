@@ -5,6 +5,12 @@ and report it to Ray with `progress.json` (the candidates already done and the o
 that is the resume point after a lost worker or driver. Rank 0 also keeps the candidate's best
 `keep` epochs under the run's storage and rewrites its state.json (status, kept epochs,
 history), which the driver reads after the fit (`training.fit.collect`).
+
+In Ray Train's local mode (the worker in the stage's own process) a reported checkpoint stays in
+memory and dies with the process, so rank 0 also writes the resume point under the run's storage
+(`<run>/resume/`): the Lightning checkpoint first, then `progress.json` naming it, so a reader
+never finds progress without its checkpoint. A re-run of the stage (after Ctrl-C or a kill) resumes
+from there.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +28,61 @@ from pipelines.training import store
 
 PROGRESS = "progress.json"
 LIGHTNING_CKPT = "checkpoint.ckpt"
+RESUME_DIR = "resume"  # under the run: local mode's resume point
 
 
-def resume_point(checkpoint) -> tuple[dict[str, Any], str | None, Path | None]:
-    """(finished candidates -> their status, the candidate in flight, its Lightning checkpoint) from Ray's latest."""
+def resume_point(checkpoint, stored_under: str | None = None) -> tuple[dict[str, Any], str | None, Path | None]:
+    """(finished candidates -> their status, the candidate in flight, its Lightning checkpoint) from Ray's latest.
+
+    stored_under: a run whose resume point lies on its storage (local mode), read when Ray has none.
+    """
     if checkpoint is None:
-        return {}, None, None
+        return stored_resume_point(stored_under) if stored_under else ({}, None, None)
     local = Path(checkpoint.to_directory())  # a private copy: it outlives this call
     progress = store.read_json(str(local / PROGRESS), {"finished": {}, "current": None})
     ckpt = local / LIGHTNING_CKPT
     return progress["finished"], progress["current"], ckpt if ckpt.exists() else None
 
 
-def report(metrics: dict[str, Any], finished: dict[str, Any], current: str | None, rank: int, save=None) -> None:
+def stored_resume_point(run: str) -> tuple[dict[str, Any], str | None, Path | None]:
+    """The resume point local mode left under the run's storage (none: start from scratch)."""
+    where = f"{run}/{RESUME_DIR}"
+    progress = store.read_json(f"{where}/{PROGRESS}")
+    if progress is None:
+        return {}, None, None
+    ckpt = None
+    if progress.get("checkpoint"):
+        local = Path(tempfile.mkdtemp(prefix="resume-")) / LIGHTNING_CKPT
+        ckpt = store.download(f"{where}/{progress['checkpoint']}", local)
+    return progress["finished"], progress["current"], ckpt
+
+
+def save_resume_point(run: str, checkpoint_dir: Path, finished: dict[str, Any], current: str | None) -> None:
+    """Local mode's resume point on the run's storage (see the module's docstring for the order of writes)."""
+    where = f"{run}/{RESUME_DIR}"
+    previous = (store.read_json(f"{where}/{PROGRESS}") or {}).get("checkpoint")
+    name = None
+    if (checkpoint_dir / LIGHTNING_CKPT).exists():
+        name = f"checkpoint-{uuid.uuid4().hex[:12]}.ckpt"  # new name each time: progress.json names a whole file
+        store.upload(checkpoint_dir / LIGHTNING_CKPT, f"{where}/{name}")
+    store.write_json(f"{where}/{PROGRESS}", {"finished": finished, "current": current, "checkpoint": name})
+    if previous and previous != name:
+        store.delete_file(f"{where}/{previous}")
+
+
+def report(
+    metrics: dict[str, Any],
+    finished: dict[str, Any],
+    current: str | None,
+    rank: int,
+    save=None,
+    persist_to: str | None = None,
+) -> None:
     """One Ray report from every rank (it is a barrier); rank 0 attaches the resume checkpoint.
 
     save(path): writes the in-flight Lightning checkpoint there (called on every rank: Lightning's
-    save_checkpoint is collective); None between candidates.
+    save_checkpoint is collective); None between candidates. persist_to: the run whose storage also
+    gets the resume point (local mode, where Ray keeps it in memory only).
     """
     import ray.train
 
@@ -49,6 +94,8 @@ def report(metrics: dict[str, Any], finished: dict[str, Any], current: str | Non
         if rank == 0:
             store.write_json(str(tmp / PROGRESS), {"finished": finished, "current": current})
             checkpoint = ray.train.Checkpoint.from_directory(str(tmp))
+            if persist_to:
+                save_resume_point(persist_to, tmp, finished, current)
         ray.train.report(metrics, checkpoint=checkpoint)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -78,7 +125,16 @@ class Keeper:
 class CandidateReport(pl.Callback):
     """Last callback of each epoch: keep the best weights, write the candidate's state, report to Ray."""
 
-    def __init__(self, candidate: str, index: int, run: str, keeper: Keeper, finished: dict, history) -> None:
+    def __init__(
+        self,
+        candidate: str,
+        index: int,
+        run: str,
+        keeper: Keeper,
+        finished: dict,
+        history,
+        persist_resume: bool = False,
+    ) -> None:
         self.candidate, self.index, self.keeper, self.finished, self.history = (
             candidate,
             index,
@@ -87,6 +143,7 @@ class CandidateReport(pl.Callback):
             history,
         )
         self.where = store.candidate_uri(run, candidate)
+        self.persist_to = run if persist_resume else None  # local mode: the resume point goes to storage too
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -106,6 +163,7 @@ class CandidateReport(pl.Callback):
             self.candidate,
             rank,
             save,
+            self.persist_to,
         )
         if rank == 0:  # only once the resume point no longer lists them
             for old in evicted:

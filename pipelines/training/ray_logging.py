@@ -1,7 +1,8 @@
 """Keep Ray's console chatter out of the user's way (Ray's log files still hold it all).
 
 `quiet()` runs as Ray's worker_process_setup_hook in every Ray worker process,
-Ray Train's controller and helper actors included.
+Ray Train's controller and helper actors included, and in a stage that trains in Ray Train's
+local mode (the worker in its own process).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ NOISY_MESSAGES = (
 QUIET_LOGGERS = (
     "ray.train.v2._internal.execution.context",  # "Reporting training result ..." every epoch
     "ray.train.v2._internal.execution.storage",  # "Checkpoint successfully created ..."
+    "ray.train.v2._internal.execution.train_fn_utils",  # local mode: "Reported metrics ..." every epoch
+    "ray.train.v2.api.config",  # local mode: "Running in local mode ..." (the stage says so itself)
     "pytorch_lightning.utilities.rank_zero",  # "GPU available: False", tips
     "lightning.pytorch.utilities.rank_zero",
 )

@@ -85,6 +85,14 @@ def download(uri: str, local_file: Path) -> Path:
     return local_file
 
 
+def delete_file(uri: str) -> None:
+    fs, path = _fs(uri)
+    try:
+        fs.delete_file(path)
+    except (FileNotFoundError, OSError):
+        pass
+
+
 def delete_dir(uri: str) -> None:
     fs, path = _fs(uri)
     try:

@@ -54,50 +54,61 @@ def step_macs(job: TrainJob, module, per_worker_batch: int) -> int:
 
 
 # A fused Lightning step (TaskModule.fuse_steps) holds at least this much work: Lightning's own per-step cost
-# (~1.4 ms in Ray Train's worker thread, BENCHMARKS.md) is then paid once per K tiny updates, a few percent of
-# them (the default FNN, 10-64-32-2 at batch 64, is ~0.18 M multiply-adds a step, ~0.65 ms: K = 22). The cap
-# bounds a group's rows for the tiniest models, where 64 updates already hide Lightning's cost.
-FUSED_STEP_MACS = SMALL_STEP_MACS
+# (~1.3 ms of Python: fit loop, hooks, closure, optimizer wrappers; BENCHMARKS.md) is then paid once per K
+# updates, 1-2 % of them. The default FNN (10-64-32-2, batch 64, ~0.18 M multiply-adds, ~0.65 ms a step) gets
+# K = 64, the cap that bounds a group's rows for the tiniest models; `make bench`'s FNN (64-256-256-2, batch
+# 512, 42 M, ~2 ms) K = 24. Steps of 1 G multiply-adds and more stay one per Lightning step.
+FUSED_STEP_MACS = 1_000_000_000
 MAX_FUSED = 64
 
 
 def fused_steps(macs: int, world: int, use_gpu: bool = False, precision: str = "32") -> int:
     """How many minibatch updates one Lightning step runs (1: unfused, Lightning's automatic optimization).
 
-    Only tiny steps on one CPU worker in fp32: several workers need DDP's gradient all-reduce in each update,
+    Only on one CPU worker in fp32: several workers need DDP's gradient all-reduce in each update,
     GPUs have their own per-step costs (and steps worth fusing there would be much larger), and other
     precisions need Lightning's precision plugin around backward and step.
     """
-    if world > 1 or use_gpu or precision != "32" or macs >= SMALL_STEP_MACS:
+    if world > 1 or use_gpu or precision != "32" or macs >= FUSED_STEP_MACS:
         return 1
     return min(MAX_FUSED, math.ceil(FUSED_STEP_MACS / max(1, macs)))
 
 
-def _use_reserved_cpus(small_step: bool = False) -> None:
+def _worker_cpus(in_process_cpus: float | None) -> float:
+    """The CPUs this worker holds: reserved from Ray, or given to local mode (no Ray resources there)."""
+    if in_process_cpus is not None:
+        return in_process_cpus
+    import ray
+
+    return ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
+
+
+def _use_reserved_cpus(cpus: float, small_step: bool = False) -> None:
     """One intra-op thread per CPU this worker reserved (not whatever OMP_NUM_THREADS the
     environment happened to carry): two 1-CPU workers on two cores must not oversubscribe.
     A model whose steps are tiny gets one thread (SMALL_STEP_MACS)."""
-    import ray
     import torch
 
-    assigned_cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
-    if assigned_cpus >= 1:
-        torch.set_num_threads(1 if small_step else int(assigned_cpus))
+    if cpus >= 1:
+        torch.set_num_threads(1 if small_step else int(cpus))
 
 
-def _record_placement(where: str, rank: int) -> None:
+def _record_placement(where: str, rank: int, in_process_cpus: float | None) -> None:
     """Each rank notes where it trains this candidate, on the run's (shared) storage."""
     import socket
 
-    import ray
-
     record = {
         "rank": rank,
-        "node_id": ray.get_runtime_context().get_node_id(),
+        "node_id": None,  # local mode: no Ray node
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "cpus": ray.get_runtime_context().get_assigned_resources().get("CPU", 0),
+        "cpus": _worker_cpus(in_process_cpus),
+        "in_process": in_process_cpus is not None,
     }
+    if in_process_cpus is None:
+        import ray
+
+        record["node_id"] = ray.get_runtime_context().get_node_id()
     store.write_json(f"{where}/placement/rank{rank}.json", record)
 
 
@@ -109,9 +120,11 @@ def train_worker(config: dict[str, Any]) -> None:
     from pipelines.training.ray_logging import quiet
 
     quiet()  # Ray Train configures its loggers after the setup hook ran
-    _use_reserved_cpus()
+    in_process = config.get("in_process_cpus") is not None  # Ray Train's local mode: this is the stage's process
+    _use_reserved_cpus(_worker_cpus(config.get("in_process_cpus")))
     rank = ray.train.get_context().get_world_rank()
-    finished, current, ckpt = resume_point(ray.train.get_checkpoint())
+    # Local mode keeps Ray's checkpoints in memory only: its resume point is on the run's storage.
+    finished, current, ckpt = resume_point(ray.train.get_checkpoint(), config["run_uri"] if in_process else None)
     for index, fields in enumerate(config["jobs"]):
         job = TrainJob(**fields)
         if job.candidate in finished:
@@ -119,7 +132,13 @@ def train_worker(config: dict[str, Any]) -> None:
         resume = ckpt if job.candidate == current else None
         finished[job.candidate] = _train_candidate(job, index, config, finished, resume)
         # The resume point between candidates: this one is done, none is in flight.
-        report({"candidate_index": index, "candidate_done": 1}, finished, None, rank)
+        report(
+            {"candidate_index": index, "candidate_done": 1},
+            finished,
+            None,
+            rank,
+            persist_to=config["run_uri"] if in_process else None,
+        )
 
 
 def _train_candidate(
@@ -140,23 +159,32 @@ def _train_candidate(
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     where = store.candidate_uri(config["run_uri"], job.candidate)
-    _record_placement(where, rank)
+    in_process_cpus = config.get("in_process_cpus")
+    _record_placement(where, rank, in_process_cpus)
     device = ray.train.torch.get_device() if job.use_gpu else torch.device("cpu")
     # On a GPU, convolutions run fastest with channels-last tensors (NHWC kernels, tensor cores).
     channels_last = job.use_gpu and job.model_spec["family"] == "cnn"
-    module, train, val = _module_and_batches(job, device, channels_last, rank, world)
+    module, train, val = _module_and_batches(job, device, channels_last, rank, world, _worker_cpus(in_process_cpus))
     score, mode = config.get("score") or (job.monitor, job.mode)
     history = EpochHistory()
     reporter = CandidateReport(
-        job.candidate, index, config["run_uri"], Keeper(score, mode, config["keep"]), finished, history
+        job.candidate,
+        index,
+        config["run_uri"],
+        Keeper(score, mode, config["keep"]),
+        finished,
+        history,
+        persist_resume=in_process_cpus is not None,
     )
+    # Local mode has no worker group to join: Lightning's own single-device strategy, in this process.
+    in_process = in_process_cpus is not None
     trainer = pl.Trainer(
         max_epochs=job.epochs,
         accelerator="gpu" if job.use_gpu else "cpu",
         precision=job.precision,
         devices="auto",
-        strategy=_ddp_strategy(RayDDPStrategy),
-        plugins=[RayLightningEnvironment()],
+        strategy="auto" if in_process else _ddp_strategy(RayDDPStrategy),
+        plugins=[] if in_process else [RayLightningEnvironment()],
         # Order matters: a non-finite epoch is refused first; history and printing see the epoch before the report.
         callbacks=[
             EarlyStopping(monitor=job.monitor, mode=job.mode, patience=job.patience),
@@ -172,7 +200,8 @@ def _train_candidate(
         use_distributed_sampler=False,  # TensorBatches shards by rank itself
         num_sanity_val_steps=0,
     )
-    trainer = prepare_trainer(trainer)
+    if not in_process:
+        trainer = prepare_trainer(trainer)
     module.train_batches = train  # lets the module reseed shuffling per epoch
     try:
         trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=str(resume) if resume else None)
@@ -188,7 +217,7 @@ def _train_candidate(
     return {"status": "finished"}
 
 
-def _module_and_batches(job: TrainJob, device, channels_last: bool, rank: int, world: int):
+def _module_and_batches(job: TrainJob, device, channels_last: bool, rank: int, world: int, cpus: float):
     """The candidate's TaskModule, this worker's intra-op threads, and its batches (fused when steps are tiny)."""
     import torch
 
@@ -198,7 +227,7 @@ def _module_and_batches(job: TrainJob, device, channels_last: bool, rank: int, w
     per_worker = max(1, job.batch_size // world)
     macs = step_macs(job, module, per_worker)
     if not job.use_gpu:
-        _use_reserved_cpus(small_step=macs < SMALL_STEP_MACS)
+        _use_reserved_cpus(cpus, small_step=macs < SMALL_STEP_MACS)
     group = fused_steps(macs, world, job.use_gpu, job.precision)
     if group > 1:
         module.fuse_steps(per_worker)
