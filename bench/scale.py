@@ -5,7 +5,8 @@ the default FNN (64-32), with the then-default 2 workers x 1 CPU. This case trai
 shape (fewer rows by default, so it runs in about a minute) both ways on the same CPUs:
 
 - the hand-written loop: one process, all the CPUs as threads, batch 64, Adam;
-- our train path with the default scaling (`num_workers: auto`: one worker holding all the CPUs);
+- our train path with the default scaling (`num_workers: auto`: one worker holding all the CPUs, on
+  this CPU-only machine in Ray Train's local mode, in this process), and as one Ray Train worker;
 - with --workers N, also our path with N workers x (CPUs / N) each (the old default was 2 x 1).
 
 --profile also runs Lightning's loop in-process (no Ray) for one epoch under cProfile and prints
@@ -116,17 +117,23 @@ def main(argv: list[str]) -> None:
             f"hand-written loop, 1 process x 1 thread  : {one:9.0f} samples/s  {1000 * args.batch / one:6.3f} ms/step"
         )
         hand = max(hand, one)  # ratios against the faster hand-written loop
-    sides = [(f"our path, auto (1 worker x {args.cpus} CPUs)", 1, args.cpus)]
+    sides = [
+        (f"our path, auto (in process, {args.cpus} CPUs)", 1, args.cpus, True),
+        (f"our path, 1 Ray worker x {args.cpus} CPUs", 1, args.cpus, False),
+    ]
     if args.workers:
         sides.append(
             (
                 f"our path, {args.workers} workers x {args.cpus // args.workers} CPU(s)",
                 args.workers,
                 args.cpus // args.workers,
+                False,
             )
         )
-    for label, workers, cpus in sides:
-        ours = our_path(data, spec, 1e-3, args.batch, args.epochs, args.seed, workers=workers, cpus_per_worker=cpus)
+    for label, workers, cpus, in_process in sides:
+        ours = our_path(
+            data, spec, 1e-3, args.batch, args.epochs, args.seed, workers, cpus_per_worker=cpus, in_process=in_process
+        )
         sps = ours["samples_per_s"]
         print(
             f"{label:<44}: {sps:9.0f} samples/s  {1000 * args.batch / sps:6.3f} ms/step  "
