@@ -167,7 +167,7 @@ def hand_written_ddp(data, spec, lr, batch, epochs, seed, workers, threads) -> l
 def our_path(
     data, spec, lr, batch, epochs, seed, workers, cpus_per_worker, loop_beside_ray: bool = False, in_process=False
 ) -> dict:
-    """Our train path (training.fit.fit, as the train stage runs it) on a fresh local Ray instance.
+    """Our train path (training.fit.fit, as the train stage runs it): in this process, or on a fresh local Ray instance.
 
     loop_beside_ray: also time the hand-written loop in this process, after the fit, while the
     Ray instance idles beside it (its daemons and idle workers wake up many times a second), which is
@@ -230,7 +230,7 @@ def our_path(
         "group_start_s": starts[0] - started,
         # the last epoch's end (at the steady pace) to fit() returning: workers and controller shut down,
         # result read back
-        "teardown_s": ended - (starts[-1] + period),
+        "teardown_s": max(0.0, ended - (starts[-1] + period)),  # tiny epochs: their pace can overshoot it
         # what the first epoch took beyond a steady one (first-touch allocations, lazy inits)
         "warmup_s": max(0.0, (starts[1] - starts[0]) - period) if len(starts) > 1 else 0.0,
     }

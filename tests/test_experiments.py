@@ -155,3 +155,13 @@ def test_a_queued_sweep_runs_is_shown_and_compared(tmp_path):
 
     proc = run_compare(project, env, "--metric", "best.nope", "--out", str(tmp_path / "nope.png"))
     assert proc.returncode == 2 and "best.nope" in proc.stderr and "best.test/f1_macro" in proc.stderr
+
+
+def test_show_retries_only_the_queue_workspace_race():
+    """`dvc exp show` during a queue can catch a temp workspace half removed (seen in CI); other errors fail at once."""
+    from pipelines.orchestration.experiments import QUEUE_WORKSPACE_RACE
+
+    seen = "ERROR: failed to show experiments - directory '/tmp/p/.dvc/tmp/exps/tmps1k39zpd/.dvc' does not exist"
+    assert QUEUE_WORKSPACE_RACE.search(seen)
+    assert not QUEUE_WORKSPACE_RACE.search("ERROR: failed to show experiments - not a git repository")
+    assert not QUEUE_WORKSPACE_RACE.search("ERROR: '/tmp/p/params.yaml' does not exist")

@@ -16,6 +16,7 @@ import contextlib
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -429,12 +430,12 @@ def test_cancelling_a_run_stops_its_training_and_runs_in_one_workspace_take_turn
         tree = _stage_tree(stages["train@tabular"])
         if record.get("ray_pgid"):  # the run's one Ray instance, in its own process group
             tree.update(_stage_tree(record["ray_pgid"]))
-        # Training has started once Ray Train's controller or workers exist (the run's Ray head, and its
-        # idle workers, are up before the train stage's own process starts).
-        started = any("ray::RayTrainWorker" in cmd or "ray::TrainController" in cmd for cmd in tree.values())
+        # Training has started once its first epoch is logged: by default in the train stage's own process
+        # (`num_workers: auto`, Ray Train's local mode), else in Ray Train's workers of the run's Ray instance.
+        started = re.search(r"\] epoch \d+/500", logs(served, cancelled.id))
         return tree if started else None
 
-    tree = wait_for("the cancelled run's Ray training to start", training, timeout=240, every=1)
+    tree = wait_for("the cancelled run's training to start", training, timeout=240, every=1)
     assert any("pipelines.stages.train" in cmd for cmd in tree.values())
 
     # A `dvc repro` by hand meanwhile: DVC's own lock on the outputs in use refuses it, naming the stage

@@ -196,3 +196,6 @@ def test_a_signal_stops_the_run_within_seconds_and_the_same_command_resumes(tmp_
     assert again.returncode == 0, rerun[-4000:]
     trained = re.findall(rf"\] epoch (\d+)/{epochs}", rerun)
     assert trained and len(trained) < epochs and int(trained[0]) > 1, trained  # resumed, not from scratch
+    summary = json.loads((project / "data" / "train" / "breast" / "summary.json").read_text())
+    assert [c["epochs_run"] for c in summary["candidates"].values()] == [epochs]  # one unbroken learning curve
+    assert not any((project / "data" / "ray_results").iterdir())  # the run's resume point went with it

@@ -20,6 +20,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,16 +52,25 @@ class Experiment:
         return self.state == "baseline"
 
 
+# While a queue runs, `dvc exp show` can catch an experiment's temporary workspace (.dvc/tmp/exps/tmp...)
+# half made or half removed and fail ("directory ... does not exist"); a moment later it reads fine.
+QUEUE_WORKSPACE_RACE = re.compile(r"\.dvc/tmp/exps/tmp\w+.*does not exist")
+SHOW_ATTEMPTS = 4
+
+
 def show_json(workdir: str | Path = ".") -> list[dict[str, Any]]:
     """`dvc exp show --json` in `workdir`: a list of commits (and the workspace), each with its experiments."""
     dvc = Path(sys.executable).parent / "dvc"
-    proc = subprocess.run(
-        [str(dvc) if dvc.exists() else "dvc", "exp", "show", "--json"], cwd=workdir, capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        raise ExperimentsError(
-            f"dvc exp show failed in {Path(workdir).resolve()}: {(proc.stderr or proc.stdout).strip()[-500:]}"
+    for attempt in range(1, SHOW_ATTEMPTS + 1):
+        proc = subprocess.run(
+            [str(dvc) if dvc.exists() else "dvc", "exp", "show", "--json"], cwd=workdir, capture_output=True, text=True
         )
+        error = (proc.stderr or proc.stdout).strip()
+        if proc.returncode == 0 or attempt == SHOW_ATTEMPTS or not QUEUE_WORKSPACE_RACE.search(error):
+            break
+        time.sleep(0.5 * attempt)
+    if proc.returncode != 0:
+        raise ExperimentsError(f"dvc exp show failed in {Path(workdir).resolve()}: {error[-500:]}")
     return json.loads(proc.stdout)
 
 

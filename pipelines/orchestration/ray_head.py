@@ -1,4 +1,4 @@
-"""One local Ray instance for a whole flow run: started before the first train stage, stopped when the run ends.
+"""One local Ray instance for a whole flow run: started before the first train stage that needs it, stopped at the end.
 
 Every train stage of a run joins it through `RAY_ADDRESS` (with `DL_PIPELINE_RAY_OWNED=1`:
 the stage knows the instance is this run's own, on this machine), so Ray's start-up is paid
@@ -143,7 +143,7 @@ def kill_leftovers(temp_dir: str) -> None:
 
 
 class RunRay:
-    """The run's Ray: started on first use (the first train stage), stopped by `close()`; none if RAY_ADDRESS is set.
+    """The run's Ray: started on first use (a train stage needing it), stopped by `close()`; none with RAY_ADDRESS set.
 
     in_process: datasets whose train stage needs no Ray instance (`num_workers: auto` on this
     machine's CPUs trains in Ray Train's local mode: `training.cluster.trains_in_process`); a run

@@ -1,6 +1,7 @@
 """The Prefect tasks that run DVC: one dvc.yaml stage (`dvc repro --single-item`), and pull/push.
 
-A stage runs in its own process group; a train stage joins the flow run's one Ray instance. Split
+A stage runs in its own process group; a train stage that uses Ray Train workers joins the flow run's one Ray
+instance (one that trains in its own process, local mode, needs none). Split
 from flow.py, which strings these tasks into the run (its datasets' chains side by side).
 """
 
@@ -60,7 +61,7 @@ def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
 
     `dvc repro` runs in its own process group (with the stage's command); if this run is
     cancelled or interrupted (Ctrl-C, SIGTERM) the whole group is stopped, so no training
-    outlives its run. A train stage joins the run's one Ray instance.
+    outlives its run. A train stage that needs Ray joins the run's one Ray instance.
     """
     logger = get_run_logger()
     if _stopping.is_set():  # e.g. a retry that was waiting when the run was told to stop

@@ -242,7 +242,8 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
     outcomes, finished_runs, searched = {}, [], {}
     started = time.perf_counter()
     if grouped:
-        run_name = f"{dataset}-{group_fingerprint(grouped, data_hash)}"
+        # Local mode and a Ray worker group keep their resume points apart: a re-run resumes only its own kind.
+        run_name = f"{dataset}-{group_fingerprint(grouped, data_hash)}" + ("-local" if in_process else "")
         names = ", ".join(job.candidate.split("/", 1)[1] for job in grouped)
         group = (
             f"one worker in this process (Ray Train local mode) x {scaling.cpus_per_worker:g} CPU(s)"

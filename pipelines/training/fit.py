@@ -21,9 +21,13 @@ Two kinds of checkpoint, for two purposes:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,7 +114,9 @@ def fit_candidates(
     max_failures: int = 2,
 ) -> dict[str, FitOutcome]:
     """Train every job, one after another, in ONE worker group; return each candidate's outcome."""
-    _torch_trainer(jobs, scaling, storage_path, run_name, keep, max_failures).fit()
+    trainer = _torch_trainer(jobs, scaling, storage_path, run_name, keep, max_failures)
+    with _signals_exit() if scaling.in_process else contextlib.nullcontext():
+        trainer.fit()
     run = store.run_uri(storage_path, run_name)
     return {job.candidate: collect(run, job.candidate) for job in jobs}
 
@@ -201,6 +207,45 @@ def _torch_trainer(
     )
 
 
+@contextlib.contextmanager
+def _signals_exit() -> Iterator[None]:
+    """SIGTERM and SIGINT end this process with 143 / 130 while Lightning trains in its main thread (local mode).
+
+    Lightning's fit takes both over: SIGTERM finishes the step and stops with an exception that exits 0,
+    Ctrl-C shuts down "gracefully" with exit 1. A stage stopped by `kill`, a supervisor or a terminal must
+    not look successful, nor like a failure of its own. Lightning calls a SIGTERM handler that was there
+    before its own, and a SIGINT handler that raises instead of KeyboardInterrupt passes through its
+    fit. The resume point is never half-written (training.progress writes, then renames): a re-run resumes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_on(signum: int, frame) -> None:
+        raise SystemExit(128 + signum)
+
+    ours = {  # only where the default is in place: a caller's own handler stays in charge
+        signum: default
+        for signum, default in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler))
+        if signal.getsignal(signum) is default
+    }
+    for signum in ours:
+        signal.signal(signum, exit_on)
+    try:
+        yield
+    finally:
+        for signum, default in ours.items():
+            signal.signal(signum, default)
+
+
+# What tells a re-run where to resume: deleted first, so a run cut short while being removed starts afresh
+# instead of resuming into checkpoints that are already gone.
+RESUME_MARKERS = ("resume/progress.json", "checkpoint_manager_snapshot.json")
+
+
 def remove_run(storage_path: str, run_name: str) -> None:
     """Drop a finished run's checkpoints (its best ones were exported already)."""
-    store.delete_dir(store.run_uri(storage_path, run_name))
+    run = store.run_uri(storage_path, run_name)
+    for marker in RESUME_MARKERS:
+        store.delete_file(f"{run}/{marker}")
+    store.delete_dir(run)

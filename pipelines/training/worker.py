@@ -55,7 +55,7 @@ def step_macs(job: TrainJob, module, per_worker_batch: int) -> int:
 
 # A fused Lightning step (TaskModule.fuse_steps) holds at least this much work: Lightning's own per-step cost
 # (~1.3 ms of Python: fit loop, hooks, closure, optimizer wrappers; BENCHMARKS.md) is then paid once per K
-# updates, 1-2 % of them. The default FNN (10-64-32-2, batch 64, ~0.18 M multiply-adds, ~0.65 ms a step) gets
+# updates, ~3 % of them. The default FNN (10-64-32-2, batch 64, ~0.18 M multiply-adds, ~0.65 ms a step) gets
 # K = 64, the cap that bounds a group's rows for the tiniest models; `make bench`'s FNN (64-256-256-2, batch
 # 512, 42 M, ~2 ms) K = 24. Steps of 1 G multiply-adds and more stay one per Lightning step.
 FUSED_STEP_MACS = 1_000_000_000
@@ -113,7 +113,8 @@ def _record_placement(where: str, rank: int, in_process_cpus: float | None) -> N
 
 
 def train_worker(config: dict[str, Any]) -> None:
-    """Runs inside each Ray Train worker process: config holds the jobs, the run's storage, keep and score."""
+    """Runs in each Ray Train worker (in local mode: in the stage's own process): config holds the jobs, the run's
+    storage, keep, score and, in local mode, the CPUs it may use."""
     import ray.train
 
     from pipelines.training.progress import report, resume_point
