@@ -82,3 +82,15 @@ def test_when_every_candidate_fails_the_stage_refuses_and_writes_nothing(in_tmp,
     with pytest.raises(PipelineInputError, match="every candidate failed.*candidates.diverges.*learning rate"):
         run_train("diab", REGRESSION, {"diverges": DIVERGING}, in_tmp / "ray", num_workers=1)
     assert not DatasetPaths("diab").train_dir.exists()
+
+
+def test_local_mode_trains_the_same_weights_as_one_ray_worker(in_tmp, ray_instance):
+    """`auto` (Ray Train's local mode, in this process) and `num_workers: 1` (a Ray worker group) are the same
+    training: same shards, threads and seeds, dropout drawing the same masks, so the same curve to the last bit."""
+    dropped = {"fnn": {"family": "fnn", "hidden": [32], "dropout": 0.3}}
+    curves = {}
+    for workers in ("auto", 1):
+        summary = run_train("tabular", None, dropped, in_tmp / f"ray-{workers}", num_workers=workers)
+        assert summary["scaling"]["in_process"] == (workers == "auto")
+        curves[workers] = summary["candidates"]["fnn"]["val_metrics"]
+    assert curves["auto"] == curves[1], curves

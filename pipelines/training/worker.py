@@ -34,6 +34,25 @@ def _ddp_strategy(ray_ddp_strategy: type):
     return RayTrainStrategy(gradient_as_bucket_view=True)
 
 
+def _in_process_strategy():
+    """Lightning's single-device strategy for local mode, seeded as DDP's set-up seeds a Ray worker.
+
+    Ray's DDP strategy re-seeds every RNG from `seed_everything`'s seed when the fit starts (after the
+    model's weights were drawn); doing the same here makes dropout draw the same masks, so one worker
+    trains the same weights in local mode as in a one-worker Ray group.
+    """
+    import torch
+    from lightning_fabric.utilities.seed import reset_seed
+    from pytorch_lightning.strategies import SingleDeviceStrategy
+
+    class SeededSingleDeviceStrategy(SingleDeviceStrategy):
+        def setup_environment(self) -> None:
+            super().setup_environment()
+            reset_seed()  # where DDPStrategy.setup_distributed does
+
+    return SeededSingleDeviceStrategy(device=torch.device("cpu"))
+
+
 # Below this many multiply-adds per step (per worker), one intra-op thread beats several: each op
 # of a small model is a parallel region whose barrier waits for every OpenMP thread, and on a busy
 # machine a waiting thread costs a scheduler slice. Measured on 2 cores under load (BENCHMARKS.md):
@@ -177,14 +196,14 @@ def _train_candidate(
         history,
         persist_resume=in_process_cpus is not None,
     )
-    # Local mode has no worker group to join: Lightning's own single-device strategy, in this process.
+    # Local mode has no worker group to join: Lightning's single-device strategy, in this process.
     in_process = in_process_cpus is not None
     trainer = pl.Trainer(
         max_epochs=job.epochs,
         accelerator="gpu" if job.use_gpu else "cpu",
         precision=job.precision,
         devices="auto",
-        strategy="auto" if in_process else _ddp_strategy(RayDDPStrategy),
+        strategy=_in_process_strategy() if in_process else _ddp_strategy(RayDDPStrategy),
         plugins=[] if in_process else [RayLightningEnvironment()],
         # Order matters: a non-finite epoch is refused first; history and printing see the epoch before the report.
         callbacks=[
