@@ -182,7 +182,7 @@ class ComputeParams(Strict):
     num_workers: Annotated[Annotated[int, Field(ge=1)] | Literal["auto"], WrapValidator(_one_worker_error)] = Field(
         "auto",
         description="Ray Train workers (processes). auto: one per GPU with use_gpu; on a CPU machine of its own, "
-        "one worker with all its cores",
+        "one worker with all its cores, run in the train stage's process (Ray Train's local mode)",
     )
     use_gpu: bool = Field(False, description="One GPU per worker, NCCL; otherwise CPU workers with gloo")
     cpus_per_worker: float = Field(1.0, gt=0)
