@@ -48,14 +48,15 @@ def _retry_unless_stopping(task, task_run, state) -> bool:
     return not _stopping.is_set() and _retry_transient(task, task_run, state)
 
 
-@task(
-    name="dvc-stage",
-    task_run_name="{stage}",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BASE_SECONDS),
-    retry_jitter_factor=0.2,
-    retry_condition_fn=_retry_unless_stopping,
-)
+# Both tasks retry a failure from outside them (a remote, a busy lock) with backoff.
+RETRIED = {
+    "retries": 3,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=RETRY_BASE_SECONDS),
+    "retry_jitter_factor": 0.2,
+}
+
+
+@task(name="dvc-stage", task_run_name="{stage}", retry_condition_fn=_retry_unless_stopping, **RETRIED)
 def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
     """Run one dvc.yaml stage; DVC skips it when its deps, params and outs are unchanged (unless `force`).
 
@@ -122,13 +123,7 @@ def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
     }
 
 
-@task(
-    name="dvc-sync",
-    task_run_name="dvc-{action}",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BASE_SECONDS),
-    retry_jitter_factor=0.2,
-)
+@task(name="dvc-sync", task_run_name="dvc-{action}", **RETRIED)
 def dvc_sync(action: str, workdir: str, stages: list[str]) -> str:
     """`dvc pull` what the chosen stages' recorded outputs need before a run, `dvc push` what they made after.
 

@@ -1,12 +1,13 @@
 """Stage 3, train: each candidate of a dataset through Ray Train; export its best checkpoint.
 
+The candidates become jobs in stages/train_jobs.py (checked against the data first); this module runs them.
+
 python -m pipelines.stages.train <dataset>
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import time
 from dataclasses import asdict
@@ -15,107 +16,12 @@ from pathlib import Path
 
 from pipelines import paths
 from pipelines.atomic import atomic_dir, read_json, write_json
-from pipelines.config import Candidate, ComputeParams, DatasetParams
+from pipelines.config import ComputeParams, DatasetParams
 from pipelines.errors import PipelineInputError, cli_entry
 from pipelines.handoffs import CandidateInfo, CandidateSummary, TrainSummary
 from pipelines.paths import DatasetPaths
 from pipelines.stages.cli import pipeline_and_dataset
-
-
-def data_fingerprint(prepared_dir: Path) -> str:
-    digest = hashlib.sha256()
-    for f in sorted(prepared_dir.iterdir()):
-        digest.update(f.name.encode())
-        digest.update(f.read_bytes())
-    return digest.hexdigest()
-
-
-def model_spec(cand: Candidate, meta: dict, out_features: int) -> dict:
-    """Plain keyword arguments for models.create_model: the candidate's family knows its builder's arguments."""
-    return cand.model_spec(meta, out_features)
-
-
-def make_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, compute: ComputeParams, meta: dict):
-    """Check the candidate against the data (task, loss, monitor) and describe it as a TrainJob."""
-    import models  # noqa: F401
-    from models.catalogue import supported_tasks
-    from models.task_kinds import get_task
-    from models.tasks import output_size, resolve_loss
-    from pipelines.training.fit import TrainJob
-
-    key = f"datasets.{dataset}.train"
-    task, classes = meta["task"], meta.get("classes")
-    n_classes = len(classes) if classes else meta.get("vocab_size")
-    if task not in supported_tasks(cand.family):
-        raise PipelineInputError(f"{key}.candidates.{name}.family: {cand.family} cannot do a {task} task")
-    try:
-        loss = resolve_loss(task, cand.loss, n_classes)
-    except ValueError as err:
-        raise PipelineInputError(f"{key}.candidates.{name}.loss: {err}") from None
-    monitor = params.train.early_stopping.monitor
-    known = get_task(task).logged_metrics()
-    if monitor not in known:
-        raise PipelineInputError(
-            f"{key}.early_stopping.monitor: {monitor!r} is not logged for a {task} task; use one of {sorted(known)}"
-        )
-    optim = {
-        k: getattr(cand, k)
-        for k in ("optimizer", "lr", "weight_decay", "momentum", "lr_schedule", "lr_step_size", "lr_gamma")
-    }
-    return TrainJob(
-        candidate=f"{dataset}/{name}",
-        model_spec=model_spec(cand, meta, output_size(task, loss, n_classes, meta.get("horizon") or 1)),
-        optim=optim,
-        task=task,
-        loss=loss,
-        n_classes=n_classes,
-        data_dir=str(paths.absolute(DatasetPaths(dataset).prepared_dir)),
-        seed=params.train.seed,
-        epochs=params.train.epochs,
-        batch_size=params.train.batch_size,
-        monitor=monitor,
-        mode=params.train.early_stopping.mode,
-        patience=params.train.early_stopping.patience,
-        use_gpu=compute.use_gpu,
-        precision=compute.precision,
-    )
-
-
-def searched_job(
-    dataset: str,
-    name: str,
-    cand: Candidate,
-    params: DatasetParams,
-    compute: ComputeParams,
-    meta: dict,
-    data_dir: str,
-    knobs: dict,
-):
-    """The job of candidate `name` with some knobs replaced (one search trial).
-
-    Runs in Ray Tune's trial actors, whose working directory is the trial's: data_dir is resolved by the caller.
-    """
-    tried = type(cand).model_validate({**cand.model_dump(), **knobs})
-    job = make_job(dataset, name, tried, params, compute, meta)
-    job.data_dir = data_dir
-    return job
-
-
-def search_spec(params: DatasetParams):
-    from pipelines.training.search import SearchSpec
-
-    s = params.train.search
-    metric, mode = params.train.searched_metric()
-    return SearchSpec(
-        space={k: dim.model_dump(exclude_none=True) for k, dim in s.space.items()},
-        num_samples=s.num_samples,
-        max_concurrent_trials=s.max_concurrent_trials,
-        grace_period=s.grace_period,
-        reduction_factor=s.reduction_factor,
-        metric=metric,
-        mode=mode,
-        seed=params.train.seed,
-    )
+from pipelines.stages.train_jobs import check_search, data_fingerprint, make_job, searched_job
 
 
 def write_history(path: Path, rows: list[dict[str, float]]) -> None:
@@ -124,27 +30,6 @@ def write_history(path: Path, rows: list[dict[str, float]]) -> None:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-
-
-def check_search(dataset: str, params: DatasetParams, compute: ComputeParams, meta: dict, jobs: dict):
-    """The search of this dataset (None when off), checked before anything starts; returns (search, spec)."""
-    from models.task_kinds import get_task
-
-    search = params.train.search if params.train.search is not None and params.train.search.enabled else None
-    if search is None:
-        return None, None
-    spec = search_spec(params)
-    cand = params.train.candidates[search.candidate]
-    for dim_key, dim in search.space.items():  # every edge of the space makes a job (task, loss, monitor)
-        for value in dim.values if dim.type == "choice" else []:
-            searched_job(dataset, search.candidate, cand, params, compute, meta, "", {dim_key: value})
-    known = get_task(meta["task"]).logged_metrics() | {jobs[search.candidate].monitor}
-    if spec.metric not in known:
-        raise PipelineInputError(
-            f"datasets.{dataset}.train.search.metric: {spec.metric!r} is not logged for a {meta['task']} task; "
-            f"use one of {sorted(known)}"
-        )
-    return search, spec
 
 
 def scaling_for(compute: ComputeParams, in_process: bool = False):

@@ -86,16 +86,18 @@ def download(uri: str, local_file: Path) -> Path:
 
 
 def delete_file(uri: str) -> None:
-    fs, path = _fs(uri)
-    try:
-        fs.delete_file(path)
-    except (FileNotFoundError, OSError):
-        pass
+    """Remove a file if it is there (gone already is fine)."""
+    _delete(uri, "delete_file")
 
 
 def delete_dir(uri: str) -> None:
+    """Remove a folder and everything in it if it is there (gone already is fine)."""
+    _delete(uri, "delete_dir")
+
+
+def _delete(uri: str, method: str) -> None:
     fs, path = _fs(uri)
     try:
-        fs.delete_dir(path)
+        getattr(fs, method)(path)
     except (FileNotFoundError, OSError):
         pass
