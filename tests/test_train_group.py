@@ -86,7 +86,7 @@ def test_when_every_candidate_fails_the_stage_refuses_and_writes_nothing(in_tmp,
 
 def test_local_mode_trains_the_same_weights_as_one_ray_worker(in_tmp, ray_instance):
     """`auto` (Ray Train's local mode, in this process) and `num_workers: 1` (a Ray worker group) are the same
-    training: same shards, threads and seeds, dropout drawing the same masks, so the same curve to the last bit."""
+    training: same shards, threads and seeds, dropout drawing the same masks, so the same best metrics to the bit."""
     dropped = {"fnn": {"family": "fnn", "hidden": [32], "dropout": 0.3}}
     curves = {}
     for workers in ("auto", 1):
