@@ -86,18 +86,16 @@ def download(uri: str, local_file: Path) -> Path:
 
 
 def delete_file(uri: str) -> None:
-    """Remove a file if it is there (gone already is fine)."""
-    _delete(uri, "delete_file")
+    fs, path = _fs(uri)
+    try:
+        fs.delete_file(path)
+    except (FileNotFoundError, OSError):
+        pass
 
 
 def delete_dir(uri: str) -> None:
-    """Remove a folder and everything in it if it is there (gone already is fine)."""
-    _delete(uri, "delete_dir")
-
-
-def _delete(uri: str, method: str) -> None:
     fs, path = _fs(uri)
     try:
-        getattr(fs, method)(path)
+        fs.delete_dir(path)
     except (FileNotFoundError, OSError):
         pass
