@@ -12,6 +12,27 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where /proc allows (os.umask can only set it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_if_created(path: Path, directory: bool = False) -> None:
+    """Give a mkstemp/mkdtemp path (0600/0700) the mode open()/mkdir() would have: 0666/0777 less the umask.
+
+    Without it every file written through a temp path is private to its owner, and a registry or a
+    DVC workspace on a shared volume becomes unreadable to the rest of a team."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temp path beside `target`; on success rename it over `target`."""
@@ -20,6 +41,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    as_if_created(tmp_path)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -33,6 +55,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    as_if_created(tmp, directory=True)
     try:
         yield tmp
         if target.exists():

@@ -45,6 +45,11 @@ class DatasetPaths:
     def prepared_meta(self) -> Path:
         return self.prepared_dir / "meta.json"
 
+    @property
+    def test_inputs(self) -> Path:
+        """Tables: the test split's rows before preprocessing (another version's preprocessing can read them)."""
+        return self.prepared_dir / "test_inputs.parquet"
+
     def split_file(self, split: str) -> Path:
         """The compact array file of one split: train, val or test."""
         return self.prepared_dir / f"{split}.npz"

@@ -65,7 +65,7 @@ def test_a_section_the_stage_does_not_declare_cannot_be_read(params_file):
     params_file()
     params, _ = pipeline_and_dataset("evaluate", ["digits"])
     assert params.evaluate.batch_size == 1024
-    assert isinstance(params.register, NotRead)
+    assert isinstance(params.train, NotRead)
     with pytest.raises(RuntimeError, match=r"stage 'evaluate' read datasets.digits.train.epochs, which it does not"):
         params.datasets["digits"].train.epochs  # noqa: B018
 

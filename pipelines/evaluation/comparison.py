@@ -61,6 +61,11 @@ def _row(name: str, scores: dict, keys: list[str]) -> str:
     return f"| {name} | " + " | ".join(_cell(scores.get(k)) for k in keys) + " |"
 
 
+def champion_label(champion: dict) -> str:
+    """The champion's row name: `champion: v3 (production)`."""
+    return f"champion: v{champion['version']} ({champion['alias']})"
+
+
 def comparison_table(report: dict) -> str:
     """A Markdown table of the scalar test metrics of every candidate, then every baseline (same columns), then
     the failed candidates; below it, each baseline no candidate beats and why each failed candidate failed."""
@@ -74,11 +79,16 @@ def comparison_table(report: dict) -> str:
     ]
     lines += [_row(name, report["candidates"][name], keys) for name in names]
     lines += [_row(f"baseline: {name}", scores, keys) for name, scores in report.get("baselines", {}).items()]
+    champion = report.get("champion")
+    if champion and champion.get("comparable"):
+        lines.append(_row(champion_label(champion), champion, keys))
     failed = report.get("failed_candidates", {})
     lines += [_row(f"{name} (failed)", {}, keys) for name in failed]
     lines.append("")
     lines += [f"**{unbeaten_message(entry)}.**" for entry in unbeaten(report)]
     lines += [f"- {name} failed in training and was not evaluated: {error}" for name, error in failed.items()]
+    if champion and not champion.get("comparable"):
+        lines.append(f"- {champion['reason']}")
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -91,6 +101,11 @@ def log_lines(dataset: str, report: dict, plots_dir: str) -> list[str]:
         shown = [k for k in (f"val/{primary}", f"test/{primary}") if isinstance(scores.get(k), float)]
         shown = shown or [k for k, v in scores.items() if isinstance(v, float)][:2]  # e.g. a baseline's only metric
         lines.append(f"evaluate[{dataset}]: {what}: " + ", ".join(f"{k}={scores[k]:.4f}" for k in shown))
+    champion = report.get("champion")
+    if champion:
+        key = f"test/{primary}"
+        shown = f"{key}={champion[key]:.4f} on this test split" if champion.get("comparable") else champion["reason"]
+        lines.append(f"evaluate[{dataset}]: {champion_label(champion)}: {shown}")
     for name, error in report.get("failed_candidates", {}).items():
         lines.append(f"evaluate[{dataset}]: {name} FAILED in training, not evaluated: {error}")
     lines += [f"evaluate[{dataset}]: {unbeaten_message(entry)}" for entry in unbeaten(report)]

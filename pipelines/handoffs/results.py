@@ -84,6 +84,10 @@ class EvaluationReport(_Handoff):
     # {"candidate": name, "test/<metric>": value...}: the best candidate's scalar test metrics,
     # one `dvc exp show` column each (`best.test/accuracy`).
     best: dict[str, Any]
+    # The version the promote alias pointed to, scored on this run's test split (pipelines/evaluation/champion.py):
+    # {"version", "alias", "comparable": True, "test/<metric>"...} or {..., "comparable": False, "reason"};
+    # None when the alias was not set.
+    champion: dict[str, Any] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -115,6 +119,8 @@ class ModelCard(_Handoff):
     params: dict[str, Any] = {}
     plots: list[str] | str | None = None
     lineage: dict[str, Any] = {}
+    signature: dict[str, Any] | None = None  # what every version of the name shares (pipelines/registry/model_line)
+    champion: dict[str, Any] | None = None  # the alias's version when this one registered, on the same test split
 
     @model_validator(mode="before")
     @classmethod

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.atomic import read_json
-from pipelines.evaluation.comparison import unbeaten, unbeaten_message
+from pipelines.evaluation.comparison import champion_label, unbeaten, unbeaten_message
 from pipelines.handoffs import upgrade_report
 from pipelines.paths import DatasetPaths
 from pipelines.registry.card import render_markdown
@@ -86,6 +86,10 @@ def metrics_rows(root: Path, dataset: str) -> list[dict[str, Any]]:
         rows.append(
             {"candidate": name, "family": "baseline", "best": ""} | {k: _number(scores.get(k)) for k in columns}
         )
+    champion = report.get("champion")
+    if champion and champion.get("comparable"):  # the version the alias points to, on this run's test split
+        row = {"candidate": champion_label(champion), "family": "champion", "best": ""}
+        rows.append(row | {k: _number(champion.get(k)) for k in columns})
     for name in report.get("failed_candidates", {}):
         rows.append({"candidate": name, "family": families.get(name, ""), "best": "failed"} | dict.fromkeys(columns))
     return rows

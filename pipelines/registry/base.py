@@ -152,8 +152,13 @@ def decide_promotion(
     primary_metric: str | None = None,
     mode: Mode | None = None,
     policy: Policy = "better",
+    champion: dict[str, Any] | None = None,
 ) -> Promotion:
-    """Whether `alias` should move from `current` to `version`: a pure function of the two cards."""
+    """Whether `alias` should move from `current` to `version`: a pure function of what it is given.
+
+    `champion` is the alias's version scored on the new version's own test split (a run's evaluate:
+    pipelines/evaluation/champion.py); the decision is then taken on those two scores, on the same data.
+    Without it (a promotion by hand) the two cards' test metrics are compared, each on its own test split."""
     if policy not in ("better", "always"):
         raise RegistryError(f"unknown promotion policy {policy!r}: use 'better' or 'always'")
     if mode not in (None, "max", "min"):
@@ -169,11 +174,21 @@ def decide_promotion(
     if not metric:
         raise RegistryError(f"{name} v{version}: the card names no primary_metric; pass primary_metric=")
     mode = mode or _metric_mode(card, metric)
-    new, old = _test_metric(card, metric), _test_metric(current_card, metric)
+    new = _test_metric(card, metric)
+    if champion is None:
+        old, where = _test_metric(current_card, metric), "each on its own test split"
+    elif champion.get("version") != current:
+        reason = f"{alias} moved to v{current} after v{champion.get('version')} was scored"
+        return Promotion(False, reason=reason, **base)
+    elif not champion.get("comparable"):
+        reason = f"{champion.get('reason')}; 'better' cannot be decided on different data: promote by hand if wanted"
+        return Promotion(False, reason=reason, **base)
+    else:
+        old, where = float(champion[metric if "/" in metric else f"test/{metric}"]), "on the same test split"
     better = new > old if mode == "max" else new < old
     relation = ">" if new > old else "<" if new < old else "="
     reason = (
-        f"test {metric} {new:.6g} {relation} {old:.6g} of v{current}, "
+        f"test {metric} {new:.6g} {relation} {old:.6g} of v{current} {where}, "
         f"{'higher' if mode == 'max' else 'lower'} is better"
     )
     return Promotion(better, reason=reason, metric=metric, value=new, previous_value=old, **base)
@@ -256,6 +271,46 @@ class ModelRegistry(abc.ABC):
         write_json(dest / CARD_NAME, mv.card)
         return ModelVersion(mv.name, mv.version, dest, mv.card, mv.uri)
 
+    # -- publishing a run's model: idempotent, one kind of model per name ------------------------
+
+    def line_signature(self, name: str) -> tuple[dict[str, Any] | None, str]:
+        """The signature the name's versions share (the newest card's), and which versions hold it."""
+        versions = self.list_versions(name)
+        if not versions:
+            return None, "no versions"
+        held = f"v{versions[0]}" if len(versions) == 1 else f"v{versions[0]}-v{versions[-1]}"
+        return self._read_card(name, versions[-1]).get("signature"), held
+
+    def check_model_line(self, name: str, signature: dict[str, Any], dataset: str) -> None:
+        """Refuse (ModelLineMismatch, exit 2) a model of another task, class set or input schema under `name`."""
+        from pipelines.registry.model_line import check_line
+
+        held, versions = self.line_signature(check_model_name(name))
+        check_line(name, held, versions, signature, dataset)
+
+    def find_published(self, name: str, sha256: str, data: dict[str, Any] | None) -> int | None:
+        """The version that already holds this checkpoint trained on this data (a re-run after a crash), or None."""
+        for number in reversed(self.list_versions(name)):
+            card = self._read_card(name, number)
+            if card.get("sha256") == sha256 and (card.get("lineage") or {}).get("data") == data:
+                return number
+        return None
+
+    def publish(
+        self, name: str, checkpoint: str | Path, card: dict[str, Any], dataset: str
+    ) -> tuple[ModelVersion, bool]:
+        """(the version, whether it is new): register `checkpoint` unless a version already holds it.
+
+        Re-running register after a crash (or a DVC stage that ran again on the same outputs) finds the
+        version it published before, by checkpoint sha256 and data lineage, instead of publishing a copy.
+        A model of another kind than the name's versions is refused before anything is written."""
+        if card.get("signature") is not None:
+            self.check_model_line(name, card["signature"], dataset)
+        existing = self.find_published(name, sha256_file(checkpoint), (card.get("lineage") or {}).get("data"))
+        if existing is not None:
+            return self.get(name, existing, verify=True), False
+        return self.register(name, checkpoint, card), True
+
     def set_alias(self, name: str, alias: str, version: int) -> None:
         check_alias_name(alias)
         self._read_card(name, version)  # the version must exist
@@ -269,8 +324,11 @@ class ModelRegistry(abc.ABC):
         primary_metric: str | None = None,
         mode: Mode | None = None,
         policy: Policy = "better",
+        champion: dict[str, Any] | None = None,
     ) -> Promotion:
         """Point `alias` at `version` if its test metric beats the alias's current version.
+
+        `champion`: the alias's version scored on this version's test split (see decide_promotion).
 
         The metric and its direction come from the cards (card["primary_metric"],
         card["mode"] or the task's primary metric) unless given. policy="always"
@@ -286,7 +344,16 @@ class ModelRegistry(abc.ABC):
                 cards[current] = self._read_card(name, current)
             outcome[:] = [
                 decide_promotion(
-                    name, alias, version, cards[version], current, cards.get(current), primary_metric, mode, policy
+                    name,
+                    alias,
+                    version,
+                    cards[version],
+                    current,
+                    cards.get(current),
+                    primary_metric,
+                    mode,
+                    policy,
+                    champion,
                 )
             ]
             return {**aliases, alias: version} if outcome[0].promoted else None

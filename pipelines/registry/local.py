@@ -46,6 +46,8 @@ from pipelines.registry.base import (  # noqa: F401
     verify_checkpoint,
 )
 
+STAGING_PREFIX = ".staging-"
+
 
 class LocalModelRegistry(ModelRegistry):
     def __init__(self, root: str | Path):
@@ -67,8 +69,8 @@ class LocalModelRegistry(ModelRegistry):
     def register(self, name: str, checkpoint: str | Path, card: dict[str, Any]) -> ModelVersion:
         versions = self._versions_dir(name)
         versions.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=versions))
-        try:
+        _sweep_stale_staging(versions)
+        with _staging(versions) as staging:
             shutil.copyfile(checkpoint, staging / CHECKPOINT_NAME)
             digest = sha256_file(staging / CHECKPOINT_NAME)
             while True:
@@ -83,8 +85,6 @@ class LocalModelRegistry(ModelRegistry):
                     raise
                 path = versions / f"v{number}"
                 return ModelVersion(name, number, path, full_card, str(path))
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
     def _read_card(self, name: str, version: int) -> dict[str, Any]:
         path = self._versions_dir(name) / f"v{version}" / CARD_NAME
@@ -118,10 +118,52 @@ class LocalModelRegistry(ModelRegistry):
 
     def _update_aliases(self, name: str, update: AliasUpdate) -> None:
         with self._alias_lock(name):
+            for leftover in (self.root / name).glob(f".{ALIASES_NAME}.*.tmp"):
+                leftover.unlink(missing_ok=True)  # a write killed before its rename: no writer holds it now
             current = self.aliases(name)
             new = update(dict(current))
             if new is not None and new != current:
                 write_json(self.root / name / ALIASES_NAME, new)  # temp + os.replace: readers never see half
+
+
+@contextlib.contextmanager
+def _staging(versions: Path) -> Iterator[Path]:
+    """A staging directory held under an flock for as long as its registration runs.
+
+    The lock file `.staging-X.lock` is created and locked before the directory `.staging-X` exists, so a
+    later sweep can tell a live registration (its lock is held) from one that was killed (nobody holds it).
+    The directory is made with mkdir, so the published version has the mode the umask gives."""
+    fd, lock_name = tempfile.mkstemp(prefix=STAGING_PREFIX, suffix=".lock", dir=versions)
+    lock_path = Path(lock_name)
+    staging = lock_path.with_suffix("")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        staging.mkdir()
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when it was published (renamed)
+        lock_path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _sweep_stale_staging(versions: Path) -> None:
+    """Remove what killed registrations left (staging directories, half-copied checkpoints); keep live ones."""
+    for entry in versions.glob(f"{STAGING_PREFIX}*"):
+        lock_path = entry if entry.suffix == ".lock" else entry.with_name(entry.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR)
+        except FileNotFoundError:  # a directory whose registration was killed after removing its lock
+            shutil.rmtree(entry, ignore_errors=True)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a registration in progress
+        else:
+            shutil.rmtree(lock_path.with_suffix(""), ignore_errors=True)
+            lock_path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 def open_registry(
@@ -136,3 +178,10 @@ def open_registry(
     if "://" in text:
         raise RegistryError(f"unsupported registry location {text!r}: use a local path or s3://bucket/prefix")
     return LocalModelRegistry(Path(text).expanduser())
+
+
+def open_configured(location: str) -> ModelRegistry:
+    """The registry `register.registry` names: s3://..., or a path relative to the project root."""
+    from pipelines import paths
+
+    return open_registry(location if "://" in location else paths.absolute(location))

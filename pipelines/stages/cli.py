@@ -18,13 +18,21 @@ from pipelines.paths import PARAMS_FILE
 # "{dataset}" is the dataset the stage runs for; a bare name is a section shared by every dataset.
 READS: dict[str, tuple[str, ...]] = {
     "ingest": ("datasets.{dataset}.modality", "datasets.{dataset}.ingest"),
-    # the modality picks the preprocessing, which reads the label column and the other ingest choices
-    "prepare": ("datasets.{dataset}.modality", "datasets.{dataset}.ingest", "datasets.{dataset}.prepare"),
+    # the modality picks the preprocessing, which reads the label column and the other ingest choices;
+    # the model name and registry: a model of another kind than the name's versions is refused before training
+    "prepare": (
+        "datasets.{dataset}.modality",
+        "datasets.{dataset}.ingest",
+        "datasets.{dataset}.prepare",
+        "datasets.{dataset}.register",
+        "register",
+    ),
     # the modality is read to check every candidate's family can learn from the data
     "train": ("datasets.{dataset}.modality", "datasets.{dataset}.train", "train"),
-    "evaluate": ("evaluate",),
+    # the model name, registry and promote alias: the alias's current version is scored on the same test split
+    "evaluate": ("evaluate", "datasets.{dataset}.register", "register"),
     # the model card records the dataset's whole config and the compute it trained with
-    "register": ("datasets.{dataset}", "train", "register"),
+    "register": ("datasets.{dataset}", "train", "register", "evaluate"),
 }
 
 

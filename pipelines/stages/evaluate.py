@@ -13,7 +13,7 @@ import torch
 
 from models.task_kinds import get_task
 from pipelines.atomic import atomic_dir, read_json, write_json
-from pipelines.config import EvaluateParams
+from pipelines.config import EvaluateParams, PipelineParams
 from pipelines.errors import PipelineInputError, cli_entry
 from pipelines.evaluation import plots
 from pipelines.evaluation.baselines import compute_baselines
@@ -102,7 +102,19 @@ def write_test_plots(
         plot(meta, name, pred, x, y, out, scores)
 
 
-def evaluate(dataset: str, params: EvaluateParams) -> dict:
+def champion_of(params: PipelineParams, dataset: str, test: tuple[np.ndarray, np.ndarray]) -> dict | None:
+    """The promote alias's current version scored on this run's test split (None: the alias is not set)."""
+    from pipelines.evaluation.champion import score_champion
+    from pipelines.registry.local import open_configured
+
+    model_name = params.datasets[dataset].register.model_name
+    registry = open_configured(params.register.registry)
+    alias, batch_size = params.register.promote_alias, params.evaluate.batch_size
+    return score_champion(dataset, read_meta(dataset), registry, model_name, alias, test, batch_size)
+
+
+def evaluate(dataset: str, params: EvaluateParams, champion_for=None) -> dict:
+    """Score every candidate and the baselines; `champion_for(test_split)` scores the alias's current version."""
     where = DatasetPaths(dataset)
     meta = read_meta(dataset).dump()
     kind = get_task(meta["task"])
@@ -157,6 +169,7 @@ def evaluate(dataset: str, params: EvaluateParams) -> dict:
                 **{k: v for k, v in candidates[ranked[0]].items() if k.startswith("test/") and isinstance(v, float)},
             },
         ).model_dump()
+        report["champion"] = champion_for(splits["test"]) if champion_for else None
         report["unbeaten_baselines"] = [entry["baseline"] for entry in unbeaten(report)]
         (plot_dir / "comparison.md").write_text(comparison_table(report))
         write_json(out / where.metrics_file.name, report)
@@ -166,7 +179,7 @@ def evaluate(dataset: str, params: EvaluateParams) -> dict:
 @cli_entry
 def main() -> None:
     params, dataset = pipeline_and_dataset("evaluate")
-    report = evaluate(dataset, params.evaluate)
+    report = evaluate(dataset, params.evaluate, lambda test: champion_of(params, dataset, test))
     print("\n".join(log_lines(dataset, report, str(DatasetPaths(dataset).plots_dir))))
 
 

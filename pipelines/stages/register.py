@@ -6,19 +6,26 @@ python -m pipelines.stages.register <dataset>
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from pipelines import paths
 from pipelines.atomic import read_json, write_json
 from pipelines.config import PipelineParams
 from pipelines.errors import PipelineInputError, cli_entry
 from pipelines.handoffs import EvaluationReport, ModelCard, TrainSummary
 from pipelines.paths import DatasetPaths
 from pipelines.registry.lineage import dvc_output_hash, git_commit, package_versions
-from pipelines.registry.local import ModelVersion, open_registry
+from pipelines.registry.local import ModelRegistry, ModelVersion, open_configured
+from pipelines.registry.model_line import signature_of
 from pipelines.stages.cli import pipeline_and_dataset
+from pipelines.stages.prepare import load_split, read_meta
 
 
 def register(params: PipelineParams, dataset: str) -> ModelVersion:
+    """Publish the best candidate (or find the version a killed earlier attempt published) and decide promotion.
+
+    A model of another kind than the name's versions is refused before anything is written (exit 2).
+    Promotion compares the new version with the alias's version on this run's test split (evaluate's
+    `champion`, scored again here if the alias moved since evaluate ran)."""
     where = DatasetPaths(dataset)
     ds = params.datasets[dataset]
     report = EvaluationReport.model_validate(read_json(where.metrics_file))
@@ -30,6 +37,11 @@ def register(params: PipelineParams, dataset: str) -> ModelVersion:
             f"register[{dataset}]: {where.metrics_file}: best_candidate {best!r} is not a trained candidate of "
             f"{where.train_summary} (failed or missing): nothing trained on NaN is registered"
         )
+    name, alias = ds.register.model_name, params.register.promote_alias
+    registry = open_configured(params.register.registry)
+    meta = read_meta(dataset)
+    registry.check_model_line(name, signature_of(meta), dataset)
+    champion = _champion(params, dataset, registry, report.champion)
     card = ModelCard(
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         dataset=dataset,
@@ -52,14 +64,16 @@ def register(params: PipelineParams, dataset: str) -> ModelVersion:
             },
             "packages": package_versions(),
         },
+        signature=signature_of(meta),
+        champion=champion,  # the version it was compared with, scored on the same test split
     ).model_dump(exclude_none=True)  # name, version and sha256 are the registry's to fill in
-    location = params.register.registry
-    registry = open_registry(location if "://" in location else paths.absolute(location))
-    version = registry.register(ds.register.model_name, where.candidate_checkpoint(best), card)
+    version, created = registry.publish(name, where.candidate_checkpoint(best), card, dataset)
+    if not created:
+        print(f"register[{dataset}]: {name} v{version.version} already holds this checkpoint: not published again")
     promotion = None
     if params.register.promote_policy != "never":
         promotion = registry.promote(
-            version.name, version.version, params.register.promote_alias, policy=params.register.promote_policy
+            name, version.version, alias, policy=params.register.promote_policy, champion=champion
         )
         print(f"register[{dataset}]: {promotion}")
     write_json(
@@ -72,10 +86,26 @@ def register(params: PipelineParams, dataset: str) -> ModelVersion:
             "path": str(version.path),
             "sha256": version.card["sha256"],
             "candidate": best,
-            "promoted_to": params.register.promote_alias if promotion and promotion.promoted else None,
+            "new_version": created,
+            "promoted_to": alias if promotion and promotion.promoted else None,
         },
     )
     return version
+
+
+def _champion(
+    params: PipelineParams, dataset: str, registry: ModelRegistry, scored: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Evaluate's score of the alias's version on this test split, scored again if the alias has moved since."""
+    name, alias = params.datasets[dataset].register.model_name, params.register.promote_alias
+    current = registry.aliases(name).get(alias)
+    if current is None or (scored is not None and scored.get("version") == current):
+        return scored if current is not None else None
+    from pipelines.evaluation.champion import score_champion
+
+    test = load_split(dataset, "test")
+    print(f"register[{dataset}]: {alias} is v{current}, not the version evaluate scored: scoring v{current}")
+    return score_champion(dataset, read_meta(dataset), registry, name, alias, test, params.evaluate.batch_size)
 
 
 @cli_entry

@@ -56,4 +56,6 @@ def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: di
     }
     if prep.embeddings():
         meta["embeddings"] = prep.embeddings()
+    # The test rows as ingest typed them: another version's preprocessing (a champion's) encodes them too.
+    arrays["test_inputs"] = table.iloc[splits["test"]][features].reset_index(drop=True)
     return arrays, meta
