@@ -207,3 +207,29 @@ def check_cli(location: str, tmp_path: Path) -> None:
     ):
         bad = cli(location, *args, check=False)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
+def register_then_crash_mid_copy(barrier: Any, location: str, src: str) -> None:
+    """Local backend: be killed while the checkpoint is being copied into the staging directory."""
+    import shutil
+
+    def half_then_die(source: str, dest: str, *args: Any, **kwargs: Any) -> None:
+        Path(dest).write_bytes(Path(source).read_bytes()[:1])
+        die()
+
+    shutil.copyfile = half_then_die  # type: ignore[assignment]
+    open_registry(location).register("m", src, card(0.99))
+
+
+def publish_then_crash_before_alias(barrier: Any, location: str, src: str) -> None:
+    """register's order: publish the version, then be killed before the alias moves."""
+    registry = open_registry(location)
+    registry.publish("m", src, card(0.99), "digits")
+    die()
+
+
+def register_and_promote_with_umask(barrier: Any, location: str, src: str, umask: int) -> None:
+    os.umask(umask)
+    registry = open_registry(location)
+    version, _ = registry.publish("m", src, card(0.9), "digits")
+    registry.promote("m", version.version)

@@ -64,7 +64,10 @@ from registry_helpers import (  # noqa: E402
     check_promotion,
     check_register_get_list_download,
     checkpoint,
+    publish_then_crash_before_alias,
+    register_and_promote_with_umask,
     register_then_crash_before_rename,
+    register_then_crash_mid_copy,
     run_processes,
 )
 
@@ -134,6 +137,82 @@ def test_a_registration_killed_before_publishing_leaves_no_version(tmp_path):
     assert reg.list_versions("m") == [1] and reg.aliases("m") == {"production": 1}
     assert reg.get("m").checkpoint.read_bytes() == b"good"
     assert reg.register("m", tmp_path / "b.pt", card(0.6)).version == 2  # the leftover staging dir is in nobody's way
+    assert not list((tmp_path / "reg" / "m" / "versions").glob(".staging-*"))  # and it was swept
+
+
+def test_a_registration_killed_mid_copy_leaves_a_partial_file_the_next_one_sweeps(tmp_path):
+    location = str(tmp_path / "reg")
+    versions = tmp_path / "reg" / "m" / "versions"
+    src = checkpoint(tmp_path / "a.pt", b"model bytes" * 100)
+    assert run_processes(register_then_crash_mid_copy, [(location, str(src))]) == [-9]
+    partial = [p for p in versions.glob(".staging-*/model.pt")]
+    assert partial and partial[0].stat().st_size == 1  # what a kill inside the write leaves
+    reg = LocalModelRegistry(location)
+    assert reg.list_versions("m") == []
+    assert reg.register("m", src, card(0.5)).version == 1
+    assert sorted(p.name for p in versions.iterdir()) == ["v1"]
+
+
+def test_publish_finds_the_version_a_killed_register_published_instead_of_copying_it(tmp_path):
+    """Killed after publishing and before the alias moved: the re-run promotes that version, not a copy of it."""
+    location = str(tmp_path / "reg")
+    src = checkpoint(tmp_path / "a.pt", b"trained")
+    assert run_processes(publish_then_crash_before_alias, [(location, str(src))]) == [-9]
+    reg = LocalModelRegistry(location)
+    assert reg.list_versions("m") == [1] and reg.aliases("m") == {}
+    version, created = reg.publish("m", src, card(0.99), "digits")
+    assert (version.version, created) == (1, False)
+    assert reg.promote("m", version.version).promoted and reg.aliases("m") == {"production": 1}
+    # The same checkpoint trained on other data, or another checkpoint, is a new version.
+    other_data = card(0.99, lineage={"data": {"source": "sklearn:other"}})
+    assert reg.publish("m", src, other_data, "digits")[0].version == 2
+    assert reg.publish("m", checkpoint(tmp_path / "b.pt", b"retrained"), card(0.99), "digits")[0].version == 3
+
+
+def test_a_shared_registry_follows_the_umask(tmp_path):
+    """umask 002 (a team's shared volume): every file and folder a registration writes is group-writable."""
+    location = str(tmp_path / "reg")
+    src = checkpoint(tmp_path / "a.pt", b"trained")
+    assert run_processes(register_and_promote_with_umask, [(location, str(src), 0o002)]) == [0]
+    model = tmp_path / "reg" / "m"
+    modes = {p.relative_to(model).as_posix(): p.stat().st_mode & 0o777 for p in [model, *model.rglob("*")]}
+    assert modes.pop(".aliases.lock") == 0o664 and modes.pop(".") == 0o775
+    assert modes == {
+        "aliases.json": 0o664,
+        "versions": 0o775,
+        "versions/v1": 0o775,
+        "versions/v1/model.pt": 0o664,
+        "versions/v1/card.json": 0o664,
+    }, modes
+
+
+def test_a_name_holds_one_kind_of_model(tmp_path):
+    from pipelines.registry.model_line import ModelLineMismatch
+
+    reg = LocalModelRegistry(tmp_path / "reg")
+    classifier = {
+        "modality": "table",
+        "task": "binary",
+        "input_shape": [30],
+        "classes": [0, 1],
+        "inputs": [{"name": "mean radius", "type": "number"}],
+    }
+    regression = {
+        "modality": "table",
+        "task": "regression",
+        "input_shape": [10],
+        "inputs": [{"name": "age", "type": "number"}],
+    }
+    reg.publish("m", checkpoint(tmp_path / "a.pt", b"one"), card(0.9, signature=classifier), "tabular")
+    with pytest.raises(
+        ModelLineMismatch,
+        match=r"model name 'm' holds v1 of binary on a table of 1 columns .*"
+        r"this run would register regression on a table .*-S datasets.tabular.register.model_name=",
+    ):
+        reg.publish("m", checkpoint(tmp_path / "b.pt", b"two"), card(0.9, signature=regression), "tabular")
+    assert reg.list_versions("m") == [1]
+    wider = {**classifier, "input_shape": [31]}  # another preprocessing of the same columns is the same line
+    assert reg.publish("m", checkpoint(tmp_path / "c.pt", b"three"), card(0.9, signature=wider), "tabular")[1]
 
 
 def test_cli_list_show_promote_download(tmp_path):

@@ -31,6 +31,7 @@ from pipelines.atomic import read_json
 from pipelines.evaluation.comparison import champion_label, unbeaten, unbeaten_message
 from pipelines.handoffs import upgrade_report
 from pipelines.paths import DatasetPaths
+from pipelines.registry.base import RegistryError
 from pipelines.registry.card import render_markdown
 from pipelines.registry.local import open_registry
 
@@ -139,6 +140,28 @@ def plots_markdown(root: Path, dataset: str) -> str:
     for path in pngs + ([comparison] if comparison.exists() else []):
         lines.append(f"- [{path.name}]({path.as_uri()}) `{path}`")
     return "\n".join(lines) + "\n"
+
+
+def registered_version_missing(root: Path, dataset: str, registry_location: str) -> str | None:
+    """Why the version data/register/<dataset>.json records is not in the registry (None when it is).
+
+    The registry is a side effect DVC cannot see: a deleted `data/registry`, or a teammate's clone pointed at
+    another registry, leaves register "unchanged" to DVC while the registry lacks what it recorded."""
+    where = DatasetPaths(dataset)
+    if not (root / where.registered_file).exists():
+        return None  # register has not run yet: DVC will run it
+    registered = read_json(root / where.registered_file)
+    location = _registry_location(root, registry_location)
+    try:
+        card = open_registry(location).get_card(registered["name"], registered["version"])
+    except RegistryError as exc:
+        return f"{where.registered_file} records {registered['name']} v{registered['version']}, but {exc}"
+    if card.get("sha256") != registered.get("sha256"):
+        return (
+            f"{where.registered_file} records {registered['name']} v{registered['version']} with sha256 "
+            f"{str(registered.get('sha256'))[:12]}..., registry {location} holds another checkpoint under that version"
+        )
+    return None
 
 
 def model_markdown(root: Path, dataset: str, registry_location: str, reused: bool = False) -> tuple[str, str]:

@@ -47,7 +47,12 @@ from pipelines.config import PipelineParams, load_params
 from pipelines.evaluation.comparison import unbeaten, unbeaten_message
 from pipelines.handoffs import upgrade_report
 from pipelines.orchestration import lanes, ray_head
-from pipelines.orchestration.artifacts import publish_dataset, publish_profile, publish_summary
+from pipelines.orchestration.artifacts import (
+    publish_dataset,
+    publish_profile,
+    publish_summary,
+    registered_version_missing,
+)
 from pipelines.orchestration.dvc_ops import (
     default_remote,
     recorded_stages,
@@ -219,6 +224,11 @@ def _run_chains(
             run_ray.start_soon()  # this chain's train stage follows; Ray starts while the chain prepares
         if step == "ingest" and (root / paths.DatasetPaths(dataset).raw_profile).exists():
             publish_profile_artifact(dataset, str(root))
+        if step == "register" and results[stage]["skipped"]:
+            missing = registered_version_missing(root, dataset, params.register.registry)
+            if missing:
+                get_run_logger().warning(f"{stage}: {missing}; registering again")
+                results[stage] = run_stage(stage, str(root), force=True)
         if step == "register":
             publish_artifacts(dataset, str(root), params.register.registry, reused=results[stage]["skipped"])
 

@@ -133,11 +133,16 @@ def _staging(versions: Path) -> Iterator[Path]:
     The lock file `.staging-X.lock` is created and locked before the directory `.staging-X` exists, so a
     later sweep can tell a live registration (its lock is held) from one that was killed (nobody holds it).
     The directory is made with mkdir, so the published version has the mode the umask gives."""
-    fd, lock_name = tempfile.mkstemp(prefix=STAGING_PREFIX, suffix=".lock", dir=versions)
+    while True:
+        fd, lock_name = tempfile.mkstemp(prefix=STAGING_PREFIX, suffix=".lock", dir=versions)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(lock_name).st_ino == os.fstat(fd).st_ino:
+                break
+        os.close(fd)  # a concurrent sweep took the lock file between its creation and our lock: take another
     lock_path = Path(lock_name)
     staging = lock_path.with_suffix("")
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         staging.mkdir()
         yield staging
     finally:
