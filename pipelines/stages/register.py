@@ -88,6 +88,7 @@ def register(params: PipelineParams, dataset: str) -> ModelVersion:
             "candidate": best,
             "new_version": created,
             "promoted_to": alias if promotion and promotion.promoted else None,
+            "promotion": str(promotion) if promotion else None,
         },
     )
     return version
