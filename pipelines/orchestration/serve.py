@@ -18,16 +18,22 @@ of the `training-pipeline` flow, all on the workspace `--workdir`:
 
 The UI shows each deployment's parameters as a form built from the typed config
 (pipelines/config/) and the server refuses a run whose parameters do not fit it.
-Runs execute in subprocesses of this one; stopping it (Ctrl-C) stops the server it
-started and pauses the schedules.
+Runs execute in subprocesses of this one and send a heartbeat every --heartbeat
+seconds; the automation of pipelines/orchestration/zombies.py (created on the server
+once) marks a run Crashed when its heartbeats stop for --crashed-after seconds (its
+process or this one died, or the server did). Stopping this (Ctrl-C, SIGTERM) pauses
+the schedules, then stops the server it started, within SHUTDOWN_SECONDS.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -35,9 +41,20 @@ from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+from pipelines.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE  # noqa: E402
 from pipelines.orchestration.watch import SOURCE_CHANGED  # noqa: E402  (the event pipelines.orchestration.watch emits)
+from pipelines.orchestration.zombies import (  # noqa: E402
+    HEARTBEAT_SECONDS,
+    MIN_HEARTBEAT_SECONDS,
+    MISSED_HEARTBEATS,
+    default_after,
+    describe,
+    ensure_zombie_automation,
+)
 
 NIGHTLY_CRON = "0 2 * * *"
+SHUTDOWN_SECONDS = 8  # from Ctrl-C or SIGTERM to exit, at most
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # The trigger's `datasets`: the event's dataset, rendered by Prefect when the event arrives
 # (the same explicit Jinja form as prefect.yaml's, where a bare "{{ ... }}" list item would not survive).
 DATASET_FROM_EVENT = {"__prefect_kind": "jinja", "template": "{{ event.payload.dataset }}"}
@@ -112,6 +129,14 @@ def healthy(api_url: str) -> bool:
         return False
 
 
+def _die_with_parent() -> None:
+    """In the server's process, before exec: Linux sends it SIGTERM when this process dies, even of SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_server(host: str, port: int, timeout: float = 180) -> tuple[subprocess.Popen | None, str]:
     """Start `prefect server start` (or find one running) and wait until its API answers."""
     api_url = f"http://{host}:{port}/api"
@@ -129,16 +154,91 @@ def start_server(host: str, port: int, timeout: float = 180) -> tuple[subprocess
         or f"SQLite at {env.get('PREFECT_HOME', '~/.prefect')}/prefect.db"
     )
     print(f"Starting the Prefect server on {host}:{port} ({database.split('@')[-1]}) ...")
-    server = subprocess.Popen([prefect, "server", "start", "--host", host, "--port", str(port)], env=env)
+    # Its own session: a Ctrl-C or SIGTERM sent to the whole group reaches this process only,
+    # which stops the server after the runner has used it to pause the schedules (a server
+    # stopped first left the runner retrying for 70 s). It still dies with this process.
+    server = subprocess.Popen(
+        [prefect, "server", "start", "--host", host, "--port", str(port)],
+        env=env,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
     deadline = time.monotonic() + timeout
     while not healthy(api_url):
         if server.poll() is not None:
             raise SystemExit(f"error: the Prefect server exited with {server.returncode} (is port {port} taken?)")
         if time.monotonic() > deadline:
-            server.terminate()
+            stop_server(server, 5)
             raise SystemExit(f"error: the Prefect server did not answer at {api_url} within {timeout:.0f}s")
         time.sleep(0.5)
     return server, api_url
+
+
+def stop_server(server: subprocess.Popen | None, seconds: float) -> None:
+    """SIGTERM, then SIGKILL if it is still there after `seconds`."""
+    if server is None or server.poll() is not None:
+        return
+    server.terminate()
+    try:
+        server.wait(timeout=max(seconds, 0.5))
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+class Shutdown:
+    """Ctrl-C or SIGTERM: the runner stops (pausing the schedules), then the server; all within SHUTDOWN_SECONDS.
+
+    Past the deadline (the API did not answer: Prefect's client retries for over a minute)
+    the server is stopped and the process exits 75 at once, the schedules left as they were.
+    """
+
+    def __init__(self, api_url: str, server: subprocess.Popen | None, seconds: float = SHUTDOWN_SECONDS) -> None:
+        self.api_url, self.server, self.seconds = api_url, server, seconds
+        self.deadline: float | None = None
+        self.task: asyncio.Task | None = None
+
+    def on_signal(self, signum: int, frame: object = None) -> None:
+        if self.deadline is not None:
+            return  # already stopping: the deadline bounds it
+        self.deadline = time.monotonic() + self.seconds
+        timer = threading.Timer(self.seconds - 1, self._expire)
+        timer.daemon = True
+        timer.start()
+        if self.task is None:
+            raise KeyboardInterrupt  # still starting
+        # As asyncio.run does on Ctrl-C: cancel the runner, which pauses the schedules on its way out.
+        self.task.get_loop().call_soon_threadsafe(self.task.cancel)
+
+    async def serve(self, runner) -> None:
+        self.task = asyncio.current_task()
+        await runner.start()
+
+    def _expire(self) -> None:
+        print(
+            f"error: {self.api_url}: no answer while pausing the schedules; stopped without",
+            file=sys.stderr,
+            flush=True,
+        )
+        stop_server(self.server, 0.5)
+        os._exit(EXIT_UNAVAILABLE)
+
+    def left(self) -> float:
+        return self.seconds if self.deadline is None else self.deadline - time.monotonic() - 1
+
+    def runner(self, heartbeat_seconds: int):
+        """Prefect's Runner (what `prefect.serve` uses), its runs sending heartbeats, stopped by this on SIGTERM."""
+        from prefect.runner import Runner
+
+        shutdown = self
+
+        class ServeRunner(Runner):
+            # Runner.start() installs this for SIGTERM; Prefect's own calls a stop() that
+            # does nothing from a signal handler, then sys.exit(0).
+            def handle_sigterm(self, signum: int, frame: object) -> None:
+                shutdown.on_signal(signum, frame)
+
+        return ServeRunner(heartbeat_seconds=heartbeat_seconds, pause_on_shutdown=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,7 +252,25 @@ def main(argv: list[str] | None = None) -> int:
         "--cron", default=NIGHTLY_CRON, help="schedule of the nightly deployment (default: %(default)s)"
     )
     parser.add_argument("--timezone", default="UTC", help="time zone of --cron (default: %(default)s)")
+    parser.add_argument(
+        "--heartbeat",
+        type=int,
+        default=HEARTBEAT_SECONDS,
+        help="seconds between a run's heartbeats (default: %(default)s; Prefect's minimum is 30)",
+    )
+    parser.add_argument(
+        "--crashed-after",
+        type=int,
+        help=f"seconds without a heartbeat before a run is marked Crashed (default: {MISSED_HEARTBEATS} heartbeats)",
+    )
     args = parser.parse_args(argv)
+    after = args.crashed_after or default_after(args.heartbeat)
+    if args.heartbeat < MIN_HEARTBEAT_SECONDS or after <= args.heartbeat:
+        parser.exit(
+            EXIT_BAD_INPUT,
+            f"error: --heartbeat {args.heartbeat} --crashed-after {after}: expected a heartbeat of at least "
+            f"{MIN_HEARTBEAT_SECONDS} s and more seconds than that before Crashed\n",
+        )
 
     server = None
     api_url = os.environ.get("PREFECT_API_URL")
@@ -162,26 +280,27 @@ def main(argv: list[str] | None = None) -> int:
         server, api_url = start_server(args.host, args.port)
         os.environ["PREFECT_API_URL"] = api_url  # also for the flow-run subprocesses
     ui_url = api_url.removesuffix("/api")
+    shutdown = Shutdown(api_url, server)
+    signal.signal(signal.SIGINT, shutdown.on_signal)
+    signal.signal(signal.SIGTERM, shutdown.on_signal)
     try:
-        from prefect import serve
         from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
         with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_UI_URL: ui_url}):
+            print(describe(after, ensure_zombie_automation(after)))
+            runner = shutdown.runner(args.heartbeat)
             deployments = build_deployments(args.workdir, args.cron, args.timezone)
+            for deployment in deployments:
+                runner.add_deployment(deployment)
             print(
-                f"Serving {len(deployments)} deployments of training-pipeline on {Path(args.workdir).resolve()}; "
-                f"UI: {ui_url}/deployments  (Ctrl-C stops)"
+                f"Serving {len(deployments)} deployments of training-pipeline on "
+                f"{Path(args.workdir).resolve()}; UI: {ui_url}/deployments  (Ctrl-C stops)"
             )
-            serve(*deployments)
-    except KeyboardInterrupt:
+            asyncio.run(shutdown.serve(runner))
+    except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     finally:
-        if server is not None and server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        stop_server(server, shutdown.left())
     return 0
 
 
