@@ -52,9 +52,9 @@ def locked_stages(lock_file: str | Path = paths.DVC_LOCK) -> dict[str, dict]:
     return {}
 
 
-def recorded_output(path: Path, root: Path = Path(".")) -> Recorded | None:
+def recorded_output(path: Path, root: Path = Path("."), locked: dict[str, dict] | None = None) -> Recorded | None:
     """What dvc.lock records for the output at `path` (relative to root), or None if no stage records it."""
-    for stage, entry in locked_stages(root / paths.DVC_LOCK).items():
+    for stage, entry in (locked if locked is not None else locked_stages(root / paths.DVC_LOCK)).items():
         for out in entry.get("outs", []):
             if Path(out["path"]) == path and out.get("md5"):
                 return Recorded(stage, out["path"], out["md5"])
@@ -79,8 +79,9 @@ def verify_inputs(inputs: list[Path], root: Path = Path(".")) -> None:
     Inputs dvc.lock does not record (a stage run outside DVC, before its producer was ever locked) and
     missing ones (the stage itself says what is missing) are not checked.
     """
+    locked = locked_stages(root / paths.DVC_LOCK)
     for path in inputs:
-        recorded = recorded_output(path, root)
+        recorded = recorded_output(path, root, locked)
         if recorded is None or not (root / path).exists():
             continue
         actual = content_hash(root / path)
