@@ -4,7 +4,8 @@ DVC trusts its state database: a file whose inode, mtime and size did not change
 dvc.lock records, and a read-only cache object to be intact. Each test damages a real cache object of a real
 DVC repo in place, the way a bad disk or an edit through a hard-linked cache leaves it (one digit changed;
 inode, size, mode and mtime kept; the workspace file is the same inode, DVC's `hardlink` cache type), checks
-that DVC itself still says everything is up to date, and then that our checks refuse it.
+that DVC itself still says everything is up to date, and then that our checks refuse it. A damaged copy
+on the remote is DVC's own `verify` (committed in .dvc/config): the pull drops it.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def test_a_stage_refuses_an_input_restored_from_a_damaged_cache_object(tmp_path)
 
 
 @pytest.mark.slow
-def test_the_flow_pushes_no_damaged_cache_object_and_does_not_retry(tmp_path, prefect_api):
+def test_the_flow_pushes_no_damaged_cache_object_and_pulls_none(tmp_path, prefect_api):
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -130,5 +131,13 @@ def test_the_flow_pushes_no_damaged_cache_object_and_does_not_retry(tmp_path, pr
     (project / META).unlink()
     run(project, str(BIN / "dvc"), "repro", "prepare@tabular", env=project_env())
     assert push(str(project)).strip()
-    assert (remote / "files/md5" / good[:2] / good[2:]).is_file()
-    assert json.loads((remote / "files/md5" / good[:2] / good[2:]).read_text())["dataset"] == "tabular"
+    pushed = remote / "files/md5" / good[:2] / good[2:]
+    assert json.loads(pushed.read_text())["dataset"] == "tabular"
+
+    # The remote's copy damaged: the committed remote's `verify = true` makes DVC hash what it fetches, so the
+    # flow's `dvc pull --allow-missing` drops it and leaves the output missing (the stage remakes it).
+    damage_in_place(pushed)
+    obj.unlink()
+    (project / META).unlink()
+    run(project, str(BIN / "dvc"), "pull", "--allow-missing", "prepare@tabular", env=project_env())
+    assert not obj.exists() and not (project / META).exists()
