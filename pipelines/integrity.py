@@ -52,17 +52,23 @@ def locked_stages(lock_file: str | Path = paths.DVC_LOCK) -> dict[str, dict]:
     return {}
 
 
+def _checkable(out: dict) -> bool:
+    """An output DVC 3 recorded (`hash: md5`); DVC 2's entries hash text as md5-dos2unix, in another cache."""
+    return out.get("hash") == "md5" and bool(out.get("md5"))
+
+
 def recorded_output(path: Path, root: Path = Path("."), locked: dict[str, dict] | None = None) -> Recorded | None:
     """What dvc.lock records for the output at `path` (relative to root), or None if no stage records it."""
     for stage, entry in (locked if locked is not None else locked_stages(root / paths.DVC_LOCK)).items():
         for out in entry.get("outs", []):
-            if Path(out["path"]) == path and out.get("md5"):
+            if Path(out["path"]) == path and _checkable(out):
                 return Recorded(stage, out["path"], out["md5"])
     return None
 
 
-def content_hash(path: Path) -> str:
-    """The md5 DVC would record for `path` (a directory's `<md5>.dir`), hashed from its bytes: no state DB."""
+def _build(path: Path):
+    """DVC's object for `path`, hashed from its bytes with no state DB: its hash_info is the md5 DVC would record
+    (a directory's `<md5>.dir`, its Tree listing each file's md5)."""
     from dvc_data.hashfile.build import build
     from dvc_data.hashfile.db.local import LocalHashFileDB
     from dvc_objects.fs.local import LocalFileSystem
@@ -70,7 +76,7 @@ def content_hash(path: Path) -> str:
     fs = LocalFileSystem()
     # A fresh LocalHashFileDB has no state database (StateNoop): every file is read; dry_run writes nothing.
     _, _, obj = build(LocalHashFileDB(fs, os.path.abspath(path)), os.path.abspath(path), fs, "md5", dry_run=True)
-    return obj.hash_info.value
+    return obj
 
 
 def verify_inputs(inputs: list[Path], root: Path = Path(".")) -> None:
@@ -84,9 +90,9 @@ def verify_inputs(inputs: list[Path], root: Path = Path(".")) -> None:
         recorded = recorded_output(path, root, locked)
         if recorded is None or not (root / path).exists():
             continue
-        actual = content_hash(root / path)
-        if actual != recorded.md5:
-            raise DamagedData(_describe_input(root, recorded, actual))
+        built = _build(root / path)
+        if built.hash_info.value != recorded.md5:
+            raise DamagedData(_describe_input(root, recorded, built))
 
 
 def verify_cache(stages: list[str], root: Path = Path(".")) -> int:
@@ -98,7 +104,7 @@ def verify_cache(stages: list[str], root: Path = Path(".")) -> int:
     checked = 0
     for stage in stages:
         for out in locked.get(stage, {}).get("outs", []):
-            if not out.get("md5"):
+            if not _checkable(out):
                 continue
             for oid, name in _objects(odb, out["md5"], out["path"]):
                 actual = _object_hash(odb, oid)
@@ -106,7 +112,7 @@ def verify_cache(stages: list[str], root: Path = Path(".")) -> int:
                 if actual is not None and actual != oid.removesuffix(".dir"):
                     raise DamagedData(
                         f"{name}: its cache object {odb.oid_to_path(oid)} is damaged (md5 of its bytes {actual}, "
-                        f"dvc.lock records {oid} for {stage}): not pushed. Remove the object and {out['path']}, "
+                        f"dvc.lock records {oid} for {stage}): not pushed. Remove the object and {name}, "
                         f"then `dvc repro -f {stage}` to remake it (or `dvc pull {stage}` if the remote has it)"
                     )
     return checked
@@ -151,20 +157,14 @@ def _objects(odb, oid: str, out_path: str) -> list[tuple[str, str]]:
     return [(oid, out_path)] + [(md5, f"{out_path}/{rel}") for rel, md5 in sorted(files.items())]
 
 
-def _workspace_files(path: Path) -> dict[str, str]:
-    from dvc_data.hashfile.hash import file_md5
-
-    return {f.relative_to(path).as_posix(): file_md5(str(f)) for f in sorted(path.rglob("*")) if f.is_file()}
-
-
-def _describe_input(root: Path, recorded: Recorded, actual: str) -> str:
+def _describe_input(root: Path, recorded: Recorded, built) -> str:
     """One line: which file differs, its md5 and dvc.lock's, whether the cache object is damaged too, what to do."""
     odb = _cache_odb(root)
-    name, expected, got = recorded.path, recorded.md5, actual
-    if recorded.md5.endswith(".dir"):
+    name, expected, got = recorded.path, recorded.md5, built.hash_info.value
+    if recorded.md5.endswith(".dir") and got.endswith(".dir"):
         files = _recorded_files(odb, recorded.md5)
         if files is not None:
-            here = _workspace_files(root / recorded.path)
+            here = {"/".join(key): hi.value for key, _, hi in built}
             differ = sorted(rel for rel in files.keys() | here.keys() if files.get(rel) != here.get(rel))
             if differ:
                 rel = differ[0]

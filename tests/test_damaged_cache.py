@@ -96,6 +96,22 @@ def test_a_stage_refuses_an_input_restored_from_a_damaged_cache_object(tmp_path)
     assert md5(project / META) == good
     verify_inputs([META.parent], project)
 
+    # A copied workspace file damaged, its cache object intact (DVC's `copy` cache type): `dvc checkout` restores it.
+    run(project, dvc, "config", "--local", "cache.type", "copy", env=env)
+    run(project, dvc, "checkout", "--relink", str(META.parent), env=env)
+    assert obj.stat().st_ino != (project / META).stat().st_ino
+    damage_in_place(project / META)
+    with pytest.raises(DamagedData) as err:
+        verify_inputs([META.parent], project)
+    assert str(err.value).startswith(f"{META}: damaged: md5 of its bytes is {bad}, dvc.lock records {good}")
+    assert str(err.value).endswith(
+        f"remove it and run `dvc checkout {META.parent}` (or `dvc pull prepare@tabular`); "
+        "`dvc commit prepare@tabular` instead if it was changed on purpose"
+    )
+    (project / META).unlink()
+    run(project, dvc, "checkout", str(META.parent), env=env)
+    verify_inputs([META.parent], project)
+
 
 @pytest.mark.slow
 def test_the_flow_pushes_no_damaged_cache_object_and_pulls_none(tmp_path, prefect_api):
