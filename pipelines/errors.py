@@ -4,6 +4,7 @@ Exit 2: bad input (params or data); running it again cannot help.
 Exit 75 (EX_TEMPFAIL): something the stage needs is not available now: a source
 (network error, HTTP 5xx, an S3 endpoint that did not answer) or the workspace (a
 pipeline run holds it); the Prefect flow retries such a stage.
+Exit 1: damaged data: bytes on disk differ from the md5 dvc.lock records (pipelines/integrity.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TypeVar
 T = TypeVar("T")
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 75  # sysexits.h EX_TEMPFAIL: temporary failure, try again later
+EXIT_DAMAGED = 1
 
 
 class PipelineInputError(ValueError):
@@ -26,12 +28,17 @@ class Unavailable(RuntimeError):
     """Something a stage needs is not available now; a later attempt may work (exit 75)."""
 
 
+class DamagedData(RuntimeError):
+    """Bytes on disk differ from the md5 dvc.lock records for them: the message names the file and how to recover."""
+
+
 class SourceUnavailable(Unavailable):
     """A data source that failed in a way a later attempt may not: the message names the source."""
 
 
 def cli_entry(main: Callable[[], T]) -> Callable[[], T]:
-    """Wrap a stage's main(): bad input prints one clear line and exits 2, something unavailable exits 75."""
+    """Wrap a stage's main(): bad input prints one clear line and exits 2, something unavailable exits 75,
+    damaged data exits 1."""
 
     @functools.wraps(main)
     def wrapper() -> T:
@@ -43,5 +50,8 @@ def cli_entry(main: Callable[[], T]) -> Callable[[], T]:
         except Unavailable as err:
             print(f"error: {err} (temporary: trying again may work)", file=sys.stderr)
             raise SystemExit(EXIT_UNAVAILABLE) from None
+        except DamagedData as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(EXIT_DAMAGED) from None
 
     return wrapper

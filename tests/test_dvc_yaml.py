@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.stages.cli import READS, reads_for
+from pipelines.stages.cli import READS, inputs_for, reads_for
 from tests.conftest import ROOT
 
 PACKAGES = ("pipelines", "models")
 # Imported by every stage but unable to change what a stage writes: exit codes and error types, the
-# workspace lock, and the write-then-rename helper. Listing them would re-run everything for a comment.
-NOT_DEPS = {"pipelines/errors.py", "pipelines/workspace.py", "pipelines/atomic.py"}
+# workspace lock, the write-then-rename helper, and the check of the inputs' bytes against dvc.lock.
+# Listing them would re-run everything for a comment.
+NOT_DEPS = {"pipelines/errors.py", "pipelines/workspace.py", "pipelines/atomic.py", "pipelines/integrity.py"}
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
@@ -104,3 +105,10 @@ def test_every_param_a_stage_reads_is_in_its_params(name):
 
 def test_every_stage_declares_what_it_reads():
     assert set(READS) == set(STAGES)
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_every_stage_checks_the_data_deps_it_reads(name):
+    """The stage verifies (stages/cli.py INPUTS, against dvc.lock) exactly the data/ deps dvc.yaml gives it."""
+    deps = {d.replace("${key}", "x") for d in STAGES[name]["do"]["deps"] if d.startswith("data/")}
+    assert {p.as_posix() for p in inputs_for(name, "x")} == deps

@@ -8,7 +8,8 @@
 Order matters for a fast answer: params and the datasets' local sources are checked before
 Prefect, torch or Ray is imported (a bad param is refused in well under a second). Exit codes:
 0 done, 2 bad input (params or data), 75 something unavailable (try again), the failing
-stage's own code otherwise (1), 130 after SIGINT (Ctrl-C), 143 after SIGTERM.
+stage's own code otherwise (1; also a damaged cache object found before the push), 130 after
+SIGINT (Ctrl-C), 143 after SIGTERM.
 
 On SIGINT or SIGTERM the running stages' process groups and the run's Ray instance are
 stopped first (within seconds), then the Prefect run ends Crashed and the process exits. The
@@ -31,7 +32,7 @@ from pathlib import Path
 from pipelines import paths, workspace
 from pipelines.atomic import write_json
 from pipelines.config import PipelineParams, load_params, validate_params
-from pipelines.errors import EXIT_BAD_INPUT, PipelineInputError
+from pipelines.errors import EXIT_BAD_INPUT, EXIT_DAMAGED, DamagedData, PipelineInputError
 from pipelines.orchestration import lanes, ray_head
 from pipelines.orchestration.failures import StageFailed
 from pipelines.orchestration.overrides import parse_overrides
@@ -164,6 +165,9 @@ def _run(params: PipelineParams, args: argparse.Namespace) -> int:
     except StageFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code if err.exit_code in (2, 75) else 1
+    except DamagedData as err:  # a damaged cache object, found before the push
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DAMAGED
     if os.environ.get(TIMINGS_ENV):  # where the time went, for bench/pipeline.py
         timings = {k: result[k] for k in ("stages", "ray_start_s")}
         write_json(os.environ[TIMINGS_ENV], {**timings, "prefect_api_s": prefect_api_s, "flow_s": _since(started)})

@@ -11,11 +11,13 @@ import os
 import re
 import subprocess
 import time
+from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.tasks import exponential_backoff
 
-from pipelines import workspace
+from pipelines import integrity, workspace
+from pipelines.errors import DamagedData
 from pipelines.orchestration import lanes, ray_head
 from pipelines.orchestration.dvc_ops import dvc_bin, stage_env
 from pipelines.orchestration.failures import retry_transient as _retry_transient
@@ -46,6 +48,12 @@ def _ray_env(stage: str, workdir: str) -> dict[str, str]:
 def _retry_unless_stopping(task, task_run, state) -> bool:
     """A transient failure is retried, unless the run is stopping (its stages were stopped on purpose)."""
     return not _stopping.is_set() and _retry_transient(task, task_run, state)
+
+
+def _retry_unless_damaged(task, task_run, state) -> bool:
+    """A remote's failure is retried; damaged data in the cache is not (another attempt finds the same bytes)."""
+    err = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
+    return not isinstance(err, DamagedData)
 
 
 # Both tasks retry a failure from outside them (a remote, a busy lock) with backoff.
@@ -123,14 +131,20 @@ def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
     }
 
 
-@task(name="dvc-sync", task_run_name="dvc-{action}", **RETRIED)
+@task(name="dvc-sync", task_run_name="dvc-{action}", retry_condition_fn=_retry_unless_damaged, **RETRIED)
 def dvc_sync(action: str, workdir: str, stages: list[str]) -> str:
     """`dvc pull` what the chosen stages' recorded outputs need before a run, `dvc push` what they made after.
 
     A remote (S3, a shared directory) is infrastructure: a failure is retried with backoff.
     Pull uses --allow-missing: outputs never pushed are simply recomputed by the stages.
+    Before a push, the cache objects of the stages' outputs are hashed (DVC trusts a read-only object):
+    a damaged one stops the run (DamagedData, not retried) and nothing is pushed.
     """
     logger = get_run_logger()
+    if action == "push":
+        started = time.perf_counter()
+        checked = integrity.verify_cache(stages, Path(workdir))
+        logger.info(f"{checked} cache objects match dvc.lock ({time.perf_counter() - started:.2f} s)")
     cmd = [dvc_bin(), action, *(["--allow-missing"] if action == "pull" else []), *stages]
     proc = subprocess.run(cmd, cwd=workdir, env=stage_env(), capture_output=True, text=True)
     output = ANSI_ESCAPE.sub("", proc.stdout + proc.stderr).strip()

@@ -7,9 +7,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-import yaml
-
 from pipelines import paths
+from pipelines.integrity import locked_stages  # dvc.lock's one reader
 
 PACKAGES = ("torch", "pytorch-lightning", "ray", "torchmetrics", "prefect", "dvc", "numpy", "pandas")
 
@@ -23,14 +22,6 @@ def git_commit() -> dict[str, object]:
     except (subprocess.CalledProcessError, FileNotFoundError):
         # A container image has no .git: its build passes the commit in (infra/Dockerfile).
         return {"commit": os.environ.get("GIT_COMMIT") or None, "dirty": None}
-
-
-def locked_stages(lock_file: str | Path = paths.DVC_LOCK) -> dict[str, dict]:
-    """The stages dvc.lock records ({} when there is no dvc.lock yet): the one reader of that file."""
-    lock_file = Path(lock_file)
-    if not lock_file.exists():
-        return {}
-    return (yaml.safe_load(lock_file.read_text()) or {}).get("stages", {}) or {}
 
 
 def recorded_stages(workdir: str | Path, stages: list[str]) -> list[str]:

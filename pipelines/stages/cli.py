@@ -3,17 +3,23 @@
 READS lists, per stage, the params paths its code reads; dvc.yaml declares the same paths as the
 stage's params (tests/test_dvc_yaml.py checks it), and the stage validates and receives only those,
 so a typo in another dataset's section does not stop it.
+
+INPUTS lists, per stage, the DVC-tracked outputs of earlier stages it reads (dvc.yaml declares them as its
+deps; tests/test_dvc_yaml.py checks it): before the stage reads them, their bytes are checked against
+dvc.lock (pipelines/integrity.py), since DVC itself trusts a file whose size and mtime did not change.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from pipelines import workspace
 from pipelines.config import DatasetParams, PipelineParams, read_params_file
 from pipelines.config.sections import validate_sections
 from pipelines.errors import PipelineInputError
-from pipelines.paths import PARAMS_FILE
+from pipelines.integrity import verify_inputs
+from pipelines.paths import PARAMS_FILE, DatasetPaths
 
 # "{dataset}" is the dataset the stage runs for; a bare name is a section shared by every dataset.
 READS: dict[str, tuple[str, ...]] = {
@@ -36,8 +42,23 @@ READS: dict[str, tuple[str, ...]] = {
 }
 
 
+# DatasetPaths attributes: the data each stage reads that an earlier stage wrote.
+INPUTS: dict[str, tuple[str, ...]] = {
+    "ingest": (),
+    "prepare": ("raw_dir",),
+    "train": ("prepared_dir",),
+    "evaluate": ("prepared_dir", "train_dir"),
+    "register": ("train_dir", "metrics_file"),
+}
+
+
 def reads_for(stage: str) -> tuple[str, ...]:
     return READS[stage]
+
+
+def inputs_for(stage: str, dataset: str) -> list[Path]:
+    where = DatasetPaths(dataset)
+    return [getattr(where, name) for name in INPUTS[stage]]
 
 
 def pipeline_and_dataset(stage: str, argv: list[str] | None = None) -> tuple[PipelineParams, str]:
@@ -50,7 +71,9 @@ def pipeline_and_dataset(stage: str, argv: list[str] | None = None) -> tuple[Pip
         raise PipelineInputError(
             f"usage: python -m pipelines.stages.{stage} <dataset>; datasets in params.yaml: {names}"
         )
-    return validate_sections(data, args[0], READS[stage], str(PARAMS_FILE), stage), args[0]
+    params = validate_sections(data, args[0], READS[stage], str(PARAMS_FILE), stage)
+    verify_inputs(inputs_for(stage, args[0]))  # damaged bytes DVC restored from its cache never reach the stage
+    return params, args[0]
 
 
 def dataset_from_argv(stage: str, argv: list[str] | None = None) -> tuple[str, DatasetParams]:
