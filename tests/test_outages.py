@@ -52,7 +52,8 @@ def dead_s3(dead_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 
 def one_line(endpoint: str, operation: str, target: str) -> str:
-    return rf"^S3 endpoint {re.escape(endpoint)} did not answer \({operation} {re.escape(target)}\S*\) after {ATTEMPTS} attempts in \d+ s$"
+    call = rf"\({operation} {re.escape(target)}\S*\)"
+    return rf"^S3 endpoint {re.escape(endpoint)} did not answer {call} after {ATTEMPTS} attempts in \d+ s$"
 
 
 def test_the_registry_on_an_endpoint_that_does_not_answer_is_unavailable_in_one_line(dead_s3, tmp_path):
