@@ -119,11 +119,12 @@ class RemoteUnavailable(Unavailable):
 def remote_failure(action: str, remote: str, url: str, attempts: int, output: str) -> RemoteUnavailable:
     """The one line for a failed `dvc <action>`: the remote, where it points, and DVC's own error line.
 
-    DVC ends its output with a support banner; the cause is its last `ERROR: ...` line.
+    DVC ends its output with a support banner; the cause is its first `ERROR: ...` line (a pull's
+    "failed to connect to s3 ... - Could not connect to the endpoint URL" before "N files failed to download").
     """
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     errors = [line[len("ERROR:") :].strip() for line in lines if line.startswith("ERROR:")]
-    cause = errors[-1] if errors else (lines[-1] if lines else "no output")
+    cause = errors[0] if errors else (lines[-1] if lines else "no output")
     where = f"{'to' if action == 'push' else 'from'} remote {remote!r} ({url})"
     plural = "s" if attempts != 1 else ""
     return RemoteUnavailable(f"dvc {action} {where} failed after {attempts} attempt{plural}: {cause}")
