@@ -88,41 +88,27 @@ def fetched(source: str) -> Iterator[Path]:
 
 
 def _download_s3(url: str, into: Path) -> Path:
-    import boto3
     import botocore.exceptions
+
+    from pipelines.errors import Unavailable
+    from pipelines.s3_endpoint import s3_client
 
     bucket, _, key = url[len("s3://") :].partition("/")
     if not bucket or not key:
         raise PipelineInputError(f"ingest.source: {url}: expected s3://bucket/key")
     target = into / Path(key).name
     try:
-        boto3.client("s3").download_file(bucket, key, str(target))
-    except botocore.exceptions.ClientError as err:
-        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        if status >= 500 or err.response.get("Error", {}).get("Code") in _S3_TRANSIENT:
-            raise SourceUnavailable(f"ingest.source: {url}: {err}") from None
+        # Bounded retries; an endpoint that does not answer is Unavailable, naming it (pipelines/s3_endpoint.py).
+        s3_client().download_file(bucket, key, str(target))
+    except Unavailable as err:
+        raise SourceUnavailable(f"ingest.source: {err}") from None
+    except botocore.exceptions.ClientError as err:  # a definite answer: no such bucket or key, access denied
         raise PipelineInputError(f"ingest.source: {url}: {err}") from None
     except botocore.exceptions.NoCredentialsError:
         raise PipelineInputError(
             f"ingest.source: {url}: no AWS credentials (set AWS_PROFILE or AWS_ACCESS_KEY_ID)"
         ) from None
-    except (
-        botocore.exceptions.EndpointConnectionError,
-        botocore.exceptions.ConnectTimeoutError,
-        botocore.exceptions.ReadTimeoutError,
-    ) as err:
-        raise SourceUnavailable(f"ingest.source: {url}: {err}") from None
     return target
-
-
-_S3_TRANSIENT = {
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "RequestTimeout",
-    "ServiceUnavailable",
-    "InternalError",
-}
 
 
 def _download_http(url: str, into: Path) -> Path:

@@ -231,11 +231,13 @@ def publish_dataset(root: str | Path, dataset: str, registry_location: str, reus
     return {key: str(value) for key, value in made.items()}
 
 
-def publish_summary(root: str | Path, datasets: list[str]) -> str:
+def publish_summary(root: str | Path, datasets: list[str], registry_location: str) -> str:
+    """The run's table: each dataset's registered version, in the registry params.yaml names (register.registry)."""
     from prefect.artifacts import create_table_artifact
 
     rows = [summary_row(Path(root).resolve(), name) for name in datasets]
-    return str(create_table_artifact(rows, key=SUMMARY_KEY, description="Registered model of each dataset in this run"))
+    description = f"Registered model of each dataset in this run, in {registry_location}"
+    return str(create_table_artifact(rows, key=SUMMARY_KEY, description=description))
 
 
 def publish_profile(root: str | Path, dataset: str) -> str | None:

@@ -7,7 +7,8 @@
 
 Order matters for a fast answer: params and the datasets' local sources are checked before
 Prefect, torch or Ray is imported (a bad param is refused in well under a second). Exit codes:
-0 done, 2 bad input (params or data), 75 something unavailable (try again), the failing
+0 done, 2 bad input (params or data), 75 something unavailable (try again; also a run that
+finished but could not push to the DVC remote: its summary, then "not pushed: ..."), the failing
 stage's own code otherwise (1; also a damaged cache object found before the push), 130 after
 SIGINT (Ctrl-C), 143 after SIGTERM.
 
@@ -32,9 +33,16 @@ from pathlib import Path
 from pipelines import paths, workspace
 from pipelines.atomic import write_json
 from pipelines.config import PipelineParams, load_params, validate_params
-from pipelines.errors import EXIT_BAD_INPUT, EXIT_DAMAGED, DamagedData, PipelineInputError
+from pipelines.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_DAMAGED,
+    EXIT_UNAVAILABLE,
+    DamagedData,
+    PipelineInputError,
+    Unavailable,
+)
 from pipelines.orchestration import lanes, ray_head
-from pipelines.orchestration.failures import StageFailed
+from pipelines.orchestration.failures import NotPushed, StageFailed
 from pipelines.orchestration.overrides import parse_overrides
 from pipelines.orchestration.preflight import check_sources
 
@@ -158,6 +166,7 @@ def _run(params: PipelineParams, args: argparse.Namespace) -> int:
     from pipelines.orchestration.flow import training_pipeline  # Prefect is imported here, after validation
 
     started = time.perf_counter()
+    not_pushed = None
     try:
         result = training_pipeline(
             params=params if args.set else None, datasets=args.dataset, workdir=args.workdir, parallel=args.parallel
@@ -168,9 +177,23 @@ def _run(params: PipelineParams, args: argparse.Namespace) -> int:
     except DamagedData as err:  # a damaged cache object, found before the push
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DAMAGED
+    except NotPushed as err:  # the run is done and its models registered; only the DVC remote is missing them
+        result, not_pushed = err.outcome, str(err)
+    except Unavailable as err:  # e.g. the DVC remote, for outputs the run needs
+        print(f"error: {err} (temporary: trying again may work)", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     if os.environ.get(TIMINGS_ENV):  # where the time went, for bench/pipeline.py
         timings = {k: result[k] for k in ("stages", "ray_start_s")}
         write_json(os.environ[TIMINGS_ENV], {**timings, "prefect_api_s": prefect_api_s, "flow_s": _since(started)})
+    print_summary(result, params.register.registry)
+    if not_pushed:
+        print(f"error: {not_pushed}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    return 0
+
+
+def print_summary(result: dict, registry: str) -> None:
+    """Each dataset's registered version and test score, then where to look."""
     print("\nDone.")
     for name, done in result["datasets"].items():
         reg, primary = done["registered"], done["primary_metric"]
@@ -179,8 +202,7 @@ def _run(params: PipelineParams, args: argparse.Namespace) -> int:
             f"test {primary} {done['best']['test/' + primary]:.4f}"
             f"   plots: {paths.DatasetPaths(name).plots_dir}/"
         )
-    print("Metrics: dvc metrics show   Plots: dvc plots show (or the PNGs above)   Models: data/registry/")
-    return 0
+    print(f"Metrics: dvc metrics show   Plots: dvc plots show (or the PNGs above)   Models: {registry}")
 
 
 def _since(started: float) -> float:

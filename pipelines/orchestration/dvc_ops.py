@@ -58,6 +58,40 @@ def default_remote(workdir: str) -> str | None:
         return repo.config["core"].get("remote")
 
 
+def remote_url(workdir: str, name: str) -> str:
+    """Where the DVC remote `name` points (its url, as configured: .dvc/config, then config.local)."""
+    from dvc.repo import Repo
+
+    with Repo(workdir) as repo:
+        return str(repo.config["remote"].get(name, {}).get("url", "?"))
+
+
+def outputs_here(workdir: str | Path, stages: list[str]) -> bool:
+    """Whether every output dvc.lock records for these stages is in the workspace or in DVC's cache.
+
+    Then a pull has nothing the run needs: if the remote is down, the run can go on without it.
+    """
+    from dvc.repo import Repo
+
+    with Repo(str(workdir)) as repo:
+        wanted = [stage for stage in repo.index.stages if stage.name in stages]  # with dvc.lock's hashes
+        return all(_output_here(out) for stage in wanted for out in stage.outs)
+
+
+def _output_here(out) -> bool:
+    """The output as dvc.lock records it: unchanged in the workspace, or every object of it in the cache."""
+    if not out.hash_info:  # no recorded hash: nothing a pull could bring
+        return True
+    if out.exists and not out.changed_checksum():
+        return True
+    if not out.use_cache or out.changed_cache():
+        return False
+    from dvc_data.hashfile.tree import Tree
+
+    obj = out.get_obj()  # a file's object (in the cache), or a directory's tree: its files must be there too
+    return not isinstance(obj, Tree) or all(out.cache.exists(oid.value) for _, _, oid in obj)
+
+
 def save_experiment(workdir: str, name: str) -> str:
     """Record this run's workspace (params, dvc.lock, metrics) as a DVC experiment: it shows in `dvc exp show`."""
     safe = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "flow-run"

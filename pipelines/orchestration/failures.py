@@ -6,17 +6,24 @@ No Prefect import here: the command line reports failures without paying for it.
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from pipelines.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE
+from pipelines.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, Unavailable
 
 STAGE_EXIT = re.compile(r"exited with (-?\d+)")
 # DVC's repository lock, and its lock on a stage's deps and outs: another dvc command is at work here.
 DVC_LOCK_BUSY = ("Unable to acquire lock", "is busy, it is being blocked by")
-# `OSError: [Errno 28] No space left on device`, also behind Ray's `(RayTrainWorker pid=123)` prefix.
+# `OSError: [Errno 28] No space left on device`, also behind Ray's `(RayTrainWorker pid=123)` prefix: an
+# exception line outside a traceback is recognised by its name (e.g. a worker's error that Ray reprints alone).
+RAY_PREFIX = re.compile(r"^\([^)]*\) ")
 EXCEPTION_LINE = re.compile(
     r"^(?:\([^)]*\)\s*)?(?P<line>(?:[A-Za-z_]\w*\.)*(?P<type>[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt|Fault))"
     r"(?::\s.*)?)$"
 )
+# Inside a traceback any class name counts (`botocore.errorfactory.NoSuchBucket: ...`, `zipfile.BadZipFile: ...`):
+# the exception line is the first unindented line after "Traceback (most recent call last):" and its frames.
+TRACEBACK_START = "Traceback (most recent call last):"
+RAISED_LINE = re.compile(r"^(?P<line>(?:[A-Za-z_]\w*\.)*(?P<type>[A-Za-z_]\w*)(?::\s.*)?)$")
 # Exceptions that only carry another one: the line naming what they carry is the root cause.
 WRAPPERS = (
     "RayTaskError",
@@ -44,12 +51,27 @@ def root_cause(lines: list[str]) -> str | None:
     own = [line.strip()[len("error: ") :] for line in lines if line.strip().startswith("error: ")]
     if own:
         return own[-1]
+    found = [(line, kind) for line, kind in exception_lines(lines) if kind not in WRAPPERS]
+    return found[-1][0] if found else None
+
+
+def exception_lines(lines: list[str]) -> list[tuple[str, str]]:
+    """(line, exception class name) of each exception a traceback ends with, and of each lone exception line."""
     found = []
-    for line in lines:
-        match = EXCEPTION_LINE.match(line.strip())
-        if match and match["type"] not in WRAPPERS:
-            found.append(match["line"].strip())
-    return found[-1] if found else None
+    in_frames = False
+    for raw in lines:
+        line = RAY_PREFIX.sub("", raw.rstrip(), count=1)
+        if line.strip() == TRACEBACK_START:
+            in_frames = True
+            continue
+        if in_frames and line[:1].isspace():  # `  File "...", line 3, in f` and the source lines below it
+            continue
+        match = RAISED_LINE.match(line) if in_frames else None
+        match = match or EXCEPTION_LINE.match(line.strip())
+        in_frames = False
+        if match:
+            found.append((match["line"].strip(), match["type"]))
+    return found
 
 
 class StageFailed(RuntimeError):
@@ -88,6 +110,35 @@ def stage_failure(stage: str, returncode: int, output: list[str]) -> StageFailed
     hint = ["(another dvc command is using this workspace: DVC's lock; retried with backoff)"] if lock_busy else []
     last = f"stage '{stage}' failed (exit {exit_code if exit_code is not None else returncode}): {cause}"
     return StageFailed(stage, "\n".join([*context, *hint, last]), exit_code=exit_code, lock_busy=lock_busy)
+
+
+class RemoteUnavailable(Unavailable):
+    """`dvc pull` or `dvc push` failed against the DVC remote (retried first): the message names the remote."""
+
+
+def remote_failure(action: str, remote: str, url: str, attempts: int, output: str) -> RemoteUnavailable:
+    """The one line for a failed `dvc <action>`: the remote, where it points, and DVC's own error line.
+
+    DVC ends its output with a support banner; the cause is its first `ERROR: ...` line (a pull's
+    "failed to connect to s3 ... - Could not connect to the endpoint URL" before "N files failed to download").
+    """
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line[len("ERROR:") :].strip() for line in lines if line.startswith("ERROR:")]
+    cause = errors[0] if errors else (lines[-1] if lines else "no output")
+    where = f"{'to' if action == 'push' else 'from'} remote {remote!r} ({url})"
+    plural = "s" if attempts != 1 else ""
+    return RemoteUnavailable(f"dvc {action} {where} failed after {attempts} attempt{plural}: {cause}")
+
+
+class NotPushed(Unavailable):
+    """The run succeeded but `dvc push` did not: `outcome` is the run's result, the message says what to do."""
+
+    def __init__(self, message: str, outcome: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.outcome = outcome or {}
+
+    def __reduce__(self):  # Prefect keeps it in the flow run's final state
+        return (type(self), (str(self), self.outcome))
 
 
 def retry_transient(task, task_run, state) -> bool:

@@ -39,6 +39,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 from prefect import flow, get_run_logger, task
+from prefect.states import Failed, State
 from pydantic import Field
 
 from pipelines import paths, workspace
@@ -55,11 +56,12 @@ from pipelines.orchestration.artifacts import (
 )
 from pipelines.orchestration.dvc_ops import (
     default_remote,
+    outputs_here,
     recorded_stages,
     save_experiment,
     stage_order,
 )
-from pipelines.orchestration.failures import StageFailed
+from pipelines.orchestration.failures import NotPushed, RemoteUnavailable, StageFailed
 from pipelines.orchestration.failures import retry_transient as _retry_transient
 from pipelines.orchestration.hooks import FLOW_NAME, run_name, stop_running_stage
 from pipelines.orchestration.overrides import PREVIOUS_PARAMS, parse_overrides, write_params
@@ -117,7 +119,7 @@ def training_pipeline(
     refresh: bool = False,
     save_experiment_as: str | None = None,
     parallel: Annotated[int, Field(ge=1)] | None = None,
-) -> dict:
+) -> dict | State:
     """ingest -> prepare -> train -> evaluate -> register for each dataset, as declared in dvc.yaml.
 
     Args:
@@ -138,7 +140,10 @@ def training_pipeline(
     The run pulls what its stages need from the default DVC remote first and pushes
     what they made after it succeeds: the committed `local` remote, a directory under
     ~/.local/share, unless repointed (`dvc remote modify --local local url ...`) or
-    replaced (`dvc remote add -d storage s3://...`).
+    replaced (`dvc remote add -d storage s3://...`). A remote that is down stops the run
+    only if it needs the remote: a failed pull is a warning when every recorded output is
+    here; a failed push ends the run Failed with the line "not pushed: ..." (NotPushed, exit 75),
+    after its results were registered and published.
     """
     from prefect.runtime import flow_run
 
@@ -158,7 +163,7 @@ def training_pipeline(
         remote = default_remote(str(root))
         to_pull = recorded_stages(root, stages) if remote else []
         if to_pull:
-            dvc_sync("pull", str(root), to_pull)
+            _pull(root, to_pull, logger)
         elif remote:
             logger.info(f"dvc.lock records none of these stages yet: nothing to pull from remote {remote!r}")
         chains = lanes.chains_of(stages)
@@ -173,13 +178,37 @@ def training_pipeline(
         _stopping.clear()
         results = _run_chains(root, chains, lane_count, params, run_ray, refresh)
         ray_start_s = run_ray.start_seconds
-        outcome = _outcome(root, chosen, logger)
-        publish_summary(root, chosen)
-        if remote:
-            dvc_sync("push", str(root), stages)
+        outcome = _outcome(root, chosen, params.register.registry, logger)
+        publish_summary(root, chosen, params.register.registry)
+        not_pushed = _push(root, stages, logger) if remote else None
         if save_experiment_as:
             logger.info(f"saved as DVC experiment {save_experiment(str(root), save_experiment_as)}")
-    return {"stages": results, "datasets": outcome, "ray_start_s": round(ray_start_s, 2)}
+    result = {"stages": results, "datasets": outcome, "ray_start_s": round(ray_start_s, 2)}
+    if not_pushed:  # the run's final state says so; the command line prints the summary, then this line
+        return Failed(message=not_pushed, data=NotPushed(not_pushed, result))
+    return result
+
+
+def _pull(root: Path, stages: list[str], logger) -> None:
+    """Pull the stages' recorded outputs; best-effort (one attempt, a warning) when all of them are here already."""
+    if not outputs_here(root, stages):
+        dvc_sync("pull", str(root), stages)  # retried; RemoteUnavailable (exit 75) if the remote stays down
+        return
+    try:
+        dvc_sync.with_options(retries=0)("pull", str(root), stages)
+    except RemoteUnavailable as err:
+        logger.warning(f"{err}; every output these stages recorded is here, so the run goes on without the remote")
+
+
+def _push(root: Path, stages: list[str], logger) -> str | None:
+    """Push what the run made; if the remote stays down, the line that says so (the run's results stand)."""
+    try:
+        dvc_sync("push", str(root), stages)
+    except RemoteUnavailable as err:
+        line = f"not pushed: {err}; run `dvc push` when the remote is back"
+        logger.error(line)
+        return line
+    return None
 
 
 def _train_needs_ray(params: PipelineParams, dataset: str) -> bool:
@@ -258,7 +287,7 @@ def _is_ray_train(stage: str, run_ray: ray_head.RunRay) -> bool:
     return step == "train" and run_ray.needs_ray(dataset)
 
 
-def _outcome(root: Path, chosen: list[str], logger) -> dict:
+def _outcome(root: Path, chosen: list[str], registry: str, logger) -> dict:
     outcome = {}
     for name in chosen:
         where = DatasetPaths(name)
@@ -266,7 +295,8 @@ def _outcome(root: Path, chosen: list[str], logger) -> dict:
         metrics = upgrade_report(read_json(root / where.metrics_file))
         primary = metrics["primary_metric"]
         logger.info(
-            f"{name}: registered {registered['name']} v{registered['version']} ({registered['candidate']}), "
+            f"{name}: registered {registered['name']} v{registered['version']} ({registered['candidate']}) "
+            f"in {registry}, "
             f"test {primary}={metrics['best'].get('test/' + primary):.4f}; plots {where.plots_dir}/"
         )
         for entry in unbeaten(metrics):  # said on the run's own log too, not only in the evaluate stage's

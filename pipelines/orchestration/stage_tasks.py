@@ -19,9 +19,9 @@ from prefect.tasks import exponential_backoff
 from pipelines import integrity, workspace
 from pipelines.errors import DamagedData
 from pipelines.orchestration import lanes, ray_head
-from pipelines.orchestration.dvc_ops import dvc_bin, stage_env
+from pipelines.orchestration.dvc_ops import default_remote, dvc_bin, remote_url, stage_env
+from pipelines.orchestration.failures import remote_failure, stage_failure
 from pipelines.orchestration.failures import retry_transient as _retry_transient
-from pipelines.orchestration.failures import stage_failure
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 # Retries of a stage that failed for a reason outside it wait 10 s, 20 s, 40 s (+ jitter).
@@ -135,11 +135,14 @@ def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
 def dvc_sync(action: str, workdir: str, stages: list[str]) -> str:
     """`dvc pull` what the chosen stages' recorded outputs need before a run, `dvc push` what they made after.
 
-    A remote (S3, a shared directory) is infrastructure: a failure is retried with backoff.
+    A remote (S3, a shared directory) is infrastructure: a failure is retried with backoff, then
+    raised as RemoteUnavailable (exit 75) naming the remote and DVC's error line.
     Pull uses --allow-missing: outputs never pushed are simply recomputed by the stages.
     Before a push, the cache objects of the stages' outputs are hashed (DVC trusts a read-only object):
     a damaged one stops the run (DamagedData, not retried) and nothing is pushed.
     """
+    from prefect.runtime import task_run
+
     logger = get_run_logger()
     if action == "push":
         started = time.perf_counter()
@@ -151,5 +154,6 @@ def dvc_sync(action: str, workdir: str, stages: list[str]) -> str:
     for line in output.splitlines()[-15:]:
         logger.info(line)
     if proc.returncode != 0:
-        raise RuntimeError(f"dvc {action} failed (exit {proc.returncode}): {output.splitlines()[-1] if output else ''}")
+        remote = default_remote(workdir) or "?"
+        raise remote_failure(action, remote, remote_url(workdir, remote), task_run.run_count, output)
     return output.splitlines()[-1] if output else ""

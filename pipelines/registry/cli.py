@@ -5,9 +5,10 @@
     python -m pipelines.registry.cli promote NAME VERSION [--alias production] [--force]
     python -m pipelines.registry.cli download NAME[:VERSION|:ALIAS] DEST
 
-Every command takes --registry (default data/registry; s3://bucket/prefix for S3)
-and --endpoint-url (else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL). A VERSION is
-3 or v3; anything else after the colon is an alias; no colon means the latest.
+Every command takes --registry (default: register.registry of ./params.yaml when there is
+one, else data/registry; s3://bucket/prefix for S3) and --endpoint-url (else
+AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL). A VERSION is 3 or v3; anything else after the
+colon is an alias; no colon means the latest.
 """
 
 from __future__ import annotations
@@ -15,12 +16,32 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from pipelines.errors import PipelineInputError, cli_entry
 from pipelines.registry.card import primary_text, render_text, versions_with_aliases
 from pipelines.registry.local import ModelRegistry, RegistryError, VersionSpec, open_registry
 
 DEFAULT_REGISTRY = "data/registry"
+PARAMS_FILE = "params.yaml"
+
+
+def default_registry(params_file: str | Path = PARAMS_FILE) -> str:
+    """register.registry of the project's params.yaml (the registry its runs publish to), else data/registry.
+
+    Only that key is read: a listing does not need the rest of the params to be valid.
+    """
+    import yaml
+
+    try:
+        params = yaml.safe_load(Path(params_file).read_text()) or {}
+    except FileNotFoundError:
+        return DEFAULT_REGISTRY
+    except (OSError, yaml.YAMLError) as err:
+        raise PipelineInputError(f"{params_file}: cannot read register.registry ({err}); pass --registry") from None
+    register = params.get("register") if isinstance(params, dict) else None
+    location = register.get("registry") if isinstance(register, dict) else None
+    return str(location) if location else DEFAULT_REGISTRY
 
 
 def parse_version(text: str) -> int | str:
@@ -97,8 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--registry",
-        default=DEFAULT_REGISTRY,
-        help=f"registry location: a path or s3://bucket/prefix (default {DEFAULT_REGISTRY})",
+        default=None,
+        help=f"registry location: a path or s3://bucket/prefix (default: register.registry of ./{PARAMS_FILE}, "
+        f"else {DEFAULT_REGISTRY})",
     )
     common.add_argument(
         "--endpoint-url", default=None, help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)"
@@ -129,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
-    reg = open_registry(args.registry, endpoint_url=args.endpoint_url)
+    reg = open_registry(args.registry or default_registry(), endpoint_url=args.endpoint_url)
     try:
         if args.command == "list":
             cmd_list(reg, args.name)

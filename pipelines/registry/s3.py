@@ -37,8 +37,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from pipelines.atomic import atomic_path
@@ -55,6 +53,7 @@ from pipelines.registry.local import (
     verify_checkpoint,
 )
 from pipelines.registry.s3_answers import MAX_ATTEMPTS, backoff, is_conflict, is_missing
+from pipelines.s3_endpoint import s3_client
 
 _CARD_KEY = re.compile(r"/versions/v(\d+)/" + re.escape(CARD_NAME) + "$")
 
@@ -83,13 +82,11 @@ class S3ModelRegistry(ModelRegistry):
         # Downloaded checkpoints, keyed by their sha256: an entry is re-verified on every
         # get(verify=True), so a stale or damaged one is fetched again, never trusted.
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        config = Config(
-            retries={"mode": "standard", "max_attempts": 5},
-            # Path-style URLs work on every S3-compatible server (MinIO, Ceph, moto);
-            # virtual-hosted style needs DNS for <bucket>.<host>.
-            s3={"addressing_style": "path"} if self.endpoint_url else {},
-        )
-        self._s3 = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url, config=config)
+        # Bounded retries; an endpoint that does not answer raises Unavailable naming it and the
+        # operation (pipelines/s3_endpoint.py), so a stage exits 75 and the flow retries it.
+        # Path-style URLs work on every S3-compatible server (MinIO, Ceph, moto);
+        # virtual-hosted style needs DNS for <bucket>.<host>.
+        self._s3 = s3_client(self.endpoint_url, s3={"addressing_style": "path"} if self.endpoint_url else {})
         self._conditional_writes_checked = False
 
     # -- keys ---------------------------------------------------------------------------------
@@ -181,8 +178,8 @@ class S3ModelRegistry(ModelRegistry):
             return
         probe = self._key(".registry-probe", uuid.uuid4().hex)
         put = lambda **cond: self._s3.put_object(Bucket=self.bucket, Key=probe, Body=b"probe", **cond)  # noqa: E731
+        put(IfNoneMatch="*")  # nothing to clean up if this fails (e.g. the endpoint is down)
         try:
-            put(IfNoneMatch="*")
             for condition in ({"IfNoneMatch": "*"}, {"IfMatch": '"' + "0" * 32 + '"'}):
                 try:
                     put(**condition)

@@ -48,7 +48,7 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "prepare": ("raw_dir",),
     "train": ("prepared_dir",),
     "evaluate": ("prepared_dir", "train_dir"),
-    "register": ("train_dir", "metrics_file"),
+    "register": ("prepared_dir", "train_dir", "metrics_file"),
 }
 
 
