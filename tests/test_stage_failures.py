@@ -12,7 +12,7 @@ import yaml
 from pipelines.config import PipelineParams
 from pipelines.errors import PipelineInputError
 from pipelines.orchestration.failures import root_cause, stage_failure
-from pipelines.orchestration.preflight import check_sources
+from pipelines.orchestration.preflight import check_model_lines, check_sources
 from tests.conftest import ROOT, project_env
 
 # What `dvc repro train@digits` printed when the checkpoint storage was full (shortened): the cause
@@ -84,6 +84,29 @@ def test_a_missing_or_empty_local_source_is_refused_before_anything_starts(tmp_p
     check_sources(_params("s3://bucket/key.csv"), ["tabular"], tmp_path)  # remote: the ingest stage's to check
     (tmp_path / "ok.csv").write_text("a,target\n1,2\n")
     check_sources(_params("ok.csv"), ["tabular"], tmp_path)
+
+
+def test_a_model_name_holding_another_kind_of_model_than_the_params_state_is_refused_before_anything_starts(
+    tmp_path,
+):
+    from pipelines.registry.local import LocalModelRegistry
+    from pipelines.registry.model_line import ModelLineMismatch
+
+    registry = LocalModelRegistry(tmp_path / "data" / "registry")
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    held = {"modality": "table", "task": "binary", "input_shape": [30], "classes": [0, 1], "inputs": []}
+    registry.register("tabular-fnn", tmp_path / "model.pt", {"signature": held})
+    check_model_lines(_params("sklearn:diabetes"), ["tabular"], tmp_path)  # task auto: known at prepare
+    data = PipelineParams().model_dump(mode="json")
+    data["datasets"]["tabular"]["ingest"]["task"] = "regression"
+    with pytest.raises(
+        ModelLineMismatch,
+        match=r"model name 'tabular-fnn' holds v1 of binary on a table of 0 .*"
+        r"this run would register regression on tables: set datasets.tabular.register.model_name",
+    ):
+        check_model_lines(PipelineParams.model_validate(data), ["tabular"], tmp_path)
+    data["datasets"]["tabular"]["register"]["model_name"] = "houses-fnn"
+    check_model_lines(PipelineParams.model_validate(data), ["tabular"], tmp_path)
 
 
 def test_the_command_line_refuses_a_missing_source_with_exit_2_and_without_importing_prefect(tmp_path):

@@ -44,7 +44,7 @@ from pipelines.errors import (
 from pipelines.orchestration import lanes, ray_head
 from pipelines.orchestration.failures import NotPushed, StageFailed
 from pipelines.orchestration.overrides import parse_overrides
-from pipelines.orchestration.preflight import check_sources
+from pipelines.orchestration.preflight import check_model_lines, check_sources
 
 TIMINGS_ENV = "DL_PIPELINE_TIMINGS"  # a JSON file the command line writes its run's timings to
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal, as a shell reports it
@@ -131,6 +131,7 @@ def checked_params(args: argparse.Namespace) -> PipelineParams:
     for name in args.dataset or []:
         params.dataset(name)
     check_sources(params, list(args.dataset or params.datasets), workdir)
+    check_model_lines(params, list(args.dataset or params.datasets), workdir)
     return params
 
 

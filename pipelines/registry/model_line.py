@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipelines.config import DatasetParams
 from pipelines.errors import PipelineInputError
 from pipelines.handoffs import PreparedMeta
 from pipelines.handoffs.prepared import SeriesState, TableState
@@ -40,15 +41,28 @@ def signature_of(meta: PreparedMeta) -> dict[str, Any]:
     return signature
 
 
-def same_line(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return all(a.get(key) == b.get(key) for key in LINE_KEYS)
+def same_line(a: dict[str, Any], b: dict[str, Any], keys: tuple[str, ...] = LINE_KEYS) -> bool:
+    return all(a.get(key) == b.get(key) for key in keys)
+
+
+def declared_signature(ds: DatasetParams) -> dict[str, Any]:
+    """The part of a signature the params state before any data is read: the modality, a table's task when
+    set (not `auto`), a series' horizon. The rest (inferred task, classes, columns) is known at prepare."""
+    declared: dict[str, Any] = {"modality": ds.modality}
+    task = getattr(ds.ingest, "task", "auto")
+    if task != "auto":
+        declared["task"] = task
+    horizon = getattr(ds.prepare, "horizon", None)
+    if horizon is not None:
+        declared["outputs"] = horizon
+    return declared
 
 
 def describe(signature: dict[str, Any]) -> str:
     """'binary of a table with 30 columns (classes: 0, 1)': what a signature holds, for one line of text."""
-    task = signature.get("task", "?")
+    task = signature.get("task")
     modality = signature.get("modality", "?")
-    what = f"{task} on {modality}s"
+    what = f"{task} on {modality}s" if task else f"a model of {modality}s"
     if signature.get("inputs") is not None:
         inputs = signature["inputs"]
         shown = ", ".join(f"{c['name']}:{c['type']}" for c in inputs[:4]) + (", ..." if len(inputs) > 4 else "")
@@ -64,8 +78,11 @@ def describe(signature: dict[str, Any]) -> str:
 def check_line(
     name: str, held: dict[str, Any] | None, held_versions: str, wanted: dict[str, Any], dataset: str
 ) -> None:
-    """Refuse `wanted` under `name` when the name's versions (`held`, their signature) are another kind of model."""
-    if held is None or same_line(held, wanted):
+    """Refuse `wanted` under `name` when the name's versions (`held`, their signature) are another kind of model.
+
+    `wanted` may be partial (declared_signature): then only the keys it has are compared."""
+    keys = tuple(key for key in LINE_KEYS if key in wanted) if "input_shape" not in wanted else LINE_KEYS
+    if held is None or same_line(held, wanted, keys):
         return
     raise ModelLineMismatch(
         f"model name '{name}' holds {held_versions} of {describe(held)}; this run would register "
