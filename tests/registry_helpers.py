@@ -233,3 +233,10 @@ def register_and_promote_with_umask(barrier: Any, location: str, src: str, umask
     registry = open_registry(location)
     version, _ = registry.publish("m", src, card(0.9), "digits")
     registry.promote("m", version.version)
+
+
+def promote_then_crash_before_alias_replace(barrier: Any, location: str, version: int) -> None:
+    """Be killed after the new aliases.json is written to its temp file, before it replaces the old one."""
+    registry = open_registry(location)
+    os.replace = die  # type: ignore[assignment]
+    registry.set_alias("m", "production", version)

@@ -64,6 +64,7 @@ from registry_helpers import (  # noqa: E402
     check_promotion,
     check_register_get_list_download,
     checkpoint,
+    promote_then_crash_before_alias_replace,
     publish_then_crash_before_alias,
     register_and_promote_with_umask,
     register_then_crash_before_rename,
@@ -167,6 +168,19 @@ def test_publish_finds_the_version_a_killed_register_published_instead_of_copyin
     other_data = card(0.99, lineage={"data": {"source": "sklearn:other"}})
     assert reg.publish("m", src, other_data, "digits")[0].version == 2
     assert reg.publish("m", checkpoint(tmp_path / "b.pt", b"retrained"), card(0.99), "digits")[0].version == 3
+
+
+def test_an_alias_write_killed_before_its_rename_keeps_the_old_aliases_and_its_temp_file_is_swept(tmp_path):
+    location = str(tmp_path / "reg")
+    reg = LocalModelRegistry(location)
+    for payload in (b"one", b"two"):
+        reg.register("m", checkpoint(tmp_path / "a.pt", payload), card(0.5))
+    reg.set_alias("m", "production", 1)
+    assert run_processes(promote_then_crash_before_alias_replace, [(location, 2)]) == [-9]
+    model = tmp_path / "reg" / "m"
+    assert reg.aliases("m") == {"production": 1} and list(model.glob(".aliases.json.*.tmp"))
+    reg.set_alias("m", "staging", 2)
+    assert reg.aliases("m") == {"production": 1, "staging": 2} and not list(model.glob(".aliases.json.*.tmp"))
 
 
 def test_a_shared_registry_follows_the_umask(tmp_path):

@@ -42,6 +42,8 @@ def registered(project) -> dict:
 
 
 def test_register_run_after_run(tmp_path, prefect_api):
+    from prefect.artifacts import Artifact
+
     from pipelines.orchestration.flow import training_pipeline
 
     params = default_params()
@@ -95,6 +97,11 @@ def test_register_run_after_run(tmp_path, prefect_api):
     assert champion["test/accuracy"] == pytest.approx(
         v1["metrics"]["test/accuracy"], abs=1e-6
     )  # same split, same model
+    comparison = (project / WHERE.plots_dir / "comparison.md").read_text()
+    assert "| champion: v1 (production) |" in comparison, comparison
+    artifact = Artifact.get("tabular-metrics")
+    rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    assert [r["candidate"] for r in rows if r["family"] == "champion"] == ["champion: v1 (production)"]
     v2 = registry.get_card("tabular-fnn", 2)
     assert v2["champion"]["version"] == 1
     assert "on the same test split" in registered(project)["promotion"], registered(project)
