@@ -41,6 +41,36 @@ def test_a_run_resumes_from_the_last_resume_point_written(tmp_path):
     assert [p.name for p in (tmp_path / "storage" / "run" / RESUME_DIR).iterdir()] == ["progress.json"]
 
 
+def test_a_stale_writer_cannot_overwrite_what_a_newer_attempt_wrote(tmp_path):
+    """A worker of a killed driver that trains on for a moment: its state, evictions and resume point are refused."""
+    from pipelines.training.callbacks import EpochHistory
+    from pipelines.training.progress import CandidateReport, Keeper
+
+    run = str(tmp_path / "storage" / "run")
+
+    def writer(attempt: str) -> CandidateReport:
+        fence = store.Fence(run, attempt)
+        return CandidateReport("ds/a", 0, run, Keeper("val/loss", "min", 2), {}, EpochHistory(), True, fence)
+
+    stale = writer(store.begin_attempt(run))
+    stale.write_state("running")  # its own attempt: allowed
+    saved(tmp_path, run, b"epoch 3 of the first driver", {}, "ds/a")
+    newer = writer(store.begin_attempt(run))  # the re-run's driver
+    newer.write_state("finished")
+    save_resume_point(run, tmp_path, {"ds/a": {"status": "finished"}}, None, newer.fence)
+
+    with pytest.raises(store.StaleAttempt, match=r"was superseded by attempt .*this worker stops without writing"):
+        stale.write_state("running")
+    local = tmp_path / "stale"
+    local.mkdir()
+    (local / LIGHTNING_CKPT).write_bytes(b"epoch 4 of the first driver")
+    with pytest.raises(store.StaleAttempt):
+        save_resume_point(run, local, {}, "ds/a", stale.fence)
+    state = store.read_json(f"{store.candidate_uri(run, 'ds/a')}/state.json")
+    assert state["status"] == "finished"
+    assert stored_resume_point(run) == ({"ds/a": {"status": "finished"}}, None, None)
+
+
 def test_a_resume_point_on_s3_reads_back_through_a_local_copy(tmp_path, s3_env):  # noqa: F811
     storage = s3_env.rsplit("/", 1)[0] + "/resume-test"
     run = store.run_uri(storage, "run")

@@ -114,10 +114,11 @@ def fit_candidates(
     max_failures: int = 2,
 ) -> dict[str, FitOutcome]:
     """Train every job, one after another, in ONE worker group; return each candidate's outcome."""
-    trainer = _torch_trainer(jobs, scaling, storage_path, run_name, keep, max_failures)
+    run = store.run_uri(storage_path, run_name)
+    attempt = store.begin_attempt(run)  # from now on, workers of an earlier driver of this run write nothing
+    trainer = _torch_trainer(jobs, scaling, storage_path, run_name, keep, max_failures, attempt=attempt)
     with _signals_exit() if scaling.in_process else contextlib.nullcontext():
         trainer.fit()
-    run = store.run_uri(storage_path, run_name)
     return {job.candidate: collect(run, job.candidate) for job in jobs}
 
 
@@ -163,6 +164,7 @@ def _torch_trainer(
     callbacks: list | None = None,
     score: tuple[str, str] | None = None,
     worker_resources: dict | None = None,
+    attempt: str | None = None,
 ):
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 
@@ -183,6 +185,7 @@ def _torch_trainer(
             "score": list(score) if score else None,  # None: each candidate's own monitor
             # Local mode: the worker runs here, with no Ray resources to read its CPUs from.
             "in_process_cpus": scaling.cpus_per_worker if scaling.in_process else None,
+            "attempt": attempt,  # store.Fence: None for a search trial, whose folder is its own
         },
         # NCCL between GPUs, gloo between CPU processes: chosen from the config, not left to chance.
         torch_config=torch_config("nccl" if scaling.use_gpu else "gloo"),

@@ -57,8 +57,12 @@ def stored_resume_point(run: str) -> tuple[dict[str, Any], str | None, Path | No
     return progress["finished"], progress["current"], ckpt
 
 
-def save_resume_point(run: str, checkpoint_dir: Path, finished: dict[str, Any], current: str | None) -> None:
+def save_resume_point(
+    run: str, checkpoint_dir: Path, finished: dict[str, Any], current: str | None, fence: store.Fence | None = None
+) -> None:
     """Local mode's resume point on the run's storage (see the module's docstring for the order of writes)."""
+    if fence is not None:
+        fence.check()
     where = f"{run}/{RESUME_DIR}"
     previous = (store.read_json(f"{where}/{PROGRESS}") or {}).get("checkpoint")
     name = None
@@ -77,12 +81,13 @@ def report(
     rank: int,
     save=None,
     persist_to: str | None = None,
+    fence: store.Fence | None = None,
 ) -> None:
     """One Ray report from every rank (it is a barrier); rank 0 attaches the resume checkpoint.
 
     save(path): writes the in-flight Lightning checkpoint there (called on every rank: Lightning's
     save_checkpoint is collective); None between candidates. persist_to: the run whose storage also
-    gets the resume point (local mode, where Ray keeps it in memory only).
+    gets the resume point (local mode, where Ray keeps it in memory only), while `fence` allows.
     """
     import ray.train
 
@@ -95,7 +100,7 @@ def report(
             store.write_json(str(tmp / PROGRESS), {"finished": finished, "current": current})
             checkpoint = ray.train.Checkpoint.from_directory(str(tmp))
             if persist_to:
-                save_resume_point(persist_to, tmp, finished, current)
+                save_resume_point(persist_to, tmp, finished, current, fence)
         ray.train.report(metrics, checkpoint=checkpoint)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -134,6 +139,7 @@ class CandidateReport(pl.Callback):
         finished: dict,
         history,
         persist_resume: bool = False,
+        fence: store.Fence | None = None,
     ) -> None:
         self.candidate, self.index, self.keeper, self.finished, self.history = (
             candidate,
@@ -144,6 +150,7 @@ class CandidateReport(pl.Callback):
         )
         self.where = store.candidate_uri(run, candidate)
         self.persist_to = run if persist_resume else None  # local mode: the resume point goes to storage too
+        self.fence = fence or store.Fence(run)  # rank 0 writes only while its attempt is the run's current one
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -153,6 +160,7 @@ class CandidateReport(pl.Callback):
         def save(path: Path) -> None:
             trainer.save_checkpoint(str(path), weights_only=False)
             if rank == 0:
+                self.fence.check()
                 if kept:
                     store.upload(path, f"{self.where}/epoch_{epoch}/{LIGHTNING_CKPT}")
                 self.write_state("running")
@@ -164,12 +172,16 @@ class CandidateReport(pl.Callback):
             rank,
             save,
             self.persist_to,
+            self.fence,
         )
         if rank == 0:  # only once the resume point no longer lists them
+            if evicted:
+                self.fence.check()
             for old in evicted:
                 store.delete_dir(f"{self.where}/epoch_{old}")
 
     def write_state(self, status: str, error: str | None = None) -> None:
+        self.fence.check()
         state = {"status": status, "error": error, "kept": self.keeper.kept, "history": self.history.rows}
         store.write_json(f"{self.where}/state.json", state)
 

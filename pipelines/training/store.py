@@ -5,16 +5,25 @@ A stage's run keeps, beside Ray's own resume checkpoints, one folder per candida
     <storage>/<run>/candidates/<candidate>/state.json        status, error, kept epochs, history (rank 0)
     <storage>/<run>/candidates/<candidate>/epoch_<e>/checkpoint.ckpt   its best `keep` epochs (Lightning)
     <storage>/<run>/candidates/<candidate>/placement/rank<r>.json      where each rank ran it
+    <storage>/<run>/attempt.json                                  which driver's attempt may write
 
-The workers write them, the driver reads them after the fit.
+The workers write them, the driver reads them after the fit. Each fit of a run (a driver, or the same
+run again after a killed one) begins a new attempt; a worker writes only while its attempt is the run's
+current one (`Fence`). A worker of a killed driver may train on for a moment before Ray stops it: without
+the fence it could overwrite state.json or evict a checkpoint after the new attempt read them.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+ATTEMPT_FILE = "attempt.json"
 
 
 def run_uri(storage_path: str, run_name: str) -> str:
@@ -86,16 +95,52 @@ def download(uri: str, local_file: Path) -> Path:
 
 
 def delete_file(uri: str) -> None:
-    fs, path = _fs(uri)
-    try:
-        fs.delete_file(path)
-    except (FileNotFoundError, OSError):
-        pass
+    """Remove a file if it is there (gone already is fine)."""
+    _delete(uri, "delete_file")
 
 
 def delete_dir(uri: str) -> None:
+    """Remove a folder and everything in it if it is there (gone already is fine)."""
+    _delete(uri, "delete_dir")
+
+
+def _delete(uri: str, method: str) -> None:
     fs, path = _fs(uri)
     try:
-        fs.delete_dir(path)
+        getattr(fs, method)(path)
     except (FileNotFoundError, OSError):
         pass
+
+
+class StaleAttempt(RuntimeError):
+    """A worker of an earlier attempt tried to write after a newer attempt of its run began."""
+
+
+def begin_attempt(run: str) -> str:
+    """Make a new attempt the run's current one (the driver, before its fit starts); its id for the workers."""
+    attempt = uuid.uuid4().hex[:12]
+    write_json(f"{run}/{ATTEMPT_FILE}", {"attempt": attempt, "started_at": round(time.time(), 3)})
+    return attempt
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Lets a worker write to its run only while its attempt is the run's current one.
+
+    `check()` reads attempt.json before each group of writes (an epoch's state and checkpoints): a stale
+    worker stops with StaleAttempt before it writes. A new attempt reads what it resumes from only after
+    its worker group started (seconds after `begin_attempt`), far longer than a check-then-write takes.
+    attempt None: an unfenced run (a job fitted by hand, a search trial in a folder of its own)."""
+
+    run: str
+    attempt: str | None = None
+
+    def check(self) -> None:
+        if self.attempt is None:
+            return
+        current = (read_json(f"{self.run}/{ATTEMPT_FILE}") or {}).get("attempt")
+        if current != self.attempt:
+            raise StaleAttempt(
+                f"{self.run}: attempt {self.attempt} was superseded by attempt {current}: "
+                "this worker stops without writing"
+            )

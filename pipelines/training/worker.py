@@ -112,10 +112,11 @@ def _use_reserved_cpus(cpus: float, small_step: bool = False) -> None:
         torch.set_num_threads(1 if small_step else int(cpus))
 
 
-def _record_placement(where: str, rank: int, in_process_cpus: float | None) -> None:
+def _record_placement(where: str, rank: int, in_process_cpus: float | None, fence: store.Fence) -> None:
     """Each rank notes where it trains this candidate, on the run's (shared) storage."""
     import socket
 
+    fence.check()
     record = {
         "rank": rank,
         "node_id": None,  # local mode: no Ray node
@@ -143,6 +144,7 @@ def train_worker(config: dict[str, Any]) -> None:
     in_process = config.get("in_process_cpus") is not None  # Ray Train's local mode: this is the stage's process
     _use_reserved_cpus(_worker_cpus(config.get("in_process_cpus")))
     rank = ray.train.get_context().get_world_rank()
+    fence = store.Fence(config["run_uri"], config.get("attempt"))
     # Local mode keeps Ray's checkpoints in memory only: its resume point is on the run's storage.
     finished, current, ckpt = resume_point(ray.train.get_checkpoint(), config["run_uri"] if in_process else None)
     for index, fields in enumerate(config["jobs"]):
@@ -150,7 +152,7 @@ def train_worker(config: dict[str, Any]) -> None:
         if job.candidate in finished:
             continue  # trained before a restart: its outcome is on storage already
         resume = ckpt if job.candidate == current else None
-        finished[job.candidate] = _train_candidate(job, index, config, finished, resume)
+        finished[job.candidate] = _train_candidate(job, index, config, finished, resume, fence)
         # The resume point between candidates: this one is done, none is in flight.
         report(
             {"candidate_index": index, "candidate_done": 1},
@@ -158,11 +160,12 @@ def train_worker(config: dict[str, Any]) -> None:
             None,
             rank,
             persist_to=config["run_uri"] if in_process else None,
+            fence=fence,
         )
 
 
 def _train_candidate(
-    job: TrainJob, index: int, config: dict[str, Any], finished: dict, resume: Path | None
+    job: TrainJob, index: int, config: dict[str, Any], finished: dict, resume: Path | None, fence: store.Fence
 ) -> dict[str, Any]:
     """One candidate's Lightning fit; returns its status for progress.json."""
     import pytorch_lightning as pl
@@ -180,7 +183,7 @@ def _train_candidate(
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     where = store.candidate_uri(config["run_uri"], job.candidate)
     in_process_cpus = config.get("in_process_cpus")
-    _record_placement(where, rank, in_process_cpus)
+    _record_placement(where, rank, in_process_cpus, fence)
     device = ray.train.torch.get_device() if job.use_gpu else torch.device("cpu")
     # On a GPU, convolutions run fastest with channels-last tensors (NHWC kernels, tensor cores).
     channels_last = job.use_gpu and job.model_spec["family"] == "cnn"
@@ -195,6 +198,7 @@ def _train_candidate(
         finished,
         history,
         persist_resume=in_process_cpus is not None,
+        fence=fence,
     )
     # Local mode has no worker group to join: Lightning's single-device strategy, in this process.
     in_process = in_process_cpus is not None
@@ -227,6 +231,7 @@ def _train_candidate(
         trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=str(resume) if resume else None)
     except NonFiniteLoss as err:
         if rank == 0:
+            fence.check()
             for kept in reporter.keeper.kept:  # a failed candidate leaves no checkpoint
                 store.delete_dir(f"{where}/epoch_{kept['epoch']}")
             reporter.keeper.kept = []
