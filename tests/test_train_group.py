@@ -42,7 +42,7 @@ def test_all_candidates_of_a_stage_train_in_one_worker_group(in_tmp, ray_instanc
         assert DatasetPaths("tabular").candidate_checkpoint(name).exists()
     assert not list((in_tmp / "ray").glob("*"))  # the run's checkpoints went once the models were exported
     # On a local instance the fit starts no DatasetManager (no Ray Datasets) and no PlacementGroupCleaner
-    # (the instance ends with the run): two processes fewer per stage (pipelines/training/lean_trainer.py).
+    # (the instance ends with the run): two processes fewer per stage (pipelines/training/ray_private.py).
     from ray._private import state
 
     started = {actor["ActorClassName"] for actor in state.actors().values()}

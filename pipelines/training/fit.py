@@ -168,9 +168,8 @@ def _torch_trainer(
 ):
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 
-    from pipelines.training.lean_trainer import lean_torch_trainer
     from pipelines.training.ray_logging import quiet
-    from pipelines.training.torch_backend import torch_config
+    from pipelines.training.ray_private import lean_torch_trainer, torch_config
     from pipelines.training.worker import train_worker
 
     if scaling.in_process:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 import warnings
 
+from pipelines.training.ray_private import PLACEMENT_GROUP_CLEANER_LOGGER
+from pipelines.training.ray_private import QUIET_LOGGERS as RAY_TRAIN_PRIVATE_LOGGERS
+
 NOISY_MESSAGES = (
     # Without the dashboard (ray[default]) the State API is absent; harmless locally.
     "Failed to query Ray Train Controller actor state",
@@ -17,9 +20,7 @@ NOISY_MESSAGES = (
     "Checkpoint successfully created",
 )
 QUIET_LOGGERS = (
-    "ray.train.v2._internal.execution.context",  # "Reporting training result ..." every epoch
-    "ray.train.v2._internal.execution.storage",  # "Checkpoint successfully created ..."
-    "ray.train.v2._internal.execution.train_fn_utils",  # local mode: "Reported metrics ..." every epoch
+    *RAY_TRAIN_PRIVATE_LOGGERS,
     "ray.train.v2.api.config",  # local mode: "Running in local mode ..." (the stage says so itself)
     "pytorch_lightning.utilities.rank_zero",  # "GPU available: False", tips
     "lightning.pytorch.utilities.rank_zero",
@@ -36,7 +37,7 @@ def quiet() -> None:
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     drop = _DropNoise()
-    for name in ("ray.train", "ray.train.v2._internal.execution.controller.placement_group_cleaner"):
+    for name in ("ray.train", PLACEMENT_GROUP_CLEANER_LOGGER):
         logging.getLogger(name).addFilter(drop)
     for logger in (logging.getLogger(), logging.getLogger("ray"), logging.getLogger("ray.train")):
         for handler in logger.handlers:

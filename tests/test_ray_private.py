@@ -1,0 +1,29 @@
+"""The private parts of Ray Train this project uses (pipelines/training/ray_private.py) are still in the installed Ray.
+
+When an upgrade of Ray removes or renames one, this fails naming it, before any training run does."""
+
+import subprocess
+import sys
+
+from pipelines.training import ray_private
+from tests.conftest import ROOT
+
+
+def test_every_private_name_used_is_in_the_installed_ray():
+    gone = ray_private.missing()
+    assert not gone, (
+        f"the installed Ray lacks {', '.join(gone)}: pipelines/training/ray_private.py uses them "
+        "(see its docstring for what each saves); adapt it to this Ray, or pin the Ray it was written for"
+    )
+
+
+def test_the_torch_backend_config_pickles_by_name_and_the_module_imports_no_ray():
+    """A controller unpickles the config by module and name; Ray's worker setup hook imports the module (cheap)."""
+    import pickle
+
+    config = ray_private.torch_config("gloo")
+    assert type(pickle.loads(pickle.dumps(config))) is type(config)
+    assert type(config).__module__ == "pipelines.training.ray_private" and config.to_dict()["backend"] == "gloo"
+    code = "import sys, pipelines.training.ray_logging; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
