@@ -74,7 +74,6 @@ from pipelines.orchestration.stage_tasks import (
     run_stage,
 )
 from pipelines.paths import DatasetPaths
-from pipelines.training.cluster import trains_in_process
 
 # Names callers and tests import from here (they moved to the modules above).
 __all__ = [
@@ -213,11 +212,10 @@ def _push(root: Path, stages: list[str], logger) -> str | None:
 
 def _train_needs_ray(params: PipelineParams, dataset: str) -> bool:
     """Whether the dataset's train stage joins the run's Ray instance (else it trains in its own process)."""
+    from pipelines.training import plan
+
     search = params.datasets[dataset].train.search
-    compute = params.train
-    return (search is not None and search.enabled) or not trains_in_process(
-        compute.num_workers, compute.use_gpu, os.environ.get("RAY_ADDRESS")
-    )
+    return plan.needs_ray(params.train, searching=search is not None and search.enabled)
 
 
 def _run_chains(

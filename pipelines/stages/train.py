@@ -8,7 +8,6 @@ python -m pipelines.stages.train <dataset>
 from __future__ import annotations
 
 import csv
-import os
 import time
 from dataclasses import asdict
 from functools import partial
@@ -30,30 +29,6 @@ def write_history(path: Path, rows: list[dict[str, float]]) -> None:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-
-
-def scaling_for(compute: ComputeParams, in_process: bool = False):
-    """The workers this machine (or RAY_ADDRESS's cluster) gets: `auto` resolved on the joined Ray instance.
-
-    in_process: `auto` on this machine's CPUs (`cluster.trains_in_process`): one worker in this
-    process, holding this stage's share of the cores; no Ray instance is asked.
-    """
-    from pipelines.training.cluster import auto_workers, local_cpu_share
-    from pipelines.training.fit import Scaling
-
-    num_workers, cpus_per_worker = compute.num_workers, compute.cpus_per_worker
-    if in_process:
-        num_workers, cpus_per_worker = 1, float(local_cpu_share())
-    elif num_workers == "auto":
-        num_workers, cpus_per_worker = auto_workers(compute.use_gpu, compute.cpus_per_worker)
-    return Scaling(
-        num_workers=num_workers,
-        use_gpu=compute.use_gpu,
-        cpus_per_worker=cpus_per_worker,
-        gpus_per_worker=compute.gpus_per_worker,
-        placement_strategy=compute.placement_strategy,
-        in_process=in_process,
-    )
 
 
 def run_search(dataset, name, params, compute, meta, job, spec, scaling, storage, data_hash):
@@ -105,7 +80,7 @@ def export_candidate(out: Path, where: DatasetPaths, name: str, job, outcome, me
 
 
 def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
-    from pipelines.training import cluster
+    from pipelines.training import cluster, plan
     from pipelines.training.fit import fit_candidates, group_fingerprint, remove_run
 
     where = DatasetPaths(dataset)
@@ -117,11 +92,11 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
     data_hash = data_fingerprint(where.prepared_dir)
     storage = compute.storage_path if "://" in compute.storage_path else str(paths.absolute(compute.storage_path))
     summary: dict = {"dataset": dataset, "candidates": {}, "data_fingerprint": data_hash}
-    in_process = cluster.trains_in_process(compute.num_workers, compute.use_gpu, os.environ.get("RAY_ADDRESS"))
-    if not in_process or search is not None:  # the worker group, or Tune's trials, need a Ray instance
+    in_process = plan.in_process(compute)
+    if plan.needs_ray(compute, searching=search is not None):
         summary["ray_start_s"] = cluster.ensure_ray()
         summary["ray"] = cluster.session()  # which Ray instance served this stage (one per flow run)
-    scaling = scaling_for(compute, in_process)
+    scaling = plan.scaling(compute, in_process)
     summary["scaling"] = asdict(scaling)
     grouped = [job for name, job in jobs.items() if search is None or name != search.candidate]
     outcomes, finished_runs, searched = {}, [], {}
@@ -143,7 +118,7 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
     if search is not None:
         name = search.candidate
         outcome, jobs[name], searched[name], runs = run_search(
-            dataset, name, params, compute, meta, jobs[name], spec, scaling_for(compute), storage, data_hash
+            dataset, name, params, compute, meta, jobs[name], spec, plan.scaling(compute), storage, data_hash
         )
         outcomes[name] = outcome
         finished_runs.extend(runs)
