@@ -165,3 +165,14 @@ def test_the_prefect_servers_schema_check_takes_the_defaults_and_names_a_bad_key
     params["datasets"]["series"]["train"]["epochs"] = 0
     with pytest.raises(ValidationError, match=r"field 'params.datasets.series.train.epochs'"):
         validate({"params": params}, schema, raise_on_error=True, preprocess=True, ignore_required=True)
+
+
+def test_two_datasets_registering_under_one_model_name_are_refused_naming_both():
+    data = PipelineParams().model_dump(mode="json")
+    data["datasets"]["digits"]["register"]["model_name"] = data["datasets"]["tabular"]["register"]["model_name"]
+    with pytest.raises(
+        PipelineInputError,
+        match=r"datasets.tabular.register.model_name and datasets.digits.register"
+        r".model_name are both 'tabular-fnn': each dataset registers under a model name of its own",
+    ):
+        validate_params(data, "params.yaml")

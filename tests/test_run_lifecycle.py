@@ -33,6 +33,7 @@ def one_candidate_params(datasets: dict[str, str], num_workers: int | str = 1, *
     for name, source in datasets.items():
         ds = json.loads(json.dumps(base))
         ds["ingest"]["source"] = source
+        ds["register"]["model_name"] = f"{name}-fnn"
         params["datasets"][name] = ds
     return params
 

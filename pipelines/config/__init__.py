@@ -231,6 +231,14 @@ with warnings.catch_warnings():
                 if not re.match(NAME_PATTERN, name):
                     raise ValueError(f"dataset name {name!r} may hold only letters, digits, '-' and '_'")
                 check_batch_fits_workers(name, ds.train, self.train)
+            registering: dict[str, str] = {}
+            for name, ds in self.datasets.items():
+                other = registering.setdefault(ds.register.model_name, name)
+                if other != name:  # one line of versions, fed from two datasets: they would race, or be refused
+                    raise ValueError(
+                        f"datasets.{other}.register.model_name and datasets.{name}.register.model_name are both "
+                        f"{ds.register.model_name!r}: each dataset registers under a model name of its own"
+                    )
             return self
 
         def dataset(self, name: str) -> DatasetParams:

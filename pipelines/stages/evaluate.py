@@ -14,7 +14,7 @@ import torch
 from models.task_kinds import get_task
 from pipelines.atomic import atomic_dir, read_json, write_json
 from pipelines.config import EvaluateParams, PipelineParams
-from pipelines.errors import PipelineInputError, cli_entry
+from pipelines.errors import PipelineInputError, Unavailable, cli_entry
 from pipelines.evaluation import plots
 from pipelines.evaluation.baselines import compute_baselines
 from pipelines.evaluation.comparison import comparison_table, log_lines, unbeaten
@@ -103,14 +103,21 @@ def write_test_plots(
 
 
 def champion_of(params: PipelineParams, dataset: str, test: tuple[np.ndarray, np.ndarray]) -> dict | None:
-    """The promote alias's current version scored on this run's test split (None: the alias is not set)."""
+    """The promote alias's current version scored on this run's test split.
+
+    None: the alias is not set, or the registry did not answer (register, which needs it anyway, scores the
+    champion then: an outage fails the stage that cannot do without the registry, not this one)."""
     from pipelines.evaluation.champion import score_champion
     from pipelines.registry.local import open_configured
 
     model_name = params.datasets[dataset].register.model_name
-    registry = open_configured(params.register.registry)
     alias, batch_size = params.register.promote_alias, params.evaluate.batch_size
-    return score_champion(dataset, read_meta(dataset), registry, model_name, alias, test, batch_size)
+    try:
+        registry = open_configured(params.register.registry)
+        return score_champion(dataset, read_meta(dataset), registry, model_name, alias, test, batch_size)
+    except Unavailable as err:
+        print(f"evaluate[{dataset}]: warning: {alias} of {model_name} not scored here ({err}); register scores it")
+        return None
 
 
 def evaluate(dataset: str, params: EvaluateParams, champion_for=None) -> dict:
