@@ -16,7 +16,7 @@ between consecutive epoch starts (so it includes validation and, on our path,
 Ray's per-epoch report + checkpoint). Fixed cost is everything else: Ray start,
 worker group start (processes, imports, process group), teardown, Prefect's start.
 
-    python -m bench.fnn [--rows 100000] [--epochs 6] [--cpus 2] [--workers 2]
+    python -m bench.fnn [--rows 100000] [--epochs 6] [--cpus 2] [--workers 2] [--repeats 3]
     python -m bench.fnn cnn [--source /usr/share/datasets/fashion-mnist] [--epochs 8]
     python -m bench.fnn scale [--rows 50000] [--workers 2] [--profile]   (per-step overhead, batch 64)
 
@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpus", type=int, default=2, help="CPUs each side may use (threads, or workers x threads)")
     parser.add_argument("--workers", type=int, default=2, help="data-parallel workers of the multi-worker comparison")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of every side (medians reported)")
     args = parser.parse_args(argv)
     if args.cpus % args.workers:
         parser.error(f"--cpus {args.cpus} does not split evenly over --workers {args.workers}")
@@ -285,51 +286,48 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
 
-    rows = args.rows
-    hand = steady_samples_per_s(
-        hand_written_loop(data, spec, 1e-3, args.batch, args.epochs, args.seed, threads=args.cpus), rows
-    )
-    print(f"hand-written loop, 1 process x {args.cpus} threads    : {hand:9.0f} samples/s", flush=True)
-    ddp = steady_samples_per_s(hand_written_ddp(data, spec, 1e-3, args.batch, args.epochs, args.seed, n, per), rows)
-    print(f"hand-written DDP, {n} processes x {per} thread(s)  : {ddp:9.0f} samples/s", flush=True)
-    auto = our_path(
-        data, spec, 1e-3, args.batch, args.epochs, args.seed, workers=1, cpus_per_worker=args.cpus, in_process=True
-    )
-    print(f"our train path, auto (in process, {args.cpus} CPUs)  : {auto['samples_per_s']:9.0f} samples/s", flush=True)
-    one = our_path(
-        data, spec, 1e-3, args.batch, args.epochs, args.seed, workers=1, cpus_per_worker=args.cpus, loop_beside_ray=True
-    )
-    beside = one["hand_beside_ray_samples_per_s"]
-    print(f"hand-written loop, with Ray idling beside it: {beside:9.0f} samples/s", flush=True)
-    print(f"our train path, 1 Ray worker x {args.cpus} CPUs       : {one['samples_per_s']:9.0f} samples/s", flush=True)
-    many = our_path(data, spec, 1e-3, args.batch, args.epochs, args.seed, workers=n, cpus_per_worker=per)
-    print(f"our train path, {n} workers x {per} CPU(s)          : {many['samples_per_s']:9.0f} samples/s", flush=True)
+    runs = [one_round(data, spec, args, n, per) for _ in range(args.repeats)]  # interleaved: every side per round
+    last = runs[-1]
+    for label, key in (
+        (f"hand-written loop, 1 process x {args.cpus} threads    ", "hand"),
+        (f"hand-written DDP, {n} processes x {per} thread(s)  ", "ddp"),
+        (f"our train path, auto (in process, {args.cpus} CPUs)  ", "auto"),
+        ("hand-written loop, with Ray idling beside it", "beside"),
+        (f"our train path, 1 Ray worker x {args.cpus} CPUs       ", "one"),
+        (f"our train path, {n} workers x {per} CPU(s)          ", "many"),
+    ):
+        values = [run["sps"][key] for run in runs]
+        print(f"{label}: {statistics.median(values):9.0f} samples/s{spread(values, '.0f')}", flush=True)
 
-    print("throughput ratios (steady state, same run):")
+    print(f"throughput ratios (steady state; median of {args.repeats} interleaved rounds [min-max]):")
+    for label, top, bottom, note in (
+        ("ours auto (in process) / hand loop  ", "auto", "hand", "target >= 0.90: the default path on this machine"),
+        ("ours 1 Ray worker / hand loop       ", "one", "hand", "target >= 0.90: num_workers: 1"),
+        (f"ours {n} workers / hand-written DDP  ", "many", "ddp", f"target >= 0.85: framework overhead at {n} workers"),
+        ("hand-written DDP / hand-written loop", "ddp", "hand", f"what {n}-process data parallelism costs here"),
+        ("loop beside idle Ray / loop         ", "beside", "hand", "what a running Ray instance costs a loop here"),
+        ("ours 1 Ray worker / loop beside Ray ", "one", "beside", "Lightning + Ray Train in the worker"),
+    ):
+        ratios = [run["sps"][top] / run["sps"][bottom] for run in runs]
+        print(f"  {label} {statistics.median(ratios):6.3f}{spread(ratios, '.3f')}  ({note})")
+    # Per optimizer step at the same global batch (so the same number of steps per epoch): what DDP's
+    # all-reduce and the smaller per-worker batch cost or save per step.
+    steps = -(-args.rows // args.batch)
+    per_step = [1000 * run["sides"]["many"]["epoch_s"] / steps for run in runs]
+    per_step_one = [1000 * run["sides"]["one"]["epoch_s"] / steps for run in runs]
+    step_ratio = [a / b for a, b in zip(per_step, per_step_one)]
     print(
-        f"  ours auto (in process) / hand loop   {auto['samples_per_s'] / hand:6.3f}  "
-        "(target >= 0.90: framework overhead, the default path on this machine)"
+        f"  per step, FNN, global batch {args.batch}: {n} workers {statistics.median(per_step):.2f} ms, "
+        f"1 worker {statistics.median(per_step_one):.2f} ms; "
+        f"{n} / 1 = {statistics.median(step_ratio):.3f}{spread(step_ratio, '.3f')}"
     )
-    print(f"  ours 1 Ray worker / hand loop        {one['samples_per_s'] / hand:6.3f}  (num_workers: 1)")
-    print(
-        f"  ours {n} workers / hand-written DDP   {many['samples_per_s'] / ddp:6.3f}  "
-        f"(framework overhead at {n} workers)"
-    )
-    print(f"  hand-written DDP / hand-written loop {ddp / hand:6.3f}  (what {n}-process data parallelism costs here)")
-    print(
-        f"  loop beside idle Ray / loop          {beside / hand:6.3f}  (what a running Ray instance costs a loop here)"
-    )
-    print(
-        f"  ours 1 Ray worker / loop beside Ray  {one['samples_per_s'] / beside:6.3f}  "
-        "(Lightning + Ray Train in the worker)"
-    )
-    sides = (("auto (in process)", auto), ("1 Ray worker", one), (f"{n} workers", many))
-    for label, side in sides:
+    for label, key in (("auto (in process)", "auto"), ("1 Ray worker", "one"), (f"{n} workers", "many")):
+        side = last["sides"][key]
         print(
             f"  per epoch, ours {label}: {side['epoch_s']:.2f} s, of which report + checkpoint {side['report_s']:.3f} s"
         )
 
-    print(f"fixed cost per training (auto in process / 1 Ray worker / {n} workers):")
+    print(f"fixed cost per training (auto in process / 1 Ray worker / {n} workers; medians of {args.repeats} rounds):")
     parts = (
         ("Ray start (local instance)", "ray_start_s"),
         ("worker group start (to first epoch)", "group_start_s"),
@@ -337,14 +335,54 @@ def main(argv: list[str] | None = None) -> None:
         ("worker group teardown", "teardown_s"),
         ("Ray shutdown", "shutdown_s"),
     )
-    for label, key in parts:
-        print(f"  {label:<38} " + " / ".join(f"{side[key]:6.1f} s" for _, side in sides))
-    for label, side in sides:
-        total = sum(side[key] for _, key in parts)
+    sides = ("auto", "one", "many")
+
+    def median_of(key: str, part: str) -> float:
+        return statistics.median(run["sides"][key][part] for run in runs)
+
+    for label, part in parts:
+        print(f"  {label:<38} " + " / ".join(f"{median_of(key, part):6.1f} s" for key in sides))
+    for label, key in (("auto (in process)", "auto"), ("1 Ray worker", "one"), (f"{n} workers", "many")):
+        total = sum(median_of(key, part) for _, part in parts)
         print(f"  total, {label:<31} {total:6.1f} s  (target <= 8 s)")
-    # Once per run, not per training (a flow run's stages share it): shown apart from the fixed cost above.
+    # What a user pays beside a fit and the fixed cost above leaves out: once per run (Prefect) and once per
+    # train stage (its own process: Python, the stage's imports of torch, Lightning and Ray Train).
     prefect_s = prefect_start_seconds()
-    print(f"Prefect start (embedded API, one-task flow; once per run)  {prefect_s:6.1f} s")
+    print("not in the fixed cost above, paid by a user too:")
+    print(f"  Prefect start (embedded API, one-task flow; once per run)  {prefect_s:6.1f} s")
+    print(f"  train stage process start and imports (once per stage)     {stage_process_seconds():6.1f} s")
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """' [min-max]' of several rounds (nothing for one)."""
+    return f" [{min(values):{fmt}}-{max(values):{fmt}}]" if len(values) > 1 else ""
+
+
+def one_round(data, spec, args, n: int, per: int) -> dict:
+    """Every side once, in a fixed order: rounds interleave the sides, so a slow spell of the machine hits all."""
+    rows, lr, batch, epochs, seed = args.rows, 1e-3, args.batch, args.epochs, args.seed
+    sps = {
+        "hand": steady_samples_per_s(hand_written_loop(data, spec, lr, batch, epochs, seed, threads=args.cpus), rows)
+    }
+    sps["ddp"] = steady_samples_per_s(hand_written_ddp(data, spec, lr, batch, epochs, seed, n, per), rows)
+    sides = {
+        "auto": our_path(data, spec, lr, batch, epochs, seed, workers=1, cpus_per_worker=args.cpus, in_process=True),
+        "one": our_path(
+            data, spec, lr, batch, epochs, seed, workers=1, cpus_per_worker=args.cpus, loop_beside_ray=True
+        ),
+        "many": our_path(data, spec, lr, batch, epochs, seed, workers=n, cpus_per_worker=per),
+    }
+    sps.update({key: side["samples_per_s"] for key, side in sides.items()})
+    sps["beside"] = sides["one"]["hand_beside_ray_samples_per_s"]
+    return {"sps": sps, "sides": sides}
+
+
+def stage_process_seconds() -> float:
+    """Wall time of a fresh Python process importing what a train stage imports before it trains."""
+    code = "import models, pipelines.stages.train, pipelines.training.worker, torch, pytorch_lightning, ray.train.torch"
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    return time.perf_counter() - started
 
 
 if __name__ == "__main__":

@@ -18,7 +18,21 @@ NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
 @pytest.mark.slow
 def test_the_fnn_benchmark_runs_every_side_and_prints_ratios_and_fixed_costs():
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.fnn", "--rows", "4096", "--epochs", "3", "--hidden", "32", "--batch", "256"],
+        [
+            sys.executable,
+            "-m",
+            "bench.fnn",
+            "--rows",
+            "4096",
+            "--epochs",
+            "3",
+            "--hidden",
+            "32",
+            "--batch",
+            "256",
+            "--repeats",
+            "1",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -47,11 +61,13 @@ def test_the_fnn_benchmark_runs_every_side_and_prints_ratios_and_fixed_costs():
     ):
         found = re.search(re.escape(ratio) + r"\s+" + NUMBER, out)
         assert found and float(found.group(1)) > 0, f"no ratio {ratio!r} in:\n{out}"
+    assert re.search(r"per step, FNN, global batch 256: 2 workers .* ms, 1 worker .* ms; 2 / 1 = " + NUMBER, out), out
     for cost in (
         "Ray start (local instance)",
         "worker group start (to first epoch)",
         "worker group teardown",
         "Prefect start (embedded API, one-task flow; once per run)",
+        "train stage process start and imports (once per stage)",
         "total, auto (in process)",
         "total, 1 Ray worker",
         "total, 2 workers",
