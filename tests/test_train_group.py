@@ -71,30 +71,11 @@ def test_ddp_leaves_every_rank_bit_identical_after_training_on_disjoint_shards(t
     DDP's wrapper skipped for 2 workers too (`RayTrainStrategy.configure_ddp` a no-op, each rank training
     alone on its shard), both candidates' ranks end with different digests and this test fails.
     """
-    import numpy as np
-
     from pipelines.paths import DatasetPaths
-    from pipelines.training.rank_check import index_digest
+    from tests.rank_helpers import assert_ranks_in_step, train_rows
 
     _, summary = two_workers
-    with np.load(DatasetPaths("tabular").split_file("train")) as train:
-        rows = len(train["y"])
-    whole = index_digest(np.arange(rows))
-    for name, candidate in summary["candidates"].items():
-        workers = candidate["workers"]
-        assert [w["rank"] for w in workers] == [0, 1], name
-        assert workers[0]["state_sha256"] == workers[1]["state_sha256"], name
-        assert {w["split_rows"] for w in workers} == {rows}
-        epochs = [[s["epoch"] for s in w["shards"]] for w in workers]
-        assert epochs == [list(range(candidate["epochs_run"]))] * 2, name
-        for first, second in zip(workers[0]["shards"], workers[1]["shards"]):
-            left_out = first["left_out"]  # the rows equal halves leave over: one when the split is odd
-            assert second["left_out"] == left_out and len(left_out) == rows % 2
-            assert first["rows"] == second["rows"] == rows // 2  # the same steps on each rank
-            digests = int(first["digest"], 16) + int(second["digest"], 16) + index_digest(left_out)
-            assert digests % 2**64 == whole, (name, first["epoch"])  # disjoint halves of the whole split
-        assert workers[0]["shards"][0]["digest"] != workers[0]["shards"][1]["digest"]  # reshuffled each epoch
-        assert candidate["rank_check"] == {"ranks": 2, "identical_weights": True, "disjoint_shards": True}
+    assert_ranks_in_step(summary, train_rows(DatasetPaths("tabular").split_file("train")))
 
 
 REGRESSION = {"source": "sklearn:diabetes", "label": "target"}

@@ -91,7 +91,11 @@ class FiniteLoss(pl.Callback):
 
 
 class ShardLog(pl.Callback):
-    """Which rows of the training split this rank iterated, each epoch (`training.rank_check.shard_record`)."""
+    """Which rows of the training split this rank iterated, each epoch (`training.rank_check.shard_record`).
+
+    Only the epochs this process trained: after a restart, those since the resume. (Not kept in the
+    checkpoint: rank 0 writes it, and every rank would resume with rank 0's shards.)
+    """
 
     def __init__(self, batches) -> None:
         self.batches = batches  # the rank's TensorBatches
