@@ -30,7 +30,9 @@ class CandidateSummary(_FlatValMetrics):
     epochs_run: int
     val_metrics: dict[str, float] | None = None  # split/metric keys, as logged; None when failed
     seconds: float
-    workers: Any = None  # node id, host and pid of each rank
+    workers: Any = None  # node id, host and pid of each rank; after the fit its weights' and shards' digests
+    # ranks, identical_weights, disjoint_shards (pipelines/training/rank_check.py); None when failed
+    rank_check: dict[str, Any] | None = None
     searched: dict[str, Any] | None = None
 
 

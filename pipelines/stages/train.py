@@ -79,6 +79,20 @@ def export_candidate(out: Path, where: DatasetPaths, name: str, job, outcome, me
     return extra["epoch"]
 
 
+def rank_check(dataset: str, name: str, placement: list[dict]) -> dict | None:
+    """Did every rank end with the same weights, trained on disjoint shards of the split? Said aloud when not."""
+    from pipelines.training import rank_check as check
+
+    verdict = check.check(placement)
+    if verdict is not None and not (verdict["identical_weights"] and verdict["disjoint_shards"]):
+        print(
+            f"train[{dataset}]: WARNING: {name}: the {verdict['ranks']} ranks did not stay in step "
+            f"(identical weights: {verdict['identical_weights']}, disjoint shards: {verdict['disjoint_shards']})",
+            flush=True,
+        )
+    return verdict
+
+
 def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
     from pipelines.training import cluster, plan
     from pipelines.training.fit import fit_candidates, group_fingerprint, remove_run
@@ -130,7 +144,8 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
         for name, job in jobs.items():
             outcome = outcomes[name]
             entry = {"family": job.model_spec["family"], "status": outcome.status, "epochs_run": len(outcome.history)}
-            entry["workers"] = outcome.placement  # node id, host and pid of each rank
+            entry["workers"] = outcome.placement  # node id, host and pid of each rank; its weights' and shards' digests
+            entry["rank_check"] = rank_check(dataset, name, outcome.placement)
             if outcome.status == "failed":
                 entry["error"] = outcome.error
                 print(f"train[{dataset}]: {name} FAILED: {outcome.error}", flush=True)

@@ -13,7 +13,8 @@ class TensorBatches:
 
     Every epoch the training set is reshuffled with (seed, epoch), then each of
     `world` ranks takes an equal slice, so all ranks run the same number of
-    steps (DDP needs that) and together see the whole epoch's permutation.
+    steps (DDP needs that) and together see the whole epoch's permutation but its
+    last n % world rows (`left_out`, fewer than `world`, different each epoch).
     Evaluation shards are strided and unshuffled.
 
     With `group` K > 1 each item holds K consecutive batches (up to K x batch_size rows of the
@@ -41,15 +42,27 @@ class TensorBatches:
             raise ValueError(f"group must be at least 1, got {group}")
         self.rank, self.world, self.group = rank, world, group
         self.epoch = 0
+        self.iterated: torch.Tensor | None = None  # the rows of the latest epoch begun
+
+    def _order(self) -> torch.Tensor:
+        """This epoch's permutation of every row: the same on every rank (on the CPU)."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(len(self.x), generator=gen)
 
     def _indices(self) -> torch.Tensor:
         n = len(self.x)
         if not self.shuffle:
             return torch.arange(self.rank, n, self.world, device=self.x.device)
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(n, generator=gen).to(self.x.device)
+        order = self._order().to(self.x.device)
         per_rank = n // self.world
         return order[self.rank * per_rank : (self.rank + 1) * per_rank]
+
+    def left_out(self) -> torch.Tensor:
+        """The rows no rank iterates this epoch: equal shards leave the permutation's last n % world to none."""
+        n = len(self.x)
+        if not self.shuffle:
+            return torch.empty(0, dtype=torch.long)
+        return self._order()[n - n % self.world :]
 
     def __len__(self) -> int:
         n = len(self.x)
@@ -58,6 +71,7 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         idx = self._indices()
+        self.iterated = idx  # this epoch's shard, for the rank check (callbacks.ShardLog)
         rows = self.batch_size * self.group  # groups start at multiples of K batches: the same batch boundaries
         for start in range(0, len(idx), rows):
             sel = idx[start : start + rows]

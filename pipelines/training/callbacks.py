@@ -88,3 +88,25 @@ class FiniteLoss(pl.Callback):
                 f"{trainer.current_epoch + 1}; check the inputs for NaN/inf values or extreme scales, and try a "
                 f"lower learning rate (lr is {self.lr})"
             )
+
+
+class ShardLog(pl.Callback):
+    """Which rows of the training split this rank iterated, each epoch (`training.rank_check.shard_record`).
+
+    Only the epochs this process trained: after a restart, those since the resume. (Not kept in the
+    checkpoint: rank 0 writes it, and every rank would resume with rank 0's shards.)
+    """
+
+    def __init__(self, batches) -> None:
+        self.batches = batches  # the rank's TensorBatches
+        self.epochs: list[dict[str, Any]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from pipelines.training.rank_check import shard_record
+
+        if self.batches.iterated is None:
+            return
+        iterated, left_out = self.batches.iterated.cpu().numpy(), self.batches.left_out().numpy()
+        # a resumed epoch replaces its old self, as in EpochHistory
+        self.epochs = [e for e in self.epochs if e["epoch"] < trainer.current_epoch]
+        self.epochs.append(shard_record(trainer.current_epoch, iterated, left_out))

@@ -112,8 +112,11 @@ def _use_reserved_cpus(cpus: float, small_step: bool = False) -> None:
         torch.set_num_threads(1 if small_step else int(cpus))
 
 
-def _record_placement(where: str, rank: int, in_process_cpus: float | None, fence: store.Fence) -> None:
-    """Each rank notes where it trains this candidate, on the run's (shared) storage."""
+def _record_placement(where: str, rank: int, in_process_cpus: float | None, fence: store.Fence, **trained: Any) -> None:
+    """Each rank notes where it trains this candidate, on the run's (shared) storage.
+
+    trained: what the rank holds once the fit is done (`training.rank_check`), added to the same record.
+    """
     import socket
 
     fence.check()
@@ -124,6 +127,7 @@ def _record_placement(where: str, rank: int, in_process_cpus: float | None, fenc
         "pid": os.getpid(),
         "cpus": _worker_cpus(in_process_cpus),
         "in_process": in_process_cpus is not None,
+        **trained,
     }
     if in_process_cpus is None:
         import ray
@@ -175,8 +179,9 @@ def _train_candidate(
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
     import models  # noqa: F401  (registers the families)
-    from pipelines.training.callbacks import EpochHistory, EpochPrinter, FiniteLoss, NonFiniteLoss
+    from pipelines.training.callbacks import EpochHistory, EpochPrinter, FiniteLoss, NonFiniteLoss, ShardLog
     from pipelines.training.progress import CandidateReport, Keeper
+    from pipelines.training.rank_check import state_sha256
 
     pl.seed_everything(job.seed, workers=True, verbose=False)
     ctx = ray.train.get_context()
@@ -189,7 +194,7 @@ def _train_candidate(
     channels_last = job.use_gpu and job.model_spec["family"] == "cnn"
     module, train, val = _module_and_batches(job, device, channels_last, rank, world, _worker_cpus(in_process_cpus))
     score, mode = config.get("score") or (job.monitor, job.mode)
-    history = EpochHistory()
+    history, shards = EpochHistory(), ShardLog(train)
     reporter = CandidateReport(
         job.candidate,
         index,
@@ -214,6 +219,7 @@ def _train_candidate(
             EarlyStopping(monitor=job.monitor, mode=job.mode, patience=job.patience),
             FiniteLoss(job.candidate, job.optim.get("lr")),
             history,
+            shards,
             EpochPrinter(job.candidate, job.epochs),
             reporter,
         ],
@@ -237,6 +243,16 @@ def _train_candidate(
             reporter.keeper.kept = []
             reporter.write_state("failed", str(err))
         return {"status": "failed", "error": str(err)}
+    # Every rank's weights and shards beside its placement: the driver checks that DDP kept them in step.
+    _record_placement(
+        where,
+        rank,
+        in_process_cpus,
+        fence,
+        state_sha256=state_sha256(module),
+        split_rows=len(train.x),
+        shards=shards.epochs,
+    )
     if rank == 0:
         reporter.write_state("finished")
     return {"status": "finished"}
