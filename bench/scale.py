@@ -30,10 +30,10 @@ from bench.fnn import hand_written_loop, make_data, our_path, steady_samples_per
 DEFAULT_FNN = {"hidden": [64, 32], "activation": "relu", "dropout": 0.0}  # the tabular default candidate
 
 
-def profile_lightning(data, spec: dict, batch: int, threads: int, fuse: bool = True, top: int = 25) -> str:
+def profile_lightning(data, spec: dict, batch: int, threads: int, fused: bool = True, top: int = 25) -> str:
     """One epoch of our TaskModule in Lightning's loop, in this process: cProfile's cumulative view.
 
-    fuse: K minibatch updates per Lightning step where the worker would fuse them (training/worker.py).
+    fused: K minibatch updates per Lightning step where the worker would fuse them (training/fused.py).
     """
     import pytorch_lightning as pl
     import torch
@@ -41,18 +41,14 @@ def profile_lightning(data, spec: dict, batch: int, threads: int, fuse: bool = T
     from models.task_module import TaskModule
     from pipelines.training.batches import TensorBatches
     from pipelines.training.callbacks import EpochHistory, FiniteLoss
-    from pipelines.training.worker import SMALL_STEP_MACS, fused_steps
+    from pipelines.training.fused import fuse, updates_per_step
+    from pipelines.training.worker import SMALL_STEP_MACS
 
     x, y = torch.from_numpy(data["train_x"]), torch.from_numpy(data["train_y"])
     vx, vy = torch.from_numpy(data["val_x"]), torch.from_numpy(data["val_y"])
     module = TaskModule(spec, {"optimizer": "adam", "lr": 1e-3}, "multiclass", "cce", 2)
     macs = sum(p.numel() for p in module.parameters()) * batch
     torch.set_num_threads(1 if macs < SMALL_STEP_MACS else threads)  # as the worker does
-    group = fused_steps(macs, world=1) if fuse else 1
-    if group > 1:
-        module.fuse_steps(batch)
-    train = TensorBatches(x, y, batch, shuffle=True, group=group)
-    module.train_batches = train
     trainer = pl.Trainer(
         max_epochs=1,
         accelerator="cpu",
@@ -64,6 +60,11 @@ def profile_lightning(data, spec: dict, batch: int, threads: int, fuse: bool = T
         num_sanity_val_steps=0,
         callbacks=[EpochHistory(), FiniteLoss("bench/fnn", 1e-3)],
     )
+    group = updates_per_step(trainer, macs, world=1) if fused else 1
+    if group > 1:
+        module = fuse(module)
+    train = TensorBatches(x, y, batch, shuffle=True, group=group)
+    module.train_batches = train
     profiler = cProfile.Profile()
     started = time.perf_counter()
     profiler.enable()
@@ -141,4 +142,4 @@ def main(argv: list[str]) -> None:
             flush=True,
         )
     if args.profile:
-        print(profile_lightning(data, spec, args.batch, args.cpus, fuse=not args.unfused))
+        print(profile_lightning(data, spec, args.batch, args.cpus, fused=not args.unfused))

@@ -6,7 +6,7 @@ configures it (pipelines.config builds its candidate union from these), the data
 learn from and the tasks it can do. `create_model` builds one by name, in the style of timm.
 
 Registering must not import torch: pipelines.config imports every family to build its schema, and a
-bad param must be refused before any framework is loaded. So the built-in families import their
+bad param must be rejected before any framework is loaded. So the built-in families import their
 networks (models/networks.py) inside the builder.
 
 Code that caches something derived from the catalogue (the config schema) subscribes with

@@ -18,7 +18,7 @@ class Task:
     """One kind of problem the pipeline can learn."""
 
     name: str
-    losses: tuple[str, ...]  # which losses can train it; anything else is refused before training
+    losses: tuple[str, ...]  # which losses can train it; anything else is rejected before training
     default_loss: str  # what loss "auto" means
     real_valued: bool  # real outputs (regression-like: one value, or one per forecast step); else class logits
     val_score: str  # the metric logged beside val/loss (and usable by early stopping)

@@ -53,19 +53,6 @@ class TaskModule(pl.LightningModule):
         self.kind = get_task(task)
         self.score_name = self.kind.val_score
         self.val_score = val_score_metric(self.kind, n_classes)
-        self.micro_batch: int | None = None  # set by fuse_steps
-
-    def fuse_steps(self, micro_batch: int) -> None:
-        """Run one optimizer update per `micro_batch` rows of each training batch (manual optimization).
-
-        For small steps Lightning's per-step machinery (fit loop, callback hooks, the automatic-optimization
-        closure, the LightningOptimizer and precision wrappers) costs more than the step itself. Fed batches
-        of K consecutive minibatches (TensorBatches(group=K)), the module runs the K updates itself with the
-        raw torch optimizer: the same minibatches, order and updates as unfused, Lightning's cost paid once
-        per K. Only for one process in fp32: no DDP gradient sync, no precision plugin (grad scaling) to skip.
-        """
-        self.micro_batch = micro_batch
-        self.automatic_optimization = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -81,9 +68,7 @@ class TaskModule(pl.LightningModule):
         logits = self(x)
         return self.loss_fn(logits, loss_target(self.loss_name, y)), logits
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
-        if self.micro_batch is not None:
-            return self._fused_steps(batch)
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss, _ = self._loss(x, y)
         # Accumulated on-device, reduced once per epoch: no per-step host sync.
@@ -94,39 +79,6 @@ class TaskModule(pl.LightningModule):
             # much as a whole small training step.
             self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
         return loss
-
-    def _fused_steps(self, batch) -> None:
-        """K updates, as Lightning's automatic optimization would run them one per step (same math, same order)."""
-        x, y = batch  # K minibatches of micro_batch rows (the last may be short)
-        optimizer = self.trainer.optimizers[0]  # the raw optimizer: its state is what the checkpoint holds
-        losses, rows = [], []
-        for xb, yb in zip(x.split(self.micro_batch), y.split(self.micro_batch)):
-            optimizer.zero_grad(set_to_none=True)
-            loss, _ = self._loss(xb, yb)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.detach())
-            rows.append(len(xb))
-        # The same weighted mean as K updates, in one metric update (torchmetrics checks NaNs per call).
-        weights = torch.tensor(rows, dtype=self.train_loss.dtype, device=x.device)
-        self.train_loss.update(torch.stack(losses), weight=weights)
-        self._count_updates(len(rows))
-        if self.trainer.is_last_batch:
-            self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
-            self._step_epoch_schedulers()
-
-    def _count_updates(self, n: int) -> None:
-        """trainer.global_step counts updates made through Lightning's optimizer wrapper; add ours."""
-        steps = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        for tracker in (steps.total, steps.current):
-            tracker.ready += n
-            tracker.completed += n
-
-    def _step_epoch_schedulers(self) -> None:
-        """Lightning steps epoch schedulers right after an epoch's last batch, but not under manual optimization."""
-        for config in self.trainer.lr_scheduler_configs:  # configure_optimizers builds only per-epoch, non-plateau
-            if config.interval == "epoch" and (self.current_epoch + 1) % config.frequency == 0:
-                self.lr_scheduler_step(config.scheduler, None)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch

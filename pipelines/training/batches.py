@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import torch
 
+Batch = tuple[torch.Tensor, torch.Tensor]
+
 
 class TensorBatches:
     """Iterate (x, y) batches of this rank's shard of in-memory tensors.
@@ -17,9 +19,9 @@ class TensorBatches:
     last n % world rows (`left_out`, fewer than `world`, different each epoch).
     Evaluation shards are strided and unshuffled.
 
-    With `group` K > 1 each item holds K consecutive batches (up to K x batch_size rows of the
-    same order), for a module that runs one update per batch_size rows inside one Lightning step
-    (`TaskModule.fuse_steps`): the same batches in the same order, K of them per item.
+    With `group` K > 1 each item is a tuple of K consecutive (x, y) batches (the epoch's last item may
+    hold fewer), for a module that runs one update per batch inside one Lightning step
+    (`training.fused.FusedTaskModule`): the same batches in the same order, K of them per item.
     """
 
     def __init__(
@@ -69,10 +71,11 @@ class TensorBatches:
         per_rank = n // self.world if self.shuffle else len(range(self.rank, n, self.world))
         return math.ceil(per_rank / (self.batch_size * self.group))
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[Batch | tuple[Batch, ...]]:
         idx = self._indices()
         self.iterated = idx  # this epoch's shard, for the rank check (callbacks.ShardLog)
         rows = self.batch_size * self.group  # groups start at multiples of K batches: the same batch boundaries
         for start in range(0, len(idx), rows):
             sel = idx[start : start + rows]
-            yield self.x[sel], self.y[sel]
+            x, y = self.x[sel], self.y[sel]  # one gather per item; the batches of a group are views of it
+            yield (x, y) if self.group == 1 else tuple(zip(x.split(self.batch_size), y.split(self.batch_size)))

@@ -72,27 +72,6 @@ def step_macs(job: TrainJob, module, per_worker_batch: int) -> int:
     return sum(p.numel() for p in module.parameters()) * per_worker_batch * positions
 
 
-# A fused Lightning step (TaskModule.fuse_steps) holds at least this much work: Lightning's own per-step cost
-# (~1.3 ms of Python: fit loop, hooks, closure, optimizer wrappers; BENCHMARKS.md) is then paid once per K
-# updates, ~3 % of them. The default FNN (10-64-32-2, batch 64, ~0.18 M multiply-adds, ~0.65 ms a step) gets
-# K = 64, the cap that bounds a group's rows for the tiniest models; `make bench`'s FNN (64-256-256-2, batch
-# 512, 42 M, ~2 ms) K = 24. Steps of 1 G multiply-adds and more stay one per Lightning step.
-FUSED_STEP_MACS = 1_000_000_000
-MAX_FUSED = 64
-
-
-def fused_steps(macs: int, world: int, use_gpu: bool = False, precision: str = "32") -> int:
-    """How many minibatch updates one Lightning step runs (1: unfused, Lightning's automatic optimization).
-
-    Only on one CPU worker in fp32: several workers need DDP's gradient all-reduce in each update,
-    GPUs have their own per-step costs (and steps worth fusing there would be much larger), and other
-    precisions need Lightning's precision plugin around backward and step.
-    """
-    if world > 1 or use_gpu or precision != "32" or macs >= FUSED_STEP_MACS:
-        return 1
-    return min(MAX_FUSED, math.ceil(FUSED_STEP_MACS / max(1, macs)))
-
-
 def _worker_cpus(in_process_cpus: float | None) -> float:
     """The CPUs this worker holds: reserved from Ray, or given to local mode (no Ray resources there)."""
     if in_process_cpus is not None:
@@ -192,7 +171,6 @@ def _train_candidate(
     device = ray.train.torch.get_device() if job.use_gpu else torch.device("cpu")
     # On a GPU, convolutions run fastest with channels-last tensors (NHWC kernels, tensor cores).
     channels_last = job.use_gpu and job.model_spec["family"] == "cnn"
-    module, train, val = _module_and_batches(job, device, channels_last, rank, world, _worker_cpus(in_process_cpus))
     score, mode = config.get("score") or (job.monitor, job.mode)
     history, shards = EpochHistory(), ShardLog(train)
     reporter = CandidateReport(
@@ -232,6 +210,8 @@ def _train_candidate(
     )
     if not in_process:
         trainer = prepare_trainer(trainer)
+    cpus = _worker_cpus(in_process_cpus)
+    module, train, val = _module_and_batches(job, trainer, device, channels_last, rank, world, cpus)
     module.train_batches = train  # lets the module reseed shuffling per epoch
     try:
         trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=str(resume) if resume else None)
@@ -258,20 +238,22 @@ def _train_candidate(
     return {"status": "finished"}
 
 
-def _module_and_batches(job: TrainJob, device, channels_last: bool, rank: int, world: int, cpus: float):
-    """The candidate's TaskModule, this worker's intra-op threads, and its batches (fused when steps are tiny)."""
+def _module_and_batches(job: TrainJob, trainer, device, channels_last: bool, rank: int, world: int, cpus: float):
+    """The candidate's module, this worker's intra-op threads, and its batches: fused when steps are tiny
+    (training.fused: K minibatch updates per Lightning step, K decided there, given to both)."""
     import torch
 
     from models.task_module import TaskModule
+    from pipelines.training.fused import fuse, updates_per_step
 
     module = TaskModule(job.model_spec, job.optim, job.task, job.loss, job.n_classes)
     per_worker = max(1, job.batch_size // world)
     macs = step_macs(job, module, per_worker)
     if not job.use_gpu:
         _use_reserved_cpus(cpus, small_step=macs < SMALL_STEP_MACS)
-    group = fused_steps(macs, world, job.use_gpu, job.precision)
+    group = updates_per_step(trainer, macs, world)
     if group > 1:
-        module.fuse_steps(per_worker)
+        module = fuse(module)  # its training batches are groups of `group` minibatches
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
     return (module, *_batches(job, device, channels_last, rank, world, group))

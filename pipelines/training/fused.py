@@ -1,0 +1,158 @@
+"""Fused steps: K minibatch updates inside one Lightning step, for one CPU worker whose steps are tiny.
+
+Why: Lightning's per-step machinery (fit loop, batch hooks, logger connector, the automatic-optimization
+closure; ~1.3 ms of Python, BENCHMARKS.md) costs more than a small model's whole update. Fed groups of K
+consecutive minibatches (`TensorBatches(group=K)`), `FusedTaskModule` runs the K updates inside one
+Lightning step, under Lightning's manual optimization: the same minibatches in the same order, one
+optimizer update each, the same weights bit for bit (tests/test_fused_steps.py).
+
+What stays as in Lightning's automatic loop, per update: the forward, `optimizer_zero_grad`, backward
+through `manual_backward` (on_before_backward / on_after_backward), `optimizer_step` through the
+LightningOptimizer (on_before_optimizer_step, and `trainer.global_step` counts every update),
+`configure_gradient_clipping` when the module overrides it, and step- and epoch-interval LR schedulers
+stepped at the updates where Lightning would step them. What changes: the batch-level hooks
+(on_train_batch_start/end) run once per group of K.
+
+What cannot be fused, so the run takes one Lightning step per minibatch (K = 1) instead: several
+workers (DDP must all-reduce every update), GPUs and other precisions than fp32 (their own per-step
+costs and plugins), and the Trainer's gradient_clip_val / accumulate_grad_batches (Lightning applies
+them only under automatic optimization). A ReduceLROnPlateau schedule is refused when the fit starts.
+`updates_per_step` is the one place K is decided.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.accelerators import CPUAccelerator
+from pytorch_lightning.utilities.model_helpers import is_overridden
+
+from models.task_module import TaskModule
+from pipelines.training.batches import Batch
+
+logger = logging.getLogger(__name__)
+
+# A fused Lightning step holds at least this much work: Lightning's own per-step cost is then paid once
+# per K updates, ~3 % of them. The default FNN (10-64-32-2, batch 64, ~0.18 M multiply-adds, ~0.65 ms a
+# step) gets K = 64, the cap that bounds a group's rows for the tiniest models; `make bench`'s FNN
+# (64-256-256-2, batch 512, 42 M, ~2 ms) K = 24. Steps of 1 G multiply-adds and more stay one per
+# Lightning step.
+FUSED_STEP_MACS = 1_000_000_000
+MAX_FUSED = 64
+
+
+class FusedStepsUnsupported(RuntimeError):
+    """The fused module was asked for something it cannot do the way Lightning's automatic loop does."""
+
+
+def unfusable_settings(trainer: pl.Trainer) -> list[str]:
+    """The trainer's step-level settings that only Lightning's automatic optimization applies.
+
+    Lightning refuses both under manual optimization. A future config key that reaches the Trainer
+    lands here, and such a run trains unfused instead of silently without it.
+    """
+    found = []
+    if trainer.gradient_clip_val:
+        found.append(f"gradient_clip_val={trainer.gradient_clip_val}")
+    if trainer.accumulate_grad_batches != 1:
+        found.append(f"accumulate_grad_batches={trainer.accumulate_grad_batches}")
+    return found
+
+
+def updates_per_step(trainer: pl.Trainer, macs: int, world: int) -> int:
+    """K: how many minibatch updates one Lightning step of `trainer` runs (1: unfused, automatic optimization).
+
+    macs: a rough count of one update's multiply-adds (per worker); world: the number of workers.
+    """
+    fp32_cpu = isinstance(trainer.accelerator, CPUAccelerator) and trainer.precision == "32-true"
+    if world > 1 or not fp32_cpu or macs >= FUSED_STEP_MACS:
+        return 1
+    settings = unfusable_settings(trainer)
+    if settings:
+        logger.warning(
+            "one Lightning step per minibatch (not fused): the fused steps cannot apply %s", ", ".join(settings)
+        )
+        return 1
+    return min(MAX_FUSED, math.ceil(FUSED_STEP_MACS / max(1, macs)))
+
+
+def fuse(module: TaskModule) -> FusedTaskModule:
+    """`module` as a FusedTaskModule: the same hyperparameters and the same (already drawn) weights."""
+    # Building the copy draws fresh initial weights; fork_rng keeps that from moving the RNG the run goes
+    # on with, so a fused run draws the same dropout masks as an unfused one.
+    with torch.random.fork_rng(devices=[]):
+        fused = FusedTaskModule(**module.hparams)
+    fused.load_state_dict(module.state_dict())
+    return fused
+
+
+class FusedTaskModule(TaskModule):
+    """A TaskModule whose every training batch is a group of minibatches (TensorBatches(group=K)), one update each."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.automatic_optimization = False
+        self._clips = False  # whether configure_gradient_clipping is overridden (checked when the fit starts)
+        self._updates_in_epoch = 0  # the unfused loop's batch index, for step-interval schedulers
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # Training groups hold slices of tensors already on the device (validation batches are plain pairs).
+        if batch and isinstance(batch[0], tuple) and all(t.device == device for pair in batch for t in pair):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def on_fit_start(self) -> None:
+        if len(self.trainer.optimizers) != 1:
+            raise FusedStepsUnsupported(f"fused steps run one optimizer, got {len(self.trainer.optimizers)}")
+        for config in self.trainer.lr_scheduler_configs:
+            # Lightning steps it after validation, with a metric, and only under automatic optimization (which
+            # also drops the scheduler config's reduce_on_plateau flag, hence the type).
+            if isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                raise FusedStepsUnsupported(
+                    f"fused steps cannot run a {type(config.scheduler).__name__} schedule; "
+                    "train this candidate unfused (pipelines/training/fused.py)"
+                )
+        self._clips = is_overridden("configure_gradient_clipping", self, parent=pl.LightningModule)
+
+    def training_step(self, group: tuple[Batch, ...], batch_idx: int) -> None:
+        """K updates, as Lightning's automatic optimization runs them one per step (same math, same order)."""
+        if batch_idx == 0:
+            self._updates_in_epoch = 0
+        optimizer = self.optimizers()  # the LightningOptimizer: its step runs the hooks and counts global_step
+        losses, rows = [], []
+        for x, y in group:
+
+            def closure(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
+                loss, _ = self._loss(x, y)  # automatic optimization's order: forward, zero_grad, backward
+                self.optimizer_zero_grad(self.current_epoch, self._updates_in_epoch, optimizer.optimizer)
+                self.manual_backward(loss)
+                return loss
+
+            loss = optimizer.step(closure=closure)
+            self._updates_in_epoch += 1
+            self._step_schedulers("step", self._updates_in_epoch)
+            losses.append(loss.detach())
+            rows.append(len(x))
+        # The same weighted mean as K updates, in one metric update (torchmetrics checks NaNs per call).
+        weights = torch.tensor(rows, dtype=self.train_loss.dtype, device=losses[0].device)
+        self.train_loss.update(torch.stack(losses), weight=weights)
+        if self.trainer.is_last_batch:
+            self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
+            # Lightning steps epoch schedulers right after an epoch's last batch, but not under manual optimization.
+            self._step_schedulers("epoch", self.current_epoch + 1)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Where automatic optimization clips: after the on_before_optimizer_step hooks, before the step.
+        super().on_before_optimizer_step(optimizer)
+        if self._clips:
+            self.configure_gradient_clipping(optimizer)
+
+    def _step_schedulers(self, interval: str, count: int) -> None:
+        """Step the `interval` schedulers due at the count-th batch/epoch (1-based), by Lightning's frequency rule."""
+        for config in self.trainer.lr_scheduler_configs:  # plateau schedules were refused at fit start
+            if config.interval == interval and count % config.frequency == 0:
+                self.lr_scheduler_step(config.scheduler, None)
