@@ -74,6 +74,9 @@ class HookCounts(pl.Callback):
     def _count(self, hook: str) -> None:
         self.counts[hook] = self.counts.get(hook, 0) + 1
 
+    def on_before_zero_grad(self, trainer, pl_module, optimizer) -> None:
+        self._count("on_before_zero_grad")
+
     def on_before_backward(self, trainer, pl_module, loss) -> None:
         self._count("on_before_backward")
 
@@ -106,7 +109,8 @@ def test_fused_steps_give_the_same_training_as_one_lightning_step_per_minibatch(
     unfused, fused = train(1, 3), train(GROUP, 3)
     assert unfused[0].automatic_optimization and not fused[0].automatic_optimization
     assert fused[1].global_step == 3 * 16  # one update per 64-row minibatch, not per Lightning step
-    assert fused[3] == dict.fromkeys(("on_before_backward", "on_after_backward", "on_before_optimizer_step"), 3 * 16)
+    per_update = ("on_before_zero_grad", "on_before_backward", "on_after_backward", "on_before_optimizer_step")
+    assert fused[3] == dict.fromkeys(per_update, 3 * 16)
     assert fused[1].optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5**3)
     assert_same_training(fused, unfused)
 
@@ -207,3 +211,55 @@ def test_a_plateau_schedule_is_refused_when_a_fused_fit_starts(monkeypatch):
     monkeypatch.setattr(TaskModule, "configure_optimizers", plateau)
     with pytest.raises(FusedStepsUnsupported, match="cannot run a ReduceLROnPlateau schedule"):
         train(GROUP, 1)
+
+
+def with_key(path: str, value) -> dict:
+    """The default params with `value` set at the dotted `path`."""
+    from pipelines.config import PipelineParams
+
+    data = PipelineParams().model_dump(mode="json")
+    *parents, leaf = path.split(".")
+    node = data
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    "path, value, words",
+    [
+        ("datasets.tabular.train.candidates.fnn-relu.gradient_clip_val", 1.0, "unknown key"),
+        ("datasets.tabular.train.accumulate_grad_batches", 4, "unknown key"),
+        ("train.gradient_clip_val", 1.0, "unknown key"),
+        ("datasets.tabular.train.candidates.fnn-relu.lr_schedule", "onecycle", "'none', 'cosine' or 'step'"),
+        ("datasets.tabular.train.search", {"candidate": "fnn-relu", "space": {"gradient_clip_val": {}}}, "space"),
+    ],
+)
+def test_the_config_can_ask_for_no_step_level_feature_the_fused_steps_would_skip(path, value, words):
+    # Today's schema has no gradient clipping, no accumulation and only per-epoch LR schedules (which the fused
+    # steps step as Lightning does); a key asking for one is refused naming it, before anything trains (exit 2).
+    # A future key that reaches the Trainer makes the run unfused (fused.unfusable_settings).
+    from pipelines.config import validate_params
+    from pipelines.errors import PipelineInputError
+
+    with pytest.raises(PipelineInputError) as err:
+        validate_params(with_key(path, value), "params.yaml")
+    assert f"params.yaml: {path}" in str(err.value) and words in str(err.value), str(err.value)
+
+
+def test_a_modules_optimizer_step_hook_runs_at_every_update_with_the_same_global_step(monkeypatch):
+    from models.task_module import TaskModule
+
+    def warm_up(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        for group in optimizer.param_groups:  # a linear warm-up over the first 20 updates, by global_step
+            group["lr"] = 1e-2 * min(1.0, (self.trainer.global_step + 1) / 20)
+        optimizer.step(closure=optimizer_closure)
+
+    monkeypatch.setattr(TaskModule, "optimizer_step", warm_up)
+    fused, unfused = train(GROUP, 2), train(1, 2)
+    assert_same_training(fused, unfused)
+    monkeypatch.undo()
+    assert not torch.equal(
+        fused[0].state_dict()["net.net.0.weight"], train(GROUP, 2)[0].state_dict()["net.net.0.weight"]
+    )

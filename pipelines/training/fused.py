@@ -6,12 +6,12 @@ consecutive minibatches (`TensorBatches(group=K)`), `FusedTaskModule` runs the K
 Lightning step, under Lightning's manual optimization: the same minibatches in the same order, one
 optimizer update each, the same weights bit for bit (tests/test_fused_steps.py).
 
-What stays as in Lightning's automatic loop, per update: the forward, `optimizer_zero_grad`, backward
-through `manual_backward` (on_before_backward / on_after_backward), `optimizer_step` through the
-LightningOptimizer (on_before_optimizer_step, and `trainer.global_step` counts every update),
-`configure_gradient_clipping` when the module overrides it, and step- and epoch-interval LR schedulers
-stepped at the updates where Lightning would step them. What changes: the batch-level hooks
-(on_train_batch_start/end) run once per group of K.
+What stays as in Lightning's automatic loop, per update, in its order: the forward, on_before_zero_grad
+and `optimizer_zero_grad`, backward through `manual_backward` (on_before_backward, on_after_backward), the
+module's `optimizer_step` hook and the LightningOptimizer's step (on_before_optimizer_step, then a module's
+own `configure_gradient_clipping`; `trainer.global_step` counts every update), and step- and
+epoch-interval LR schedulers stepped after the updates where Lightning steps them. What changes: the
+batch-level hooks (on_train_batch_start/end) run once per group of K.
 
 What cannot be fused, so the run takes one Lightning step per minibatch (K = 1) instead: several
 workers (DDP must all-reduce every update), GPUs and other precisions than fp32 (their own per-step
@@ -98,6 +98,7 @@ class FusedTaskModule(TaskModule):
         self.automatic_optimization = False
         self._clips = False  # whether configure_gradient_clipping is overridden (checked when the fit starts)
         self._updates_in_epoch = 0  # the unfused loop's batch index, for step-interval schedulers
+        self._last_loss = torch.zeros(())  # the closure's loss (Lightning's optimizer_step hook returns none)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         # Training groups hold slices of tensors already on the device (validation batches are plain pairs).
@@ -128,14 +129,16 @@ class FusedTaskModule(TaskModule):
 
             def closure(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
                 loss, _ = self._loss(x, y)  # automatic optimization's order: forward, zero_grad, backward
-                self.optimizer_zero_grad(self.current_epoch, self._updates_in_epoch, optimizer.optimizer)
-                self.manual_backward(loss)
+                self._zero_grad(optimizer.optimizer)
+                self.manual_backward(loss)  # runs on_before_backward / on_after_backward
+                self._last_loss = loss.detach()
                 return loss
 
-            loss = optimizer.step(closure=closure)
+            self.optimizer_step(self.current_epoch, self._updates_in_epoch, optimizer, closure)
+            loss = self._last_loss
             self._updates_in_epoch += 1
             self._step_schedulers("step", self._updates_in_epoch)
-            losses.append(loss.detach())
+            losses.append(loss)
             rows.append(len(x))
         # The same weighted mean as K updates, in one metric update (torchmetrics checks NaNs per call).
         weights = torch.tensor(rows, dtype=self.train_loss.dtype, device=losses[0].device)
@@ -144,6 +147,13 @@ class FusedTaskModule(TaskModule):
             self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
             # Lightning steps epoch schedulers right after an epoch's last batch, but not under manual optimization.
             self._step_schedulers("epoch", self.current_epoch + 1)
+
+    def _zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
+        """What automatic optimization runs before backward (manual optimization leaves it to the step)."""
+        for callback in self.trainer.callbacks:
+            callback.on_before_zero_grad(self.trainer, self, optimizer)
+        self.on_before_zero_grad(optimizer)
+        self.optimizer_zero_grad(self.current_epoch, self._updates_in_epoch, optimizer)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Where automatic optimization clips: after the on_before_optimizer_step hooks, before the step.
