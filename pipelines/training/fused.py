@@ -1,17 +1,19 @@
 """Fused steps: K minibatch updates inside one Lightning step, for one CPU worker whose steps are tiny.
 
 Why: Lightning's per-step machinery (fit loop, batch hooks, logger connector, the automatic-optimization
-closure; ~1.3 ms of Python, BENCHMARKS.md) costs more than a small model's whole update. Fed groups of K
-consecutive minibatches (`TensorBatches(group=K)`), `FusedTaskModule` runs the K updates inside one
-Lightning step, under Lightning's manual optimization: the same minibatches in the same order, one
-optimizer update each, the same weights bit for bit (tests/test_fused_steps.py).
+closure, its LightningOptimizer and precision wrappers, a profiler section per hook and callback; ~1.3 ms
+of Python, BENCHMARKS.md) costs more than a small model's whole update. Fed groups of K consecutive
+minibatches (`TensorBatches(group=K)`), `FusedTaskModule` runs the K updates inside one Lightning step,
+under manual optimization, with the raw torch optimizer: the same minibatches in the same order, one
+update each, the same weights bit for bit (tests/test_fused_steps.py, tests/test_fused_worker.py).
 
-What stays as in Lightning's automatic loop, per update, in its order: the forward, on_before_zero_grad
-and `optimizer_zero_grad`, backward through `manual_backward` (on_before_backward, on_after_backward), the
-module's `optimizer_step` hook and the LightningOptimizer's step (on_before_optimizer_step, then a module's
-own `configure_gradient_clipping`; `trainer.global_step` counts every update), and step- and
-epoch-interval LR schedulers stepped after the updates where Lightning steps them. What changes: the
-batch-level hooks (on_train_batch_start/end) run once per group of K.
+What stays as in Lightning's automatic loop, per update, in its order: the forward; on_before_zero_grad
+and `optimizer_zero_grad`; on_before_backward, the `backward` hook, on_after_backward;
+on_before_optimizer_step and a module's own `configure_gradient_clipping`; the module's `optimizer_step`
+hook (given the raw optimizer); `trainer.global_step` counting every update (`count_update`, the one
+write to Lightning's private state); step- and epoch-interval LR schedulers stepped after the updates
+where Lightning steps them. Callback and module hooks are called directly, not through Lightning's
+dispatch. What changes: the batch-level hooks (on_train_batch_start/end) run once per group of K.
 
 What cannot be fused, so the run takes one Lightning step per minibatch (K = 1) instead: several
 workers (DDP must all-reduce every update), GPUs and other precisions than fp32 (their own per-step
@@ -90,6 +92,19 @@ def fuse(module: TaskModule) -> FusedTaskModule:
     return fused
 
 
+def count_update(trainer: pl.Trainer) -> None:
+    """Count one optimizer update in `trainer.global_step`, as Lightning's LightningOptimizer.step does.
+
+    The one write to Lightning's private state: under manual optimization `global_step` is the manual loop's
+    optimizer-step progress, which Lightning advances only around LightningOptimizer.step, a chain whose
+    per-update cost is the one fused steps exist to avoid. tests/test_fused_steps.py fails naming this
+    attribute if a Lightning release moves it (and checks global_step against unfused runs).
+    """
+    progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+    progress.increment_ready()
+    progress.increment_completed()
+
+
 class FusedTaskModule(TaskModule):
     """A TaskModule whose every training batch is a group of minibatches (TensorBatches(group=K)), one update each."""
 
@@ -98,7 +113,6 @@ class FusedTaskModule(TaskModule):
         self.automatic_optimization = False
         self._clips = False  # whether configure_gradient_clipping is overridden (checked when the fit starts)
         self._updates_in_epoch = 0  # the unfused loop's batch index, for step-interval schedulers
-        self._last_loss = torch.zeros(())  # the closure's loss (Lightning's optimizer_step hook returns none)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         # Training groups hold slices of tensors already on the device (validation batches are plain pairs).
@@ -123,42 +137,56 @@ class FusedTaskModule(TaskModule):
         """K updates, as Lightning's automatic optimization runs them one per step (same math, same order)."""
         if batch_idx == 0:
             self._updates_in_epoch = 0
-        optimizer = self.optimizers()  # the LightningOptimizer: its step runs the hooks and counts global_step
+        trainer, epoch = self.trainer, self.current_epoch
+        optimizer = trainer.optimizers[0]  # the raw optimizer: its state is what the checkpoint holds
         losses, rows = [], []
         for x, y in group:
+            update = self._updates_in_epoch  # the batch_idx an unfused step would have
 
-            def closure(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
-                loss, _ = self._loss(x, y)  # automatic optimization's order: forward, zero_grad, backward
-                self._zero_grad(optimizer.optimizer)
-                self.manual_backward(loss)  # runs on_before_backward / on_after_backward
-                self._last_loss = loss.detach()
+            def closure(x: torch.Tensor = x, y: torch.Tensor = y, update: int = update) -> torch.Tensor:
+                loss, _ = self._loss(x, y)
+                self._backward(trainer, optimizer, loss, epoch, update)
+                losses.append(loss.detach())
                 return loss
 
-            self.optimizer_step(self.current_epoch, self._updates_in_epoch, optimizer, closure)
-            loss = self._last_loss
+            self.optimizer_step(epoch, update, optimizer, closure)
+            count_update(trainer)
             self._updates_in_epoch += 1
             self._step_schedulers("step", self._updates_in_epoch)
-            losses.append(loss)
             rows.append(len(x))
         # The same weighted mean as K updates, in one metric update (torchmetrics checks NaNs per call).
         weights = torch.tensor(rows, dtype=self.train_loss.dtype, device=losses[0].device)
         self.train_loss.update(torch.stack(losses), weight=weights)
-        if self.trainer.is_last_batch:
+        if trainer.is_last_batch:
             self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
             # Lightning steps epoch schedulers right after an epoch's last batch, but not under manual optimization.
-            self._step_schedulers("epoch", self.current_epoch + 1)
+            self._step_schedulers("epoch", epoch + 1)
 
-    def _zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
-        """What automatic optimization runs before backward (manual optimization leaves it to the step)."""
-        for callback in self.trainer.callbacks:
-            callback.on_before_zero_grad(self.trainer, self, optimizer)
+    def _backward(
+        self, trainer: pl.Trainer, optimizer: torch.optim.Optimizer, loss: torch.Tensor, epoch: int, update: int
+    ) -> None:
+        """What automatic optimization's closure runs after the forward, and its precision plugin after the closure.
+
+        The hooks are called directly: Lightning's generic dispatch (a profiler section and a state key per
+        callback, per hook) and its LightningOptimizer's step cost 15-25 % of a small model's update
+        (BENCHMARKS.md); for fp32 on one device they do nothing else.
+        """
+        callbacks = trainer.callbacks
+        for callback in callbacks:
+            callback.on_before_zero_grad(trainer, self, optimizer)
         self.on_before_zero_grad(optimizer)
-        self.optimizer_zero_grad(self.current_epoch, self._updates_in_epoch, optimizer)
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # Where automatic optimization clips: after the on_before_optimizer_step hooks, before the step.
-        super().on_before_optimizer_step(optimizer)
-        if self._clips:
+        self.optimizer_zero_grad(epoch, update, optimizer)
+        for callback in callbacks:
+            callback.on_before_backward(trainer, self, loss)
+        self.on_before_backward(loss)
+        self.backward(loss)
+        for callback in callbacks:
+            callback.on_after_backward(trainer, self)
+        self.on_after_backward()
+        for callback in callbacks:
+            callback.on_before_optimizer_step(trainer, self, optimizer)
+        self.on_before_optimizer_step(optimizer)
+        if self._clips:  # where automatic optimization clips: after those hooks, before the step
             self.configure_gradient_clipping(optimizer)
 
     def _step_schedulers(self, interval: str, count: int) -> None:
