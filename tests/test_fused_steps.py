@@ -209,7 +209,7 @@ def test_a_plateau_schedule_is_refused_when_a_fused_fit_starts(monkeypatch):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
 
     monkeypatch.setattr(TaskModule, "configure_optimizers", plateau)
-    with pytest.raises(FusedStepsUnsupported, match="cannot run a ReduceLROnPlateau schedule"):
+    with pytest.raises(FusedStepsUnsupported, match="cannot step a ReduceLROnPlateau schedule"):
         train(GROUP, 1)
 
 

@@ -128,8 +128,9 @@ class FusedTaskModule(TaskModule):
             # also drops the scheduler config's reduce_on_plateau flag, hence the type).
             if isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 raise FusedStepsUnsupported(
-                    f"fused steps cannot run a {type(config.scheduler).__name__} schedule; "
-                    "train this candidate unfused (pipelines/training/fused.py)"
+                    f"fused steps cannot step a {type(config.scheduler).__name__} schedule (Lightning steps it "
+                    "after validation, under automatic optimization only): make updates_per_step in "
+                    "pipelines/training/fused.py return 1 for it, or step it in FusedTaskModule"
                 )
         self._clips = is_overridden("configure_gradient_clipping", self, parent=pl.LightningModule)
 
@@ -168,7 +169,7 @@ class FusedTaskModule(TaskModule):
         """What automatic optimization's closure runs after the forward, and its precision plugin after the closure.
 
         The hooks are called directly: Lightning's generic dispatch (a profiler section and a state key per
-        callback, per hook) and its LightningOptimizer's step cost 15-25 % of a small model's update
+        callback, per hook) and its LightningOptimizer's step cost ~18 % of the default FNN's update
         (BENCHMARKS.md); for fp32 on one device they do nothing else.
         """
         callbacks = trainer.callbacks
