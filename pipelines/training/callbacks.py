@@ -97,16 +97,16 @@ class ShardLog(pl.Callback):
     checkpoint: rank 0 writes it, and every rank would resume with rank 0's shards.)
     """
 
-    def __init__(self, batches) -> None:
-        self.batches = batches  # the rank's TensorBatches
+    def __init__(self) -> None:
         self.epochs: list[dict[str, Any]] = []
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         from pipelines.training.rank_check import shard_record
 
-        if self.batches.iterated is None:
+        batches = getattr(pl_module, "train_batches", None)  # the rank's TensorBatches, as EpochHistory finds them
+        if batches is None or batches.iterated is None:
             return
-        iterated, left_out = self.batches.iterated.cpu().numpy(), self.batches.left_out().numpy()
+        iterated, left_out = batches.iterated.cpu().numpy(), batches.left_out().numpy()
         # a resumed epoch replaces its old self, as in EpochHistory
         self.epochs = [e for e in self.epochs if e["epoch"] < trainer.current_epoch]
         self.epochs.append(shard_record(trainer.current_epoch, iterated, left_out))

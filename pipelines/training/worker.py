@@ -172,7 +172,7 @@ def _train_candidate(
     # On a GPU, convolutions run fastest with channels-last tensors (NHWC kernels, tensor cores).
     channels_last = job.use_gpu and job.model_spec["family"] == "cnn"
     score, mode = config.get("score") or (job.monitor, job.mode)
-    history, shards = EpochHistory(), ShardLog(train)
+    history, shards = EpochHistory(), ShardLog()  # both read module.train_batches
     reporter = CandidateReport(
         job.candidate,
         index,
