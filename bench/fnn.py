@@ -379,7 +379,7 @@ def one_round(data, spec, args, n: int, per: int) -> dict:
 
 def stage_process_seconds() -> float:
     """Wall time of a fresh Python process importing what a train stage imports before it trains."""
-    code = "import models, pipelines.stages.train, pipelines.training.worker, torch, pytorch_lightning, ray.train.torch"
+    code = "import models, pipelines.stages.train, pipelines.training.worker, torch, lightning.pytorch, ray.train.torch"
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     return time.perf_counter() - started

@@ -35,7 +35,7 @@ def profile_lightning(data, spec: dict, batch: int, threads: int, fused: bool = 
 
     fused: K minibatch updates per Lightning step where the worker would fuse them (training/fused.py).
     """
-    import pytorch_lightning as pl
+    import lightning.pytorch as pl
     import torch
 
     from models.task_module import TaskModule

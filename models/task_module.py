@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytorch_lightning as pl
+import lightning.pytorch as pl
 import torch
 import torchmetrics
 

@@ -131,7 +131,7 @@ def test_loss_and_task_combinations_are_checked(task, loss, ok):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
 @pytest.mark.parametrize("schedule", ["none", "cosine", "step"])
 def test_every_optimizer_and_schedule_trains(optimizer, schedule):
-    import pytorch_lightning as pl
+    import lightning.pytorch as pl
 
     torch.manual_seed(0)
     optim = {

@@ -5,8 +5,8 @@ worker's own training function: tests/test_fused_worker.py)."""
 
 from __future__ import annotations
 
+import lightning.pytorch as pl
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from pipelines.training.batches import TensorBatches
@@ -27,8 +27,8 @@ def data(rows: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def train(group: int, epochs: int, resume: str | None = None, save: str | None = None, dropout: float = 0.1):
     """A TaskModule fitted the way the worker fits it (its callbacks, our batches), fused when group > 1."""
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping
 
     import models  # noqa: F401  (registers the families)
     from models.task_module import TaskModule

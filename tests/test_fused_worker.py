@@ -64,7 +64,7 @@ def project(tmp_path_factory):
 
 def default_group_sizes(dataset: str) -> dict[str, int]:
     """K of each candidate, from the default config and the prepared data, by the functions the worker uses."""
-    import pytorch_lightning as pl
+    import lightning.pytorch as pl
 
     from models.task_module import TaskModule
     from pipelines.config import ComputeParams

@@ -25,7 +25,7 @@ def _splits(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_bf16_channels_last_cnn_learns_on_the_gpu():
     """Trained on one split, scored on images it never saw: learning, not memorization."""
-    import pytorch_lightning as pl
+    import lightning.pytorch as pl
 
     from models.cnn import CnnCandidate
     from models.task_module import TaskModule

@@ -107,7 +107,7 @@ def test_registered_models_reproduce_their_recorded_test_metrics(flow_run):
         assert card["dataset"] == dataset and card["candidate"] == metrics(project, dataset)["best_candidate"]
         assert card["lineage"]["data"]["prepared_dvc_md5"]  # written by DVC for this run
         assert len(card["lineage"]["git"]["commit"]) == 40
-        assert {"torch", "ray", "pytorch-lightning"} <= set(card["lineage"]["packages"])
+        assert {"torch", "ray", "lightning"} <= set(card["lineage"]["packages"])
 
         meta = yaml.safe_load((project / DatasetPaths(dataset).prepared_meta).read_text())
         with np.load(project / DatasetPaths(dataset).split_file("test")) as test:

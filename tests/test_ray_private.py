@@ -27,3 +27,15 @@ def test_the_torch_backend_config_pickles_by_name_and_the_module_imports_no_ray(
     code = "import sys, pipelines.training.ray_logging; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_ray_and_the_project_use_one_lightning_package():
+    """Ray's RayDDPStrategy comes from `lightning` whenever it is installed; a `pytorch_lightning` Trainer would
+    refuse it ("invalid strategy"). The project imports Lightning only as `lightning.pytorch`."""
+    from lightning.pytorch.strategies import DDPStrategy
+    from ray.train.lightning import RayDDPStrategy
+
+    assert issubclass(RayDDPStrategy, DDPStrategy)
+    sources = [p for folder in ("pipelines", "models", "bench") for p in (ROOT / folder).rglob("*.py")]
+    offenders = [str(p.relative_to(ROOT)) for p in sources if "pytorch_lightning" in p.read_text()]
+    assert not offenders, f"import lightning.pytorch, not pytorch_lightning, in {offenders}"

@@ -10,7 +10,7 @@ from pathlib import Path
 from pipelines import paths
 from pipelines.integrity import locked_stages  # dvc.lock's one reader
 
-PACKAGES = ("torch", "pytorch-lightning", "ray", "torchmetrics", "prefect", "dvc", "numpy", "pandas")
+PACKAGES = ("torch", "lightning", "ray", "torchmetrics", "prefect", "dvc", "numpy", "pandas")
 
 
 def git_commit() -> dict[str, object]:

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-import pytorch_lightning as pl
+import lightning.pytorch as pl
 
 
 def _epoch_metrics(trainer: pl.Trainer) -> dict[str, float]:

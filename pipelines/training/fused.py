@@ -28,10 +28,10 @@ import logging
 import math
 from typing import Any
 
-import pytorch_lightning as pl
+import lightning.pytorch as pl
 import torch
-from pytorch_lightning.accelerators import CPUAccelerator
-from pytorch_lightning.utilities.model_helpers import is_overridden
+from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from models.task_module import TaskModule
 from pipelines.training.batches import Batch

@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
+import lightning.pytorch as pl
 
 from pipelines.training import store
 

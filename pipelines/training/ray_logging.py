@@ -22,8 +22,7 @@ NOISY_MESSAGES = (
 QUIET_LOGGERS = (
     *RAY_TRAIN_PRIVATE_LOGGERS,
     "ray.train.v2.api.config",  # local mode: "Running in local mode ..." (the stage says so itself)
-    "pytorch_lightning.utilities.rank_zero",  # "GPU available: False", tips
-    "lightning.pytorch.utilities.rank_zero",
+    "lightning.pytorch.utilities.rank_zero",  # "GPU available: False", tips
 )
 
 

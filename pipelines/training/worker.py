@@ -42,8 +42,8 @@ def _in_process_strategy():
     trains the same weights in local mode as in a one-worker Ray group.
     """
     import torch
-    from lightning_fabric.utilities.seed import reset_seed
-    from pytorch_lightning.strategies import SingleDeviceStrategy
+    from lightning.fabric.utilities.seed import reset_seed
+    from lightning.pytorch.strategies import SingleDeviceStrategy
 
     class SeededSingleDeviceStrategy(SingleDeviceStrategy):
         def setup_environment(self) -> None:
@@ -151,10 +151,10 @@ def _train_candidate(
     job: TrainJob, index: int, config: dict[str, Any], finished: dict, resume: Path | None, fence: store.Fence
 ) -> dict[str, Any]:
     """One candidate's Lightning fit; returns its status for progress.json."""
-    import pytorch_lightning as pl
+    import lightning.pytorch as pl
     import ray.train
     import torch
-    from pytorch_lightning.callbacks import EarlyStopping
+    from lightning.pytorch.callbacks import EarlyStopping
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
     import models  # noqa: F401  (registers the families)
