@@ -24,7 +24,7 @@ WHERE = DatasetPaths("tabular")
 
 
 def default_params() -> dict:
-    params = small_params(("tabular",), epochs=3)
+    params = small_params(("tabular",), epochs=2)
     candidates = params["datasets"]["tabular"]["train"]["candidates"]
     params["datasets"]["tabular"]["train"]["candidates"] = {"fnn-relu": candidates["fnn-relu"]}
     return params
