@@ -72,7 +72,8 @@ from registry_helpers import (  # noqa: E402
     run_processes,
 )
 
-from pipelines.registry.local import decide_promotion, open_registry  # noqa: E402
+from pipelines.registry.local import open_registry  # noqa: E402
+from pipelines.registry.promotion import decide_promotion  # noqa: E402
 
 
 def test_open_registry_picks_the_backend(tmp_path):

@@ -285,7 +285,7 @@ def test_experiments_from_before_and_after_the_change_compare_on_one_column():
 @pytest.mark.parametrize("old_is_current", [True, False])
 def test_an_old_card_and_a_new_card_compare_for_promotion(old_is_current):
     from pipelines.registry.card import primary_text
-    from pipelines.registry.local import decide_promotion
+    from pipelines.registry.promotion import decide_promotion
 
     old = old_card("d", "regression", "rmse", "min", 2.0)  # metrics nested per split
     new = {**old, "schema_version": SCHEMA_VERSION, "metrics": {"val/rmse": 1.6, "test/rmse": 1.5}}

@@ -36,12 +36,10 @@ from pipelines.registry.base import (  # noqa: F401
     AliasUpdate,
     ModelRegistry,
     ModelVersion,
-    Promotion,
     RegistryError,
     VersionSpec,
     check_alias_name,
     check_model_name,
-    decide_promotion,
     sha256_file,
     verify_checkpoint,
 )
