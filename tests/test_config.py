@@ -141,7 +141,7 @@ def test_each_dataset_lists_only_the_keys_of_its_modality():
 
 
 def test_overrides_reach_every_modalitys_keys_and_are_checked():
-    from pipelines.orchestration.flow import parse_overrides
+    from pipelines.orchestration.overrides import parse_overrides
 
     base = PipelineParams().model_dump(mode="json")
     changed = validate_params(

@@ -29,7 +29,8 @@ def test_the_committed_default_remote_is_a_directory_under_the_users_home():
 def test_the_flow_pushes_to_the_default_remote_and_a_clone_pulls_and_reproduces(tmp_path, prefect_api):
     from dvc.repo import Repo
 
-    from pipelines.orchestration.flow import default_remote, training_pipeline
+    from pipelines.orchestration.dvc_ops import default_remote
+    from pipelines.orchestration.flow import training_pipeline
 
     env, dvc = project_env(), str(BIN / "dvc")
     project = copy_project(tmp_path / "a", small_params(("tabular",), epochs=2))

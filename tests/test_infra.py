@@ -71,7 +71,7 @@ def profile_overrides() -> list[str]:
 
 def gpu_params() -> PipelineParams:
     """params.yaml with the cluster profile's overrides, through the flow's own -S path."""
-    from pipelines.orchestration.flow import parse_overrides
+    from pipelines.orchestration.overrides import parse_overrides
 
     base = load_params(ROOT / "params.yaml").model_dump(mode="json")
     return validate_params(parse_overrides(profile_overrides(), base), str(PROFILE))
@@ -246,7 +246,7 @@ def test_cluster_profile_validates_as_pipeline_params():
 
 def test_a_bad_profile_override_is_refused_naming_the_key():
     from pipelines.errors import PipelineInputError
-    from pipelines.orchestration.flow import parse_overrides
+    from pipelines.orchestration.overrides import parse_overrides
 
     with pytest.raises(PipelineInputError, match="train.num_workers"):
         validate_params(parse_overrides(["train.num_workers=0"], PipelineParams().model_dump(mode="json")))
@@ -339,7 +339,7 @@ def test_dockerfile_runs_the_flow_and_lets_ray_and_prefect_run_their_commands():
 
 def test_image_workspace_is_a_dvc_project_without_git(tmp_path):
     """Lay out what the Dockerfile copies, run its `dvc config` step, and ask DVC for the DAG."""
-    from pipelines.orchestration.flow import stage_order
+    from pipelines.orchestration.dvc_ops import stage_order
 
     app = tmp_path / "app"
     app.mkdir()
@@ -545,7 +545,7 @@ def test_deployments_load_their_flow_and_pass_the_profile(monkeypatch):
     from prefect.utilities.callables import parameter_schema
     from prefect.utilities.schema_tools import validate
 
-    from pipelines.orchestration.flow import FLOW_NAME
+    from pipelines.orchestration.hooks import FLOW_NAME
 
     monkeypatch.chdir(ROOT)  # `prefect deploy` resolves entrypoints from the repository root
     expected = gpu_params()

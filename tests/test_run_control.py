@@ -101,7 +101,8 @@ def _failed_state(exc):
     ],
 )
 def test_only_transient_stage_failures_are_retried(stage, exit_code, lock_busy, retried):
-    from pipelines.orchestration.flow import StageFailed, _retry_transient
+    from pipelines.orchestration.failures import StageFailed
+    from pipelines.orchestration.failures import retry_transient as _retry_transient
 
     err = StageFailed(stage, "boom", exit_code=exit_code, lock_busy=lock_busy)
     assert _retry_transient(None, None, _failed_state(err)) is retried
@@ -128,7 +129,8 @@ _RUN_TASK = """
 import json, sys
 from prefect import flow
 from prefect.testing.utilities import prefect_test_harness
-from pipelines.orchestration.flow import StageFailed, run_stage
+from pipelines.orchestration.failures import StageFailed
+from pipelines.orchestration.stage_tasks import run_stage
 
 @flow
 def one_stage(stage: str, workdir: str) -> dict:
@@ -178,7 +180,7 @@ def test_the_stage_task_retries_a_transient_failure_and_not_bad_input(tmp_path):
 def test_run_names_say_the_datasets_and_families(tmp_path, monkeypatch):
     import prefect.runtime.flow_run as runtime
 
-    from pipelines.orchestration.flow import run_name
+    from pipelines.orchestration.hooks import run_name
 
     params = small_params(("tabular", "text"))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -465,7 +467,7 @@ def test_the_watcher_reads_http_sources_with_a_head_request(tmp_path):
 def test_the_flow_pulls_only_stages_that_dvc_lock_records(tmp_path):
     """A first run has no dvc.lock: nothing to pull (DVC would only warn per output);
     later runs pull what it records."""
-    from pipelines.orchestration.flow import recorded_stages
+    from pipelines.orchestration.dvc_ops import recorded_stages
 
     stages = ["ingest@tabular", "prepare@tabular", "ingest@digits"]
     assert recorded_stages(tmp_path, stages) == []

@@ -61,12 +61,10 @@ from pipelines.orchestration.dvc_ops import (
     save_experiment,
     stage_order,
 )
-from pipelines.orchestration.failures import NotPushed, RemoteUnavailable, StageFailed
-from pipelines.orchestration.failures import retry_transient as _retry_transient
+from pipelines.orchestration.failures import NotPushed, RemoteUnavailable
 from pipelines.orchestration.hooks import FLOW_NAME, run_name, stop_running_stage
-from pipelines.orchestration.overrides import PREVIOUS_PARAMS, parse_overrides, write_params
+from pipelines.orchestration.overrides import PREVIOUS_PARAMS, write_params
 from pipelines.orchestration.stage_tasks import (
-    RETRY_BASE_SECONDS,
     STOP_GRACE_SECONDS,
     _run_ray,
     _stopping,
@@ -74,21 +72,6 @@ from pipelines.orchestration.stage_tasks import (
     run_stage,
 )
 from pipelines.paths import DatasetPaths
-
-# Names callers and tests import from here (they moved to the modules above).
-__all__ = [
-    "FLOW_NAME",
-    "RETRY_BASE_SECONDS",
-    "StageFailed",
-    "_retry_transient",
-    "default_remote",
-    "parse_overrides",
-    "recorded_stages",
-    "run_name",
-    "run_stage",
-    "stage_order",
-    "training_pipeline",
-]
 
 
 @task(name="artifacts", task_run_name="artifacts@{dataset}")
