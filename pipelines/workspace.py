@@ -208,8 +208,15 @@ def stop_process_group(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    root = Path(args[0] if args else ".")
+    """`python -m pipelines.workspace [DIR]`: which run holds the workspace; exit 1 while one does."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.workspace",
+        description="Say which pipeline run holds a workspace (exit 1 if one does).",
+    )
+    parser.add_argument("workdir", nargs="?", default=".", help="the workspace (default: the current directory)")
+    root = Path(parser.parse_args(argv).workdir)
     record = holder(root)
     if record is None:
         print(f"{root.resolve()}: free (no pipeline run holds it)")

@@ -27,7 +27,9 @@ def parse_overrides(pairs: list[str], base: dict) -> dict:
         node = data
         *parents, leaf = key.split(".")
         for part in parents:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # an absent or null section (`search: null`) is started
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 raise PipelineInputError(f"-S {pair!r}: {part} is not a section")
         node[leaf] = yaml.safe_load(raw)
