@@ -36,6 +36,20 @@ class SourceUnavailable(Unavailable):
     """A data source that failed in a way a later attempt may not: the message names the source."""
 
 
+def error_text(message: str) -> str:
+    """`message` for stderr with one `error: ` per error line: its own, a tool's `ERROR:`, and the last line.
+
+    A failure's message may carry the failed process's error lines above its own last line (a stage's
+    `error: ...`, DVC's `ERROR: ...`); other lines (a traceback's context) are printed as they are.
+    """
+    lines = message.splitlines() or [""]
+    out = []
+    for i, line in enumerate(lines):
+        bare = line[len("error:") :].strip() if line.lower().startswith("error:") else line
+        out.append(f"error: {bare}" if bare != line or i == len(lines) - 1 else line)
+    return "\n".join(out)
+
+
 def cli_entry(main: Callable[[], T]) -> Callable[[], T]:
     """Wrap a stage's main(): bad input prints one clear line and exits 2, something unavailable exits 75,
     damaged data exits 1."""
@@ -45,13 +59,13 @@ def cli_entry(main: Callable[[], T]) -> Callable[[], T]:
         try:
             return main()
         except PipelineInputError as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(error_text(str(err)), file=sys.stderr)
             raise SystemExit(EXIT_BAD_INPUT) from None
         except Unavailable as err:
-            print(f"error: {err} (temporary: trying again may work)", file=sys.stderr)
+            print(error_text(f"{err} (temporary: trying again may work)"), file=sys.stderr)
             raise SystemExit(EXIT_UNAVAILABLE) from None
         except DamagedData as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(error_text(str(err)), file=sys.stderr)
             raise SystemExit(EXIT_DAMAGED) from None
 
     return wrapper

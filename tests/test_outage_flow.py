@@ -96,7 +96,7 @@ def test_a_remote_or_registry_that_is_down_is_retried_named_and_exits_75(tmp_pat
     assert proc.returncode == 75, output[-3000:]
     assert output.count("Running stage 'register@tabular'") == RETRIED, output[-3000:]
     assert re.fullmatch(
-        rf"stage 'register@tabular' failed \(exit 75\): S3 endpoint {re.escape(dead)} did not answer "
+        rf"error: stage 'register@tabular' failed \(exit 75\): S3 endpoint {re.escape(dead)} did not answer "
         r"\((ListObjectsV2|PutObject) s3://gone/models/\S+\) after 2 attempts in \d+ s "
         r"\(temporary: trying again may work\)",
         last_line(proc),

@@ -292,6 +292,8 @@ def test_a_run_started_like_the_run_button_completes_with_its_results_on_the_run
     found = artifacts(served, main_run.id)
     assert {"tabular-profile", "tabular-metrics", "tabular-plots", "tabular-model", "tabular-checkpoint"} <= set(found)
     assert "training-summary" in found
+    progress = found["tabular-training-progress"]  # the train stage's progress, at its end
+    assert progress["type"] == "progress" and float(progress["data"]) == 100
     metrics = found["tabular-metrics"]
     assert metrics["type"] == "table"
     rows = json.loads(metrics["data"]) if isinstance(metrics["data"], str) else metrics["data"]
@@ -437,6 +439,19 @@ def test_cancelling_a_run_stops_its_training_and_runs_in_one_workspace_take_turn
 
     tree = wait_for("the cancelled run's training to start", training, timeout=240, every=1)
     assert any("pipelines.stages.train" in cmd for cmd in tree.values())
+
+    # While it trains, the run page's progress artifact of the train stage advances (percent of its epochs).
+    def progress() -> tuple[float, str] | None:
+        found = artifacts(served, cancelled.id).get("tabular-training-progress")
+        return (float(found["data"]), found["description"]) if found else None
+
+    first, _ = wait_for("the train stage's progress artifact", progress, timeout=120, every=0.5)
+    later, said = wait_for(
+        "the progress artifact to advance", lambda: (now := progress()) and now[0] > first and now, 120, every=0.5
+    )
+    assert 0 <= first < later < 100, (first, later)
+    shape = r"train@tabular: \d+% of its epochs, (<= \d+ (s|min)|< 1 s) left; candidate fnn-\w+ \(\d of 2\)"
+    assert re.match(shape, said), said
 
     # A `dvc repro` by hand meanwhile: DVC's own lock on the outputs in use refuses it, naming the stage
     # that holds them; a stage DVC would let run refuses itself, naming the flow run that holds the workspace.

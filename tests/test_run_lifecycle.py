@@ -88,6 +88,16 @@ def test_one_ray_instance_serves_the_run_and_nothing_is_left_also_after_a_failur
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
+    # Quiet: none of DVC's per-stage git hints or bookkeeping; the run ends with one summary of what to keep.
+    for chatter in ("To track the changes with git", "autostage", "Use `dvc push`", "Updating lock file", "> python"):
+        assert chatter not in output, chatter
+    assert "Running stage 'train@breast'" in output  # a stage's start is still said
+    summary = proc.stdout.strip().splitlines()[-4:]
+    assert summary[0] == "Done." and summary[-1].startswith("Outputs pushed to the DVC remote 'local'. "), summary
+    assert re.search(r"To keep this run in git: git add .*dvc\.lock.* && git commit$", summary[-1]), summary
+    # Progress: which candidate of how many, and each epoch's seconds and the stage's share done.
+    assert "[breast/fnn] candidate 1 of 1, up to 2 epochs" in output
+    assert re.search(r"\[breast/fnn\] epoch 2/2 \(\d+\.\d\d s\) .* \| stage 100%", output), output[-3000:]
     # The two datasets' chains ran side by side: each stage of one overlapped a stage of the other.
     ran = {s["stage"]: (s["started_at"], s["ended_at"]) for s in json.loads(timings.read_text())["stages"]}
     spans = {
@@ -125,7 +135,7 @@ def test_one_ray_instance_serves_the_run_and_nothing_is_left_also_after_a_failur
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2, output[-4000:]  # the ingest stage's own exit code: bad input
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("stage 'ingest@broken' failed (exit 2): ") and "bad.csv" in last, last
+    assert last.startswith("error: stage 'ingest@broken' failed (exit 2): ") and "bad.csv" in last, last
     for _, _, temp_dir in heads(output):  # breast's train changed (3 epochs): a head was started for it
         assert left_over(temp_dir) == [] and not Path(temp_dir).exists()
     assert heads(output), output[-4000:]

@@ -40,6 +40,7 @@ from pipelines.errors import (
     DamagedData,
     PipelineInputError,
     Unavailable,
+    error_text,
 )
 from pipelines.orchestration import lanes, ray_head
 from pipelines.orchestration.failures import NotPushed, StageFailed
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = checked_params(args)
     except PipelineInputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(error_text(str(err)), file=sys.stderr)
         return EXIT_BAD_INPUT
     with stop_on_signals() as received:
         try:
@@ -173,27 +174,27 @@ def _run(params: PipelineParams, args: argparse.Namespace) -> int:
             params=params if args.set else None, datasets=args.dataset, workdir=args.workdir, parallel=args.parallel
         )
     except StageFailed as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(error_text(str(err)), file=sys.stderr)
         return err.exit_code if err.exit_code in (2, 75) else 1
     except DamagedData as err:  # a damaged cache object, found before the push
-        print(f"error: {err}", file=sys.stderr)
+        print(error_text(str(err)), file=sys.stderr)
         return EXIT_DAMAGED
     except NotPushed as err:  # the run is done and its models registered; only the DVC remote is missing them
         result, not_pushed = err.outcome, str(err)
     except Unavailable as err:  # e.g. the DVC remote, for outputs the run needs
-        print(f"error: {err} (temporary: trying again may work)", file=sys.stderr)
+        print(error_text(f"{err} (temporary: trying again may work)"), file=sys.stderr)
         return EXIT_UNAVAILABLE
     if os.environ.get(TIMINGS_ENV):  # where the time went, for bench/pipeline.py
         timings = {k: result[k] for k in ("stages", "ray_start_s")}
         write_json(os.environ[TIMINGS_ENV], {**timings, "prefect_api_s": prefect_api_s, "flow_s": _since(started)})
-    print_summary(result, params.register.registry)
+    print_summary(result, params.register.registry, pushed=not not_pushed and bool(result.get("remote")))
     if not_pushed:
-        print(f"error: {not_pushed}", file=sys.stderr)
+        print(error_text(not_pushed), file=sys.stderr)
         return EXIT_UNAVAILABLE
     return 0
 
 
-def print_summary(result: dict, registry: str) -> None:
+def print_summary(result: dict, registry: str, pushed: bool = True) -> None:
     """Each dataset's registered version and test score, then where to look."""
     print("\nDone.")
     for name, done in result["datasets"].items():
@@ -204,6 +205,17 @@ def print_summary(result: dict, registry: str) -> None:
             f"   plots: {paths.DatasetPaths(name).plots_dir}/"
         )
     print(f"Metrics: dvc metrics show   Plots: dvc plots show (or the PNGs above)   Models: {registry}")
+    remote, to_commit = result.get("remote"), result.get("to_commit") or []
+    if pushed:
+        shared = f"Outputs pushed to the DVC remote {remote!r}."
+    elif not remote:
+        shared = "No DVC remote: `dvc remote add -d NAME URL`, then `dvc push`, shares the outputs."
+    else:
+        shared = ""  # not pushed: the error line after this says so
+    kept = "Git: nothing to commit."
+    if to_commit:
+        kept = f"To keep this run in git: git add {' '.join(to_commit)} && git commit"
+    print(" ".join(filter(None, (shared, kept))))
 
 
 def _since(started: float) -> float:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.atomic import atomic_path
-from pipelines.errors import EXIT_BAD_INPUT, PipelineInputError
+from pipelines.errors import EXIT_BAD_INPUT, PipelineInputError, error_text
 from pipelines.handoffs import upgrade_report
 
 DEFAULT_OUT = Path("data/experiments/compare.png")  # git-ignored local state, like data/registry
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or Path(args.workdir) / DEFAULT_OUT
         print(compare(show_json(args.workdir), args.metric, out))
     except PipelineInputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(error_text(str(err)), file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"plot: {out}")
     return 0

@@ -105,7 +105,12 @@ def stage_failure(stage: str, returncode: int, output: list[str]) -> StageFailed
     found = STAGE_EXIT.findall("\n".join(output))
     exit_code = int(found[-1]) if found else None
     lock_busy = any(busy in line for line in tail for busy in DVC_LOCK_BUSY)
-    context = [line for line in tail if line.startswith(("error:", "ERROR"))] or tail[-10:]
+    # The stage's own error lines say it best; DVC's "ERROR: failed to reproduce ..." only when there are none.
+    context = (
+        [line for line in tail if line.startswith("error:")]
+        or [line for line in tail if line.startswith("ERROR")]
+        or tail[-10:]
+    )
     cause = root_cause(output) or (context[-1] if context else "no output")
     hint = ["(another dvc command is using this workspace: DVC's lock; retried with backoff)"] if lock_busy else []
     last = f"stage '{stage}' failed (exit {exit_code if exit_code is not None else returncode}): {cause}"

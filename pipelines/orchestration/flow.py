@@ -45,9 +45,10 @@ from pydantic import Field
 from pipelines import paths, workspace
 from pipelines.atomic import read_json
 from pipelines.config import PipelineParams, load_params
+from pipelines.errors import DamagedData, PipelineInputError, Unavailable
 from pipelines.evaluation.comparison import unbeaten, unbeaten_message
 from pipelines.handoffs import upgrade_report
-from pipelines.orchestration import lanes, ray_head
+from pipelines.orchestration import lanes, ray_head, stage_output
 from pipelines.orchestration.artifacts import (
     publish_dataset,
     publish_profile,
@@ -61,7 +62,7 @@ from pipelines.orchestration.dvc_ops import (
     save_experiment,
     stage_order,
 )
-from pipelines.orchestration.failures import NotPushed, RemoteUnavailable
+from pipelines.orchestration.failures import NotPushed, RemoteUnavailable, StageFailed
 from pipelines.orchestration.hooks import FLOW_NAME, run_name, stop_running_stage
 from pipelines.orchestration.overrides import PREVIOUS_PARAMS, write_params
 from pipelines.orchestration.stage_tasks import (
@@ -72,6 +73,9 @@ from pipelines.orchestration.stage_tasks import (
     run_stage,
 )
 from pipelines.paths import DatasetPaths
+
+# (RemoteUnavailable and NotPushed are Unavailable)
+stage_output.no_tracebacks_for(StageFailed, PipelineInputError, Unavailable, DamagedData)
 
 
 @task(name="artifacts", task_run_name="artifacts@{dataset}")
@@ -165,7 +169,15 @@ def training_pipeline(
         not_pushed = _push(root, stages, logger) if remote else None
         if save_experiment_as:
             logger.info(f"saved as DVC experiment {save_experiment(str(root), save_experiment_as)}")
-    result = {"stages": results, "datasets": outcome, "ray_start_s": round(ray_start_s, 2)}
+    result = {
+        "stages": results,
+        "datasets": outcome,
+        "ray_start_s": round(ray_start_s, 2),
+        "remote": remote,
+        "to_commit": stage_output.changes_to_commit(root),
+    }
+    if result["to_commit"]:
+        logger.info(f"To keep this run in git: git add {' '.join(result['to_commit'])} && git commit")
     if not_pushed:  # the run's final state says so; the command line prints the summary, then this line
         return Failed(message=not_pushed, data=NotPushed(not_pushed, result))
     return result

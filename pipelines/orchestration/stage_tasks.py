@@ -18,7 +18,7 @@ from prefect.tasks import exponential_backoff
 
 from pipelines import integrity, workspace
 from pipelines.errors import DamagedData
-from pipelines.orchestration import lanes, ray_head
+from pipelines.orchestration import lanes, ray_head, stage_output
 from pipelines.orchestration.dvc_ops import default_remote, dvc_bin, remote_url, stage_env
 from pipelines.orchestration.failures import remote_failure, stage_failure
 from pipelines.orchestration.failures import retry_transient as _retry_transient
@@ -97,6 +97,7 @@ def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
         workspace.stop_process_group(proc.pid, grace_seconds=STOP_GRACE_SECONDS, reap=proc.poll)
     output: list[str] = []
     skipped = False
+    progress = stage_output.TrainProgress(stage) if stage.startswith("train@") else None
     assert proc.stdout is not None
     try:
         for line in proc.stdout:
@@ -106,7 +107,9 @@ def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
             skipped |= "didn't change, skipping" in line
             output.append(line)
             del output[:-OUTPUT_KEPT]
-            logger.info(line)
+            (logger.debug if stage_output.is_chatter(line) else logger.info)(line)
+            if progress is not None:
+                progress.see(line)
         proc.wait()
     except BaseException as exc:  # cancellation (SIGTERM -> TerminationSignal), Ctrl-C, ...
         logger.warning(f"{stage}: stopping its processes ({type(exc).__name__})")
@@ -122,6 +125,8 @@ def run_stage(stage: str, workdir: str, force: bool = False) -> dict:
         raise stage_failure(stage, proc.returncode, output)
     if _stopping.is_set():  # stopped from another thread: its exit status may have been collected there
         raise RuntimeError(f"{stage}: stopped, the run is stopping")
+    if progress is not None:
+        progress.finish()
     return {
         "stage": stage,
         "skipped": skipped,

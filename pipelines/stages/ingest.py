@@ -26,7 +26,8 @@ def ingest(name: str, params: DatasetParams) -> dict:
 def main() -> None:
     name, params = dataset_from_argv("ingest")
     info = ingest(name, params)
-    print(f"ingest[{name}]: {info['summary']} from {info['source']}")
+    profile = f"; profile: {where}" if (where := DatasetPaths(name).raw_profile).exists() else ""
+    print(f"ingest[{name}]: {info['summary']} from {info['source']}{profile}")
 
 
 if __name__ == "__main__":

@@ -48,19 +48,76 @@ class EpochHistory(pl.Callback):
         self.rows = list(state_dict["rows"])
 
 
-class EpochPrinter(pl.Callback):
-    """One line per epoch from rank 0: the user's view of training progress."""
+class StageProgress:
+    """How far a train stage is through its epochs, across its candidates, and a bound on the time left.
 
-    def __init__(self, name: str, max_epochs: int) -> None:
+    The stage's epochs are every candidate's `epochs`; a candidate that stops early (early stopping, a
+    non-finite loss) or was trained before a restart counts as wholly done. The time left is the mean
+    seconds of the epochs this process trained times the epochs left: an upper bound, as early stopping
+    usually ends a candidate sooner.
+    """
+
+    def __init__(self, epochs_per_candidate: list[int]) -> None:
+        self.total = sum(epochs_per_candidate)
+        self.candidates = len(epochs_per_candidate)
+        self.closed = 0  # epochs of candidates that are done
+        self.current = 0  # epochs done of the candidate in flight
+        self.trained_seconds, self.trained_epochs = 0.0, 0
+
+    def candidate_done(self, epochs: int) -> None:
+        self.closed += epochs
+        self.current = 0
+
+    def epoch_done(self, epoch: int, seconds: float | None) -> None:
+        self.current = epoch
+        if seconds is not None:
+            self.trained_seconds += seconds
+            self.trained_epochs += 1
+
+    def percent(self) -> int:
+        return int(100 * min(self.closed + self.current, self.total) / max(self.total, 1))
+
+    def seconds_left(self) -> float | None:
+        if not self.trained_epochs:
+            return None
+        return self.trained_seconds / self.trained_epochs * max(self.total - self.closed - self.current, 0)
+
+    def describe(self) -> str:
+        left = self.seconds_left()
+        if left is None:
+            return f"stage {self.percent()}%"
+        return f"stage {self.percent()}%, " + (f"<= {_duration(left)} left" if left >= 1 else "< 1 s left")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+class EpochPrinter(pl.Callback):
+    """One line per epoch from rank 0: the user's view of training progress (and the flow's, which parses
+    `stage N%` into the train stage's Prefect progress artifact)."""
+
+    def __init__(self, name: str, max_epochs: int, stage: StageProgress | None = None) -> None:
         self.name, self.max_epochs = name, max_epochs
+        self.stage = stage or StageProgress([max_epochs])
+        self._started: float | None = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_rank != 0:
             return
+        seconds = time.perf_counter() - self._started if self._started is not None else None
+        epoch = trainer.current_epoch + 1
+        self.stage.epoch_done(epoch, seconds)
         shown = " ".join(f"{k}={v:.4f}" for k, v in sorted(_epoch_metrics(trainer).items()))
+        took = f" ({seconds:.2f} s)" if seconds is not None else ""
         # sys.__stdout__, not print(): Ray Train V2 patches print() in workers
         # and would echo every line twice.
-        sys.__stdout__.write(f"[{self.name}] epoch {trainer.current_epoch + 1}/{self.max_epochs} {shown}\n")
+        sys.__stdout__.write(f"[{self.name}] epoch {epoch}/{self.max_epochs}{took} {shown} | {self.stage.describe()}\n")
         sys.__stdout__.flush()
 
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.training import store
 from pipelines.training.fit import TrainJob
+
+if TYPE_CHECKING:
+    from pipelines.training.callbacks import StageProgress
 
 
 def _ddp_strategy(ray_ddp_strategy: type):
@@ -120,6 +124,7 @@ def train_worker(config: dict[str, Any]) -> None:
     storage, keep, score and, in local mode, the CPUs it may use."""
     import ray.train
 
+    from pipelines.training.callbacks import StageProgress
     from pipelines.training.progress import report, resume_point
     from pipelines.training.ray_logging import quiet
 
@@ -130,12 +135,18 @@ def train_worker(config: dict[str, Any]) -> None:
     fence = store.Fence(config["run_uri"], config.get("attempt"))
     # Local mode keeps Ray's checkpoints in memory only: its resume point is on the run's storage.
     finished, current, ckpt = resume_point(ray.train.get_checkpoint(), config["run_uri"] if in_process else None)
-    for index, fields in enumerate(config["jobs"]):
-        job = TrainJob(**fields)
+    jobs = [TrainJob(**fields) for fields in config["jobs"]]
+    stage = StageProgress([job.epochs for job in jobs])
+    for index, job in enumerate(jobs):
         if job.candidate in finished:
+            stage.candidate_done(job.epochs)
             continue  # trained before a restart: its outcome is on storage already
+        if rank == 0:
+            sys.__stdout__.write(f"[{job.candidate}] candidate {index + 1} of {len(jobs)}, up to {job.epochs} epochs\n")
+            sys.__stdout__.flush()
         resume = ckpt if job.candidate == current else None
-        finished[job.candidate] = _train_candidate(job, index, config, finished, resume, fence)
+        finished[job.candidate] = _train_candidate(job, index, config, finished, resume, fence, stage)
+        stage.candidate_done(job.epochs)
         # The resume point between candidates: this one is done, none is in flight.
         report(
             {"candidate_index": index, "candidate_done": 1},
@@ -148,7 +159,13 @@ def train_worker(config: dict[str, Any]) -> None:
 
 
 def _train_candidate(
-    job: TrainJob, index: int, config: dict[str, Any], finished: dict, resume: Path | None, fence: store.Fence
+    job: TrainJob,
+    index: int,
+    config: dict[str, Any],
+    finished: dict,
+    resume: Path | None,
+    fence: store.Fence,
+    stage: StageProgress | None = None,
 ) -> dict[str, Any]:
     """One candidate's Lightning fit; returns its status for progress.json."""
     import lightning.pytorch as pl
@@ -198,7 +215,7 @@ def _train_candidate(
             FiniteLoss(job.candidate, job.optim.get("lr")),
             history,
             shards,
-            EpochPrinter(job.candidate, job.epochs),
+            EpochPrinter(job.candidate, job.epochs, stage),
             reporter,
         ],
         enable_progress_bar=False,

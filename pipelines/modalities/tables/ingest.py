@@ -171,8 +171,13 @@ def ingest(params: IngestParams, out_dir: Path) -> dict:
     write_json(out_dir / PROFILE, {"source": params.source, "rows": len(raw), "columns": profile})
     info.update(rows=len(table), columns=list(table.columns), label=params.label, task=task, **found)
     info["summary"] = f"{len(table)} rows x {len(table.columns)} columns (task: {task})"
-    for line in profile_lines(profile):
+    # The log shows the columns a person should look at; the whole profile is in the file (and its artifact).
+    notable = [row for row in profile if _worth_showing(row)]
+    for line in profile_lines(notable) if notable else []:
         print(f"ingest: {line}")
+    if len(notable) < len(profile):
+        plain = len(profile) - len(notable)
+        print(f"ingest: and {plain} number column(s) with no gaps (every column: the profile, {PROFILE})")
     for row in profile:
         if row["note"]:
             print(f"ingest: note: {row['note']}")
@@ -180,3 +185,9 @@ def ingest(params: IngestParams, out_dir: Path) -> dict:
         what = "a missing label" if getattr(params, "missing", "") == "fill" else "a missing value"
         print(f"ingest: dropped {found['rows_dropped']} row(s) with {what}")
     return info
+
+
+def _worth_showing(row: dict) -> bool:
+    """A column whose handling a person may want to check: not a plain number column without gaps."""
+    plain = row["role"] != "label" and row["type"] == "number" and row["type_from"] != "params"
+    return not plain or bool(row["missing"] or row["note"])
