@@ -85,3 +85,14 @@ def test_the_stage_s_progress_counts_every_candidate_s_epochs_and_bounds_the_tim
     assert stage.describe() == "stage 27%, <= 24 s left"
     stage.epoch_done(30, seconds=None)  # an epoch whose time is unknown (resumed mid-epoch) changes no mean
     assert stage.describe() == "stage 100%, < 1 s left"
+
+
+def test_a_long_loop_says_how_far_it_is_and_a_quick_one_says_nothing(capsys):
+    from pipelines.loop_progress import reported
+
+    assert list(reported(range(3), "quick")) == [0, 1, 2]
+    assert capsys.readouterr().out == ""
+    assert list(reported(iter(range(4)), "slow", total=4, every=0)) == [0, 1, 2, 3]
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in lines] == ["slow: 1/4 (25%)", "slow: 2/4 (50%)", "slow: 3/4 (75%)"]
+    assert all(line.endswith(" s left") for line in lines)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.errors import PipelineInputError
+from pipelines.loop_progress import reported
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 RAW_INDEX = "images.csv"  # beside the copied originals in data/raw/<dataset>/
@@ -124,7 +125,8 @@ def decode(path: Path, channels: int, size: tuple[int, int], shown: str | None =
 
 
 def decode_all(paths: list[Path], channels: int, size: tuple[int, int], shown: list[str]) -> np.ndarray:
-    return np.stack([decode(p, channels, size, s) for p, s in zip(paths, shown, strict=True)])
+    pairs = reported(zip(paths, shown, strict=True), "decoding images", total=len(paths))
+    return np.stack([decode(p, channels, size, s) for p, s in pairs])
 
 
 def read_photos(source: str, missing: str) -> tuple[pd.DataFrame, list[dict], str]:
@@ -135,7 +137,7 @@ def read_photos(source: str, missing: str) -> tuple[pd.DataFrame, list[dict], st
     else:
         (entries, skipped), kind = list_csv(path, missing), "image-csv"
     rows = []
-    for file, shown, label in entries:
+    for file, shown, label in reported(entries, "checking images"):
         try:
             width, height, gray = probe(file, shown)
         except PipelineInputError as err:
@@ -154,7 +156,8 @@ def write_raw(photos: pd.DataFrame, out_dir: Path) -> str:
     (out_dir / RAW_FILES).mkdir()
     digest = hashlib.sha256()
     files = []
-    for i, (src, shown, label) in enumerate(zip(photos["source"], photos["path"], photos["label"], strict=True)):
+    originals = reported(zip(photos["source"], photos["path"], photos["label"], strict=True), "copying", len(photos))
+    for i, (src, shown, label) in enumerate(originals):
         name = f"{RAW_FILES}/{i:06d}{Path(src).suffix.lower()}"
         shutil.copyfile(src, out_dir / name)
         digest.update(f"{shown}\0{label}\0".encode() + hashlib.sha256((out_dir / name).read_bytes()).digest())
