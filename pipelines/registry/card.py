@@ -82,9 +82,10 @@ def render_text(card_data: dict[str, Any], aliases: dict[str, int], location: st
             lines.append(f"  {split:<10}{shown}")
     if card.baselines:  # the classical models it was compared with, on the same test split
         lines.append("baselines (test)")
+        width = max(24, *(len(name) + 2 for name in card.baselines))  # e.g. hist_gradient_boosting_balanced
         for name, scores in card.baselines.items():
             test = {k.partition("/")[2]: v for k, v in scalars(scores).items() if k.startswith("test/")}
-            lines.append(f"  {name:<24}" + "  ".join(f"{k}={fmt(v)}" for k, v in test.items()))
+            lines.append(f"  {name:<{width}}" + "  ".join(f"{k}={fmt(v)}" for k, v in test.items()))
     lineage = card.lineage
     git = lineage.get("git") or {}
     if lineage:
