@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.class_weights import ClassWeighting
+
 Activation = Literal["relu", "leaky_relu", "tanh", "sigmoid"]
 Loss = Literal["auto", "mse", "bce", "cce"]
 OptimizerName = Literal["sgd", "adam", "rmsprop"]
@@ -31,6 +33,10 @@ class CandidateBase(BaseModel):
     family: str
     loss: Loss = Field(
         "auto", description="auto: mse for regression/forecast, bce for binary, cce for multi-class/next word"
+    )
+    # Beside the loss it weighs: one run can train a weighted and an unweighted candidate side by side.
+    class_weights: ClassWeighting | None = Field(
+        None, description="none | balanced for this candidate's BCE/CCE loss; null: the dataset's train.class_weights"
     )
     optimizer: OptimizerName = "adam"
     lr: float = Field(1e-3, gt=0, le=10)

@@ -39,14 +39,22 @@ class TaskModule(pl.LightningModule):
     """Hyperparameters are plain dicts (no pickled modules), so checkpoints load weights-only."""
 
     def __init__(
-        self, model_spec: dict[str, Any], optim: dict[str, Any], task: str, loss: str, n_classes: int | None = None
+        self,
+        model_spec: dict[str, Any],
+        optim: dict[str, Any],
+        task: str,
+        loss: str,
+        n_classes: int | None = None,
+        class_weights: list[float] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         args = {k: v for k, v in model_spec.items() if k != "family"}  # the catalogue's key is not an argument
         self.net = create_model(model_spec["family"], **args)
         self.task, self.loss_name = task, loss
-        self.loss_fn = make_loss(loss)
+        # One weight per class (computed once from the training split by the driver, so every worker of a
+        # group weighs alike); the validation loss is weighted too, so early stopping watches what is optimized.
+        self.loss_fn = make_loss(loss, class_weights)
         # torchmetrics objects sync across DDP ranks by themselves at epoch end.
         self.val_loss = torchmetrics.MeanMetric()
         self.train_loss = torchmetrics.MeanMetric()

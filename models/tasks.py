@@ -13,6 +13,7 @@ from models.task_kinds import TASKS, Task, get_task
 
 __all__ = [
     "DEFAULT_LOSS",
+    "ClassWeightedBCE",
     "TASKS",
     "Task",
     "get_task",
@@ -37,8 +38,32 @@ def output_size(task: str, loss: str, n_classes: int | None, horizon: int = 1) -
     return get_task(task).output_size(loss, n_classes, horizon)
 
 
-def make_loss(loss: str) -> nn.Module:
-    return {"mse": nn.MSELoss(), "bce": nn.BCEWithLogitsLoss(), "cce": nn.CrossEntropyLoss()}[loss]
+class ClassWeightedBCE(nn.Module):
+    """BCE on one logit with a weight per class, averaged as CrossEntropyLoss(weight=) averages:
+    sum(w[y] * loss) / sum(w[y]) over the batch, so BCE and CCE weigh a binary task's classes alike."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.register_buffer("weight", weight)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        per_row = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")  # (B, 1)
+        w = self.weight[target.long()].to(per_row.dtype)  # (B, 1): each row's class weight
+        return (w * per_row).sum() / w.sum()
+
+
+def make_loss(loss: str, class_weights: list[float] | None = None) -> nn.Module:
+    """The loss module; `class_weights` (one per class, from the training split) weigh BCE and CCE."""
+    if class_weights is None:
+        return {"mse": nn.MSELoss(), "bce": nn.BCEWithLogitsLoss(), "cce": nn.CrossEntropyLoss()}[loss]
+    weight = torch.tensor(class_weights, dtype=torch.float32)
+    if loss == "cce":
+        return nn.CrossEntropyLoss(weight=weight)
+    if loss == "bce":
+        if len(class_weights) != 2:
+            raise ValueError(f"bce weighs two classes; got {len(class_weights)} class weights")
+        return ClassWeightedBCE(weight)
+    raise ValueError(f"class weights need a classification loss (bce or cce), not {loss!r}")
 
 
 def loss_target(loss: str, y: torch.Tensor) -> torch.Tensor:

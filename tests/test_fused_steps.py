@@ -25,7 +25,14 @@ def data(rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, (x[:, 0] + 0.5 * x[:, 1] > 0).long()
 
 
-def train(group: int, epochs: int, resume: str | None = None, save: str | None = None, dropout: float = 0.1):
+def train(
+    group: int,
+    epochs: int,
+    resume: str | None = None,
+    save: str | None = None,
+    dropout: float = 0.1,
+    class_weights: list[float] | None = None,
+):
     """A TaskModule fitted the way the worker fits it (its callbacks, our batches), fused when group > 1."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping
@@ -42,7 +49,7 @@ def train(group: int, epochs: int, resume: str | None = None, save: str | None =
     hooks = HookCounts()
 
     pl.seed_everything(0, verbose=False)
-    module = TaskModule({**SPEC, "dropout": dropout}, OPTIM, "multiclass", "cce", 2)
+    module = TaskModule({**SPEC, "dropout": dropout}, OPTIM, "multiclass", "cce", 2, class_weights)
     if group > 1:
         module = fuse(module)
     x, y = data(ROWS)
@@ -113,6 +120,17 @@ def test_fused_steps_give_the_same_training_as_one_lightning_step_per_minibatch(
     assert fused[3] == dict.fromkeys(per_update, 3 * 16)
     assert fused[1].optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5**3)
     assert_same_training(fused, unfused)
+
+
+def test_class_weights_reach_the_fused_module_and_train_as_unfused():
+    # fuse() rebuilds the module from its hyperparameters: the class weights must travel with them.
+    weights = [0.6, 2.5]
+    fused = train(GROUP, 2, class_weights=weights)
+    assert fused[0].hparams.class_weights == weights
+    assert torch.equal(fused[0].loss_fn.weight, torch.tensor(weights))
+    assert_same_training(fused, train(1, 2, class_weights=weights))
+    unweighted = train(GROUP, 2)[0].state_dict()
+    assert not torch.equal(fused[0].state_dict()["net.net.0.weight"], unweighted["net.net.0.weight"])
 
 
 def test_a_fused_run_resumed_from_its_epoch_checkpoint_ends_as_an_unbroken_one(tmp_path):

@@ -31,6 +31,41 @@ def test_classification_metrics_match_sklearn():
         assert [scores[f"{ours}_per_class"][c] for c in classes] == pytest.approx(per_class, abs=1e-6), ours
     cm = confusion_matrix(torch.from_numpy(pred), torch.from_numpy(y), 4)
     np.testing.assert_array_equal(cm, sk.confusion_matrix(y, pred))
+    assert scores["balanced_accuracy"] == pytest.approx(sk.balanced_accuracy_score(y, pred), abs=1e-9)
+
+
+def test_balanced_accuracy_counts_only_the_classes_a_split_holds():
+    # Class "c" is predicted but absent from the labels: scikit-learn leaves it out (recall_macro counts it as 0).
+    y, pred = np.array([0, 0, 0, 0, 1]), np.array([0, 0, 2, 0, 1])
+    scores, _ = score({"task": "multiclass", "classes": ["a", "b", "c"]}, torch.eye(3)[pred], "cce", None, y)
+    with pytest.warns(UserWarning, match="y_pred contains classes not in y_true"):
+        assert scores["balanced_accuracy"] == pytest.approx(sk.balanced_accuracy_score(y, pred))
+
+
+def test_every_metric_a_task_names_for_its_primary_metric_is_one_the_scorer_reports():
+    # evaluate.primary_metric is checked against models.task_kinds when params are read (no torch there):
+    # each task's list must be what pipelines/evaluation/metrics.py really reports, with its direction.
+    from models.task_kinds import TASKS
+
+    y = rng.integers(0, 3, 40)
+    outputs = {
+        "binary": ({"classes": ["n", "y"]}, torch.randn(40, 1), "bce", None, y % 2),
+        "multiclass": ({"classes": ["a", "b", "c"]}, torch.randn(40, 3), "cce", None, y),
+        "regression": ({}, torch.randn(40, 1), "mse", None, rng.normal(size=(40, 1))),
+        "forecast": (
+            {"window": 8, "season_length": 4, "mase_scale": 1.0},
+            torch.randn(40, 1),
+            "mse",
+            rng.normal(size=(40, 8)),
+            rng.normal(size=(40, 1)),
+        ),
+        "next_word": ({}, torch.randn(40, 10), "cce", None, y),
+    }
+    assert set(outputs) == set(TASKS)
+    for task, (meta, *rest) in outputs.items():
+        scores, _ = score({"task": task, **meta}, *rest)
+        assert set(TASKS[task].metrics) <= {k for k, v in scores.items() if isinstance(v, float)}, task
+        assert TASKS[task].primary_metric in TASKS[task].metrics and TASKS[task].metric_mode("r2") in (None, "max")
 
 
 def test_binary_with_one_logit_matches_sklearn():

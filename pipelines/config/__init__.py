@@ -19,6 +19,7 @@ from pydantic import Field, GetCoreSchemaHandler, ValidationError, model_validat
 import models  # noqa: F401  (registers the built-in families; imports no torch)
 from models import catalogue
 from models.candidate import CandidateBase
+from models.class_weights import ClassWeighting
 from pipelines.config.messages import describe_validation_error, tag_values  # noqa: F401  (re-exported)
 from pipelines.config.modalities import (  # noqa: F401  (IngestParams, PrepareParams: the modalities' types)
     IngestParams,
@@ -33,6 +34,7 @@ from pipelines.config.modalities import (  # noqa: F401  (IngestParams, PrepareP
 )
 from pipelines.config.run_wide import ComputeParams, EvaluateParams, RegisterParams
 from pipelines.config.search import SearchParams
+from pipelines.config.task_choices import DatasetEvaluateParams, check_class_weights, check_primary_metric
 from pipelines.errors import PipelineInputError
 from pipelines.paths import PARAMS_FILE
 
@@ -76,6 +78,12 @@ class DatasetTrainParams(Strict):
     epochs: int = Field(30, ge=1, le=10_000)
     batch_size: int = Field(64, ge=1, description="Global batch size, split across workers")
     early_stopping: EarlyStoppingParams = Field(default_factory=EarlyStoppingParams)
+    # Per dataset, not in the run-wide `train` (compute) section: it is about this dataset's labels.
+    class_weights: ClassWeighting = Field(
+        "none",
+        description="balanced: weigh each class by n / (k * its rows in the training split) in the BCE/CCE loss "
+        "and in the classical baselines, for imbalanced labels; a candidate may set its own",
+    )
     candidates: dict[str, Candidate] = Field(min_length=1)
     search: SearchParams | None = Field(
         None, description="Hyperparameter search over one candidate (off unless enabled)"
@@ -137,6 +145,14 @@ def check_families_fit(modality: str, train: DatasetTrainParams) -> None:
             )
 
 
+def check_task_choices(modality: str, ingest: Any, train: Any = None, evaluate: Any = None) -> None:
+    """The primary metric and the class weights fit the tasks this dataset's data can make (None: not read)."""
+    if evaluate is not None:
+        check_primary_metric(modality, ingest, evaluate)
+    if train is not None:
+        check_class_weights(modality, ingest, train)
+
+
 def check_batch_fits_workers(dataset: str, train: DatasetTrainParams, compute: ComputeParams) -> None:
     if isinstance(compute.num_workers, int) and train.batch_size < compute.num_workers:
         raise ValueError(
@@ -157,6 +173,9 @@ with warnings.catch_warnings():
         ingest: IngestSection = Field(default_factory=TableIngest, description="Keys of the dataset's modality")
         prepare: PrepareSection = Field(default_factory=TablePrepare, description="Keys of the dataset's modality")
         train: DatasetTrainParams = Field(...)
+        evaluate: DatasetEvaluateParams = Field(
+            default_factory=DatasetEvaluateParams, description="How this dataset's candidates are judged"
+        )
         register: DatasetRegisterParams = Field(...)  # explicit: the name shadows BaseModel.register
 
         @model_validator(mode="before")
@@ -167,6 +186,7 @@ with warnings.catch_warnings():
         @model_validator(mode="after")
         def _families_fit_the_data(self) -> DatasetParams:
             check_families_fit(self.modality, self.train)
+            check_task_choices(self.modality, self.ingest, self.train, self.evaluate)
             return self
 
 

@@ -20,6 +20,7 @@ from pipelines.config import (
     PipelineParams,
     check_batch_fits_workers,
     check_families_fit,
+    check_task_choices,
     describe_validation_error,
     tag_sections,
 )
@@ -93,6 +94,10 @@ def validate_sections(data: dict, dataset: str, reads: Iterable[str], source: st
     ds = _validate(_subset(DatasetParams, ds_fields, "DatasetSections"), raw_ds, ("datasets", dataset), source)
     if {"modality", "train"} <= set(ds_fields):
         _cross_check(lambda: check_families_fit(ds.modality, ds.train), f"datasets.{dataset}.", source)
+    if {"modality", "ingest"} <= set(ds_fields):
+        train, evaluate = (getattr(ds, f) if f in ds_fields else None for f in ("train", "evaluate"))
+        prefix = f"datasets.{dataset}."
+        _cross_check(lambda: check_task_choices(ds.modality, ds.ingest, train, evaluate), prefix, source)
     if "train" in ds_fields and "train" in shared_fields:
         _cross_check(lambda: check_batch_fits_workers(dataset, ds.train, shared.train), "", source)
 

@@ -12,12 +12,13 @@ Whether any candidate beats each baseline is decided in comparison.py (no torch 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import torch
 
+from models.class_weights import ClassWeighting, weights_for
 from models.task_kinds import get_task
 from pipelines.evaluation.metrics import unigram_perplexity
 from pipelines.evaluation.scoring import score
@@ -51,13 +52,13 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, np.float64).reshape(len(x), -1)
 
 
-def _classifiers(seed: int) -> dict[str, Any]:
+def _classifiers(seed: int, class_weight: dict[int, float] | None = None) -> dict[str, Any]:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
 
     return {
-        "logistic_regression": LogisticRegression(max_iter=2000, random_state=seed),
-        "hist_gradient_boosting": HistGradientBoostingClassifier(random_state=seed),
+        "logistic_regression": LogisticRegression(max_iter=2000, random_state=seed, class_weight=class_weight),
+        "hist_gradient_boosting": HistGradientBoostingClassifier(random_state=seed, class_weight=class_weight),
     }
 
 
@@ -74,16 +75,30 @@ def _regressors(seed: int) -> dict[str, Any]:
 SINGLE_THREAD_ROWS = 50_000
 
 
-def table_baselines(dataset: str, meta: dict, splits: dict[str, Arrays]) -> dict[str, dict[str, float]]:
-    """A linear model and histogram gradient boosting on the prepared table, seeded by the dataset's seed."""
+def table_baselines(
+    dataset: str, meta: dict, splits: dict[str, Arrays], weighting: ClassWeighting = "none"
+) -> dict[str, dict[str, float]]:
+    """A linear model and histogram gradient boosting on the prepared table, seeded by the dataset's seed.
+
+    weighting: balanced fits the classifiers with the candidates' class weights (the same numbers, from the same
+    training split), named `<baseline>_balanced`."""
     from threadpoolctl import threadpool_limits
 
     threads = 1 if len(splits["train"][0]) < SINGLE_THREAD_ROWS else None
     with threadpool_limits(limits=threads, user_api="openmp"):
-        return _fit_tables(meta, splits)
+        if weighting == "none":
+            return _fit_tables(meta, splits)
+        y_train = np.asarray(splits["train"][1]).reshape(-1).astype(np.int64)
+        counts = np.bincount(y_train, minlength=len(meta["classes"])).tolist()
+        weights = weights_for(weighting, counts) or [1.0] * len(counts)
+        # scikit-learn takes weights for the classes it sees in y only.
+        fitted = _fit_tables(meta, splits, {c: w for c, w in enumerate(weights) if counts[c]})
+        return {f"{name}_{weighting}": scores for name, scores in fitted.items()}
 
 
-def _fit_tables(meta: dict, splits: dict[str, Arrays]) -> dict[str, dict[str, float]]:
+def _fit_tables(
+    meta: dict, splits: dict[str, Arrays], class_weight: dict[int, float] | None = None
+) -> dict[str, dict[str, float]]:
     x_train, y_train = splits["train"]
     seed = int(meta.get("seed", 0))
     out: dict[str, dict[str, float]] = {}
@@ -95,7 +110,7 @@ def _fit_tables(meta: dict, splits: dict[str, Arrays]) -> dict[str, dict[str, fl
             out[name] = _scored(meta, lambda x, m=model: torch.from_numpy(m.predict(_flat(x))), "mse", splits)
         return out
     n_classes = len(meta["classes"])
-    for name, model in _classifiers(seed).items():
+    for name, model in _classifiers(seed, class_weight).items():
         model.fit(_flat(x_train), np.asarray(y_train).reshape(-1))
 
         def log_probs(x: np.ndarray, m: Any = model) -> torch.Tensor:
@@ -141,9 +156,24 @@ BASELINES: dict[str, list[BaselineFn]] = {
 }
 
 
-def compute_baselines(dataset: str, meta: dict, splits: dict[str, Arrays]) -> dict[str, dict[str, float]]:
-    """Every baseline of the dataset's task: {name: {`split/metric`: value}} (empty when the task has none)."""
+# Baselines that can weigh classes as the candidates' loss does: fitted once more per weighting in use.
+WEIGHTED_BASELINES: dict[str, list[Callable[..., dict[str, dict[str, float]]]]] = {
+    "binary": [table_baselines],
+    "multiclass": [table_baselines],
+}
+
+
+def compute_baselines(
+    dataset: str, meta: dict, splits: dict[str, Arrays], weightings: Iterable[str] = ()
+) -> dict[str, dict[str, float]]:
+    """Every baseline of the dataset's task: {name: {`split/metric`: value}} (empty when the task has none).
+
+    weightings: the class weightings the candidates trained with; the unweighted baselines are always there,
+    and each other weighting adds the task's weighted ones (`logistic_regression_balanced`)."""
     out: dict[str, dict[str, float]] = {}
     for fit in BASELINES.get(meta["task"], []):
         out.update(fit(dataset, meta, splits))
+    for weighting in sorted(set(weightings) - {"none"}):
+        for fit in WEIGHTED_BASELINES.get(meta["task"], []):
+            out.update(fit(dataset, meta, splits, weighting))
     return out

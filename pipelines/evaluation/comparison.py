@@ -109,7 +109,10 @@ def log_lines(dataset: str, report: dict, plots_dir: str) -> list[str]:
     for name, error in report.get("failed_candidates", {}).items():
         lines.append(f"evaluate[{dataset}]: {name} FAILED in training, not evaluated: {error}")
     lines += [f"evaluate[{dataset}]: {unbeaten_message(entry)}" for entry in unbeaten(report)]
+    set_by = (report.get("selection") or {}).get("set_by")
     lines.append(
-        f"evaluate[{dataset}]: best candidate by val {primary}: {report['best_candidate']}; plots in {plots_dir}/"
+        f"evaluate[{dataset}]: best candidate by val {primary}"
+        + (f" (set by {set_by})" if set_by else "")
+        + f": {report['best_candidate']}; plots in {plots_dir}/"
     )
     return lines

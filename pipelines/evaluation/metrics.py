@@ -35,6 +35,7 @@ def classification_metrics(pred: torch.Tensor, target: torch.Tensor, n_classes: 
 
     return {
         "accuracy": float(tmf.accuracy(pred, target, average="micro", **kw)),
+        "balanced_accuracy": balanced_accuracy(pred, target, n_classes),
         "precision_macro": float(tmf.precision(pred, target, average="macro", **kw)),
         "recall_macro": float(tmf.recall(pred, target, average="macro", **kw)),
         "f1_macro": float(tmf.f1_score(pred, target, average="macro", **kw)),
@@ -44,6 +45,17 @@ def classification_metrics(pred: torch.Tensor, target: torch.Tensor, n_classes: 
         "f1_per_class": per_class(tmf.f1_score(pred, target, average="none", **kw)),
         "iou_per_class": per_class(tmf.jaccard_index(pred, target, average="none", **kw)),
     }
+
+
+def balanced_accuracy(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -> float:
+    """The mean recall of the classes present in `target` (scikit-learn's balanced_accuracy_score).
+
+    Unlike recall_macro, a class that is predicted but absent from the split does not count as a zero.
+    """
+    cm = tmf.confusion_matrix(pred.long().view(-1), target.long().view(-1), task="multiclass", num_classes=n_classes)
+    support = cm.sum(dim=1)
+    present = support > 0
+    return float((cm.diagonal()[present].double() / support[present]).mean())
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -> list[list[int]]:

@@ -21,6 +21,23 @@ class _FlatValMetrics(_Part):
         return data
 
 
+class ClassWeights(_Part):
+    """How a candidate's loss weighed the classes, and the training split's rows of each class they came from."""
+
+    setting: str  # none | balanced (train.class_weights, or the candidate's own)
+    weights: dict[str, float] | None = None  # class name -> weight in the loss; None: unweighted
+    train_counts: dict[str, int] | None = None  # class name -> rows in the training split
+
+
+class Selection(_Part):
+    """Which metric picked the best candidate (on val), how it was set, and each candidate's value of it."""
+
+    metric: str  # `val/<primary_metric>`
+    mode: Literal["min", "max"]
+    set_by: str  # the params key that chose it, or the task's default
+    values: dict[str, float]  # candidate -> its val value (NaN-free JSON: a non-finite value is left out)
+
+
 class CandidateSummary(_FlatValMetrics):
     family: str
     # finished; failed (a non-finite loss: `error` says why, no checkpoint); stopped (a search trial cut short)
@@ -34,6 +51,7 @@ class CandidateSummary(_FlatValMetrics):
     # ranks, identical_weights, disjoint_shards (pipelines/training/rank_check.py); None when failed
     rank_check: dict[str, Any] | None = None
     searched: dict[str, Any] | None = None
+    class_weights: ClassWeights | None = None  # classification tasks only
 
 
 class TrainSummary(_Handoff):
@@ -63,6 +81,7 @@ class CandidateInfo(_FlatValMetrics, _Handoff):
     val_metrics: dict[str, float] = {}
     data_meta: PreparedMeta
     searched: dict[str, Any] | None = None
+    class_weights: ClassWeights | None = None
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True) | {"data_meta": self.data_meta.dump()}
@@ -90,6 +109,7 @@ class EvaluationReport(_Handoff):
     # {"version", "alias", "comparable": True, "test/<metric>"...} or {..., "comparable": False, "reason"};
     # None when the alias was not set.
     champion: dict[str, Any] | None = None
+    selection: Selection | None = None  # None in reports written before the primary metric could be chosen
 
     @model_validator(mode="before")
     @classmethod
@@ -123,6 +143,8 @@ class ModelCard(_Handoff):
     lineage: dict[str, Any] = {}
     signature: dict[str, Any] | None = None  # what every version of the name shares (pipelines/registry/model_line)
     champion: dict[str, Any] | None = None  # the alias's version when this one registered, on the same test split
+    selection: Selection | None = None  # the metric that picked this candidate among those compared
+    class_weights: ClassWeights | None = None  # how its loss weighed the classes (classification tasks)
 
     @model_validator(mode="before")
     @classmethod

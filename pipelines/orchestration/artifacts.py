@@ -4,7 +4,8 @@ Keys are stable, so the Artifacts page keeps each one's history across runs
 (`<ds>` is the dataset name in lowercase with anything but letters, digits and
 dashes turned into dashes, as Prefect requires):
 
-    <ds>-profile      table: the data profile of a table (each column's type, gaps, distinct values, range)
+    <ds>-profile      table: the data profile of a table (each column's type, gaps, distinct values, range); its
+                      description gives the label's classes and warns when one is rare
     <ds>-metrics      table: one row per candidate, val and test scores, the best one marked; then the
                       classical baselines and the failed candidates; the description says when no
                       candidate beats a baseline
@@ -251,4 +252,8 @@ def publish_profile(root: str | Path, dataset: str) -> str | None:
     rows = [{k: ("" if v is None else v) for k, v in row.items()} for row in profile["columns"]]
     key = artifact_key(dataset, "profile")
     description = f"{dataset}: {profile['rows']} rows of {profile['source']}: each column's type and what was done"
+    shares = profile.get("label_distribution")  # classification: the label's classes (profiles of older runs: none)
+    if shares:
+        description += ". Label classes: " + ", ".join(f"{r['class']} {r['share']:.1%}" for r in shares)
+    description += "".join(f". WARNING: {warning}" for warning in profile.get("warnings", []))
     return str(create_table_artifact(rows, key=key, description=description))

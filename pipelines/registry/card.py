@@ -30,6 +30,25 @@ def primary_text(card: dict[str, Any], split: str = "test") -> str:
     return f"{metric}={fmt(value)}" if value is not None else "-"
 
 
+def selection_text(card: ModelCard) -> str | None:
+    """'val/f1_macro (higher is better), set by datasets.x.evaluate.primary_metric: a 0.81, b 0.74'."""
+    chosen = card.selection
+    if chosen is None:
+        return None
+    values = ", ".join(f"{name} {fmt(value)}" for name, value in chosen.values.items())
+    return f"{chosen.metric} ({DIRECTION[chosen.mode]}), set by {chosen.set_by}" + (f": {values}" if values else "")
+
+
+def class_weights_text(card: ModelCard) -> str | None:
+    """'balanced: no 0.5376, yes 7.1429 (training rows: no 930, yes 70)', or 'none (training rows: ...)'."""
+    cw = card.class_weights
+    if cw is None:
+        return None
+    weights = ", ".join(f"{c} {fmt(w)}" for c, w in (cw.weights or {}).items())
+    rows = ", ".join(f"{c} {n}" for c, n in (cw.train_counts or {}).items())
+    return cw.setting + (f": {weights}" if weights else "") + (f" (training rows: {rows})" if rows else "")
+
+
 def versions_with_aliases(aliases: dict[str, int]) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
     for alias, version in sorted(aliases.items()):
@@ -50,6 +69,8 @@ def render_text(card_data: dict[str, Any], aliases: dict[str, int], location: st
         ("task", card.task),
         ("candidate", card.candidate),
         ("primary", primary or card.primary_metric),
+        ("chosen by", selection_text(card)),
+        ("weights", class_weights_text(card)),
     )
     lines += [f"  {label:<10}{value}" for label, value in facts if value is not None]
     if card.metrics:
@@ -61,9 +82,10 @@ def render_text(card_data: dict[str, Any], aliases: dict[str, int], location: st
             lines.append(f"  {split:<10}{shown}")
     if card.baselines:  # the classical models it was compared with, on the same test split
         lines.append("baselines (test)")
+        width = max(24, *(len(name) + 2 for name in card.baselines))  # e.g. hist_gradient_boosting_balanced
         for name, scores in card.baselines.items():
             test = {k.partition("/")[2]: v for k, v in scalars(scores).items() if k.startswith("test/")}
-            lines.append(f"  {name:<24}" + "  ".join(f"{k}={fmt(v)}" for k, v in test.items()))
+            lines.append(f"  {name:<{width}}" + "  ".join(f"{k}={fmt(v)}" for k, v in test.items()))
     lineage = card.lineage
     git = lineage.get("git") or {}
     if lineage:
@@ -122,6 +144,13 @@ def render_markdown(
         f"| sha256 | `{card.sha256}` |",
         f"| created | {card.created_at} |",
         f"| candidates compared | {', '.join(card.candidates_compared)} |",
+    ]
+    lines += [
+        f"| {label} | {text} |"
+        for label, text in (("chosen by", selection_text(card)), ("class weights", class_weights_text(card)))
+        if text is not None
+    ]
+    lines += [
         "",
         "## Test metrics",
         "",

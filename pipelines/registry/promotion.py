@@ -53,12 +53,13 @@ def _test_metric(card: dict[str, Any], metric: str) -> float:
 
 
 def _metric_mode(card: dict[str, Any], metric: str) -> Mode:
-    """Which way `metric` improves: the card says so, or the task's primary metric does."""
+    """Which way `metric` improves: the card says so for its primary metric, or the task does for any it reports."""
     if card.get("mode") in ("max", "min") and card.get("primary_metric") == metric:
         return card["mode"]
     kind = TASKS.get(card.get("task") or "")
-    if kind is not None and metric == kind.primary_metric:
-        return kind.mode
+    mode = kind.metric_mode(metric) if kind is not None else None
+    if mode is not None:
+        return mode
     raise RegistryError(f"cannot tell whether a higher or lower {metric!r} is better; pass mode='max' or 'min'")
 
 

@@ -35,8 +35,9 @@ READS: dict[str, tuple[str, ...]] = {
     ),
     # the modality is read to check every candidate's family can learn from the data
     "train": ("datasets.{dataset}.modality", "datasets.{dataset}.train", "train"),
+    # the dataset's primary metric picks the best candidate;
     # the model name, registry and promote alias: the alias's current version is scored on the same test split
-    "evaluate": ("evaluate", "datasets.{dataset}.register", "register"),
+    "evaluate": ("evaluate", "datasets.{dataset}.evaluate", "datasets.{dataset}.register", "register"),
     # the model card records the dataset's whole config and the compute it trained with
     "register": ("datasets.{dataset}", "train", "register", "evaluate"),
 }

@@ -14,6 +14,7 @@ import torch
 from models.task_kinds import get_task
 from pipelines.atomic import atomic_dir, read_json, write_json
 from pipelines.config import EvaluateParams, PipelineParams
+from pipelines.config.task_choices import DatasetEvaluateParams
 from pipelines.errors import PipelineInputError, Unavailable, cli_entry
 from pipelines.evaluation import plots
 from pipelines.evaluation.baselines import compute_baselines
@@ -120,13 +121,36 @@ def champion_of(params: PipelineParams, dataset: str, test: tuple[np.ndarray, np
         return None
 
 
-def evaluate(dataset: str, params: EvaluateParams, champion_for=None) -> dict:
-    """Score every candidate and the baselines; `champion_for(test_split)` scores the alias's current version."""
+def primary_metric(dataset: str, task: str, choice: DatasetEvaluateParams) -> tuple[str, str, str]:
+    """(metric, mode, what set it): the dataset's evaluate.primary_metric, checked against the task the data made."""
+    key = f"datasets.{dataset}.evaluate.primary_metric"
+    try:
+        metric, mode = get_task(task).resolve_primary(choice.primary_metric)
+    except ValueError as err:
+        raise PipelineInputError(f"{key}: {err}") from None
+    return metric, mode, key if choice.primary_metric != "auto" else f"the {task} task's default ({key}: auto)"
+
+
+def selection(primary: str, mode: str, set_by: str, candidates: dict[str, dict]) -> tuple[str, dict]:
+    """The best candidate by val/<primary>, and the record of that choice (a NaN value ranks last)."""
+    key = f"val/{primary}"
+    values = {n: float(s[key]) for n, s in candidates.items() if np.isfinite(s.get(key, np.nan))}
+    sign = -1.0 if mode == "max" else 1.0
+    ranked = sorted(candidates, key=lambda n: sign * values[n] if n in values else np.inf)
+    return ranked[0], {"metric": key, "mode": mode, "set_by": set_by, "values": values}
+
+
+def evaluate(
+    dataset: str, params: EvaluateParams, champion_for=None, choice: DatasetEvaluateParams | None = None
+) -> dict:
+    """Score every candidate and the baselines; `champion_for(test_split)` scores the alias's current version.
+
+    choice: the dataset's evaluate section (its primary metric; default: the task's)."""
     where = DatasetPaths(dataset)
     meta = read_meta(dataset).dump()
     kind = get_task(meta["task"])
     summary = TrainSummary.model_validate(read_json(where.train_summary))
-    primary, mode = kind.primary_metric, kind.mode
+    primary, mode, set_by = primary_metric(dataset, kind.name, choice or DatasetEvaluateParams())
     splits = {name: load_split(dataset, name) for name in ("val", "test")}
     candidates: dict[str, dict] = {}
     # A failed candidate (non-finite loss) has no checkpoint: listed, never scored nor ranked.
@@ -135,7 +159,9 @@ def evaluate(dataset: str, params: EvaluateParams, champion_for=None) -> dict:
         raise PipelineInputError(
             f"evaluate[{dataset}]: every candidate failed in training: " + "; ".join(failed.values())
         )
-    baselines = compute_baselines(dataset, meta, {**splits, "train": load_split(dataset, "train")})
+    # The baselines are fitted with every class weighting a scored candidate trained with: each beside its like.
+    weightings = {c.class_weights.setting for n, c in summary.candidates.items() if n not in failed and c.class_weights}
+    baselines = compute_baselines(dataset, meta, {**splits, "train": load_split(dataset, "train")}, weightings)
     histories = {}
 
     # The whole data/evaluate/<dataset>/ appears at once: metrics.json, the PNGs
@@ -161,7 +187,7 @@ def evaluate(dataset: str, params: EvaluateParams, champion_for=None) -> dict:
             history.to_csv(out / "learning" / f"{name}.csv", index=False)
             histories[name] = history
         plots.learning_curves(histories, plot_dir / "learning_curves.png", title=f"{dataset}: learning curves")
-        ranked = sorted(candidates, key=lambda n: candidates[n][f"val/{primary}"], reverse=mode == "max")
+        best, chosen = selection(primary, mode, set_by, candidates)
         report = EvaluationReport(
             dataset=dataset,
             task=kind.name,
@@ -170,11 +196,12 @@ def evaluate(dataset: str, params: EvaluateParams, champion_for=None) -> dict:
             candidates=candidates,
             baselines=baselines,
             failed_candidates=failed,
-            best_candidate=ranked[0],
+            best_candidate=best,
             best={
-                "candidate": ranked[0],
-                **{k: v for k, v in candidates[ranked[0]].items() if k.startswith("test/") and isinstance(v, float)},
+                "candidate": best,
+                **{k: v for k, v in candidates[best].items() if k.startswith("test/") and isinstance(v, float)},
             },
+            selection=chosen,
         ).model_dump()
         report["champion"] = champion_for(splits["test"]) if champion_for else None
         report["unbeaten_baselines"] = [entry["baseline"] for entry in unbeaten(report)]
@@ -186,7 +213,8 @@ def evaluate(dataset: str, params: EvaluateParams, champion_for=None) -> dict:
 @cli_entry
 def main() -> None:
     params, dataset = pipeline_and_dataset("evaluate")
-    report = evaluate(dataset, params.evaluate, lambda test: champion_of(params, dataset, test))
+    choice = params.datasets[dataset].evaluate
+    report = evaluate(dataset, params.evaluate, lambda test: champion_of(params, dataset, test), choice)
     print("\n".join(log_lines(dataset, report, str(DatasetPaths(dataset).plots_dir))))
 
 

@@ -66,6 +66,8 @@ def register(params: PipelineParams, dataset: str) -> ModelVersion:
         },
         signature=signature_of(meta),
         champion=champion,  # the version it was compared with, scored on the same test split
+        selection=report.selection,  # the metric that picked it (and what set that metric)
+        class_weights=summary.candidates[best].class_weights,
     ).model_dump(exclude_none=True)  # name, version and sha256 are the registry's to fill in
     version, created = registry.publish(name, where.candidate_checkpoint(best), card, dataset)
     if not created:

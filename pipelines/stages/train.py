@@ -20,7 +20,7 @@ from pipelines.errors import PipelineInputError, cli_entry
 from pipelines.handoffs import CandidateInfo, CandidateSummary, TrainSummary
 from pipelines.paths import DatasetPaths
 from pipelines.stages.cli import pipeline_and_dataset
-from pipelines.stages.train_jobs import check_search, data_fingerprint, make_job, searched_job
+from pipelines.stages.train_jobs import check_search, data_fingerprint, make_job, searched_job, weights_record
 
 
 def write_history(path: Path, rows: list[dict[str, float]]) -> None:
@@ -73,6 +73,7 @@ def export_candidate(out: Path, where: DatasetPaths, name: str, job, outcome, me
         val_metrics=outcome.best_metrics,
         data_meta=meta,
         searched=searched["knobs"] if searched is not None else None,
+        class_weights=weights_record(where.name, job, meta),
     ).dump()
     save_checkpoint(cand_dir / where.candidate_checkpoint(name).name, state, info)
     write_history(cand_dir / where.candidate_history(name).name, outcome.history)
@@ -145,6 +146,7 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
             outcome = outcomes[name]
             entry = {"family": job.model_spec["family"], "status": outcome.status, "epochs_run": len(outcome.history)}
             entry["workers"] = outcome.placement  # node id, host and pid of each rank; its weights' and shards' digests
+            entry["class_weights"] = weights_record(dataset, job, meta)
             entry["rank_check"] = rank_check(dataset, name, outcome.placement)
             if outcome.status == "failed":
                 entry["error"] = outcome.error

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines import paths
 from pipelines.config import Candidate, ComputeParams, DatasetParams
 from pipelines.errors import PipelineInputError
 from pipelines.paths import DatasetPaths
+
+if TYPE_CHECKING:
+    from pipelines.training.fit import TrainJob
 
 
 def data_fingerprint(prepared_dir: Path) -> str:
@@ -24,6 +28,48 @@ def data_fingerprint(prepared_dir: Path) -> str:
 def model_spec(cand: Candidate, meta: dict, out_features: int) -> dict:
     """Plain keyword arguments for models.create_model: the candidate's family knows its builder's arguments."""
     return cand.model_spec(meta, out_features)
+
+
+def train_class_counts(dataset: str, meta: dict) -> list[int]:
+    """Rows of each class in the training split: prepare's count, or counted here for a meta written before it."""
+    counts = meta.get("class_counts_train")
+    if counts is not None:
+        return [int(c) for c in counts]
+    import numpy as np
+
+    with np.load(paths.absolute(DatasetPaths(dataset).split_file("train"))) as arrays:
+        return np.bincount(arrays["y"].reshape(-1).astype(np.int64), minlength=len(meta["classes"])).tolist()
+
+
+def class_weighting(
+    dataset: str, name: str, cand: Candidate, params: DatasetParams, meta: dict
+) -> tuple[str, list[float] | None]:
+    """(setting, weights or None) of a candidate's loss: its own class_weights, else the dataset's."""
+    from models.class_weights import weights_for
+    from models.task_kinds import get_task
+
+    own = cand.class_weights is not None
+    setting = cand.class_weights if own else params.train.class_weights
+    if setting == "none":
+        return setting, None
+    task = meta["task"]
+    if not get_task(task).has_classes:
+        key = f"datasets.{dataset}.train" + (f".candidates.{name}" if own else "")
+        raise PipelineInputError(f"{key}.class_weights: a {task} task has no classes to weigh; use none")
+    return setting, weights_for(setting, train_class_counts(dataset, meta))
+
+
+def weights_record(dataset: str, job: TrainJob, meta: dict) -> dict | None:
+    """What the train summary, the checkpoint and the model card say about a job's class weights (None: no classes)."""
+    from models.task_kinds import get_task
+
+    classes = meta.get("classes")
+    if not classes or not get_task(job.task).has_classes:
+        return None
+    record = {"setting": job.class_weighting, "train_counts": dict(zip(classes, train_class_counts(dataset, meta)))}
+    if job.class_weights is not None:
+        record["weights"] = dict(zip(classes, job.class_weights))
+    return record
 
 
 def make_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, compute: ComputeParams, meta: dict):
@@ -53,6 +99,7 @@ def make_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, co
         k: getattr(cand, k)
         for k in ("optimizer", "lr", "weight_decay", "momentum", "lr_schedule", "lr_step_size", "lr_gamma")
     }
+    weighting, weights = class_weighting(dataset, name, cand, params, meta)
     return TrainJob(
         candidate=f"{dataset}/{name}",
         model_spec=model_spec(cand, meta, output_size(task, loss, n_classes, meta.get("horizon") or 1)),
@@ -69,6 +116,8 @@ def make_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, co
         patience=params.train.early_stopping.patience,
         use_gpu=compute.use_gpu,
         precision=compute.precision,
+        class_weights=weights,
+        class_weighting=weighting,
     )
 
 

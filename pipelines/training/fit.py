@@ -54,6 +54,10 @@ class TrainJob:
     patience: int
     use_gpu: bool = False
     precision: str = "32"  # or "bf16-mixed"
+    # The loss's weight per class, computed once by the driver from the training split, so every worker of the
+    # group (and a resumed one) weighs alike; None: unweighted. class_weighting: the setting that gave them.
+    class_weights: list[float] | None = None
+    class_weighting: str = "none"
 
     def fingerprint(self, data_hash: str) -> str:
         """Same job on the same data -> same Ray run name -> a re-run resumes it."""

@@ -263,7 +263,7 @@ def _module_and_batches(job: TrainJob, trainer, device, channels_last: bool, ran
     from models.task_module import TaskModule
     from pipelines.training.fused import fuse, updates_per_step
 
-    module = TaskModule(job.model_spec, job.optim, job.task, job.loss, job.n_classes)
+    module = TaskModule(job.model_spec, job.optim, job.task, job.loss, job.n_classes, job.class_weights)
     per_worker = max(1, job.batch_size // world)
     macs = step_macs(job, module, per_worker)
     if not job.use_gpu:

@@ -15,6 +15,7 @@ from pipelines.atomic import write_json
 from pipelines.config import IngestParams
 from pipelines.errors import PipelineInputError
 from pipelines.modalities.sources import fetched, load_builtin_table, read_table
+from pipelines.modalities.tables.balance import distribution_line, imbalance_warning, label_distribution
 from pipelines.modalities.tables.columns import (
     DROPPED,
     binary_positive,
@@ -168,7 +169,12 @@ def ingest(params: IngestParams, out_dir: Path) -> dict:
     table, task, found = validate_table(raw, params)
     profile = found.pop("profile")
     table.to_parquet(out_dir / RAW_TABLE, index=False)
-    write_json(out_dir / PROFILE, {"source": params.source, "rows": len(raw), "columns": profile})
+    described = {"source": params.source, "rows": len(raw), "columns": profile, "warnings": []}
+    if task != "regression":  # the classes' shares, and a warning when one is rare
+        described["label_distribution"] = label_distribution(table[params.label])
+        rare = imbalance_warning(described["label_distribution"], params.label)
+        described["warnings"] += [rare] if rare else []
+    write_json(out_dir / PROFILE, described)
     info.update(rows=len(table), columns=list(table.columns), label=params.label, task=task, **found)
     info["summary"] = f"{len(table)} rows x {len(table.columns)} columns (task: {task})"
     # The log shows the columns a person should look at; the whole profile is in the file (and its artifact).
@@ -178,6 +184,10 @@ def ingest(params: IngestParams, out_dir: Path) -> dict:
     if len(notable) < len(profile):
         plain = len(profile) - len(notable)
         print(f"ingest: and {plain} number column(s) with no gaps (every column: the profile, {PROFILE})")
+    if "label_distribution" in described:
+        print(f"ingest: {distribution_line(described['label_distribution'], params.label)}")
+    for warning in described["warnings"]:
+        print(f"ingest: warning: {warning}")
     for row in profile:
         if row["note"]:
             print(f"ingest: note: {row['note']}")
