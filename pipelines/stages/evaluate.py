@@ -171,7 +171,10 @@ def evaluate(
         plot_dir.mkdir()
         for sub in PLOT_KINDS:
             (out / sub).mkdir()
-        for name in (n for n in summary.candidates if n not in failed):
+        scored = [n for n in summary.candidates if n not in failed]
+        for k, name in enumerate(scored, start=1):
+            if len(scored) > 1:
+                print(f"evaluate[{dataset}]: scoring {name} (candidate {k} of {len(scored)})", flush=True)
             ckpt = where.candidate_checkpoint(name)
             scores = {}
             for split, (x, y) in splits.items():
