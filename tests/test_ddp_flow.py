@@ -20,14 +20,14 @@ from tests.test_run_lifecycle import flow_command, flow_env
 pytestmark = pytest.mark.slow
 
 
-def test_digits_with_two_workers_trains_ranks_in_step_and_registers_a_good_model(tmp_path):
+def test_digits_with_two_workers_trains_ranks_in_step_and_registers_a_good_model(tmp_path, prefect_api):
     project = copy_project(tmp_path / "project")  # the repo's own params.yaml
     started = time.perf_counter()
     proc = subprocess.run(
         [*flow_command(project), "--dataset", "digits", "-S", "train.num_workers=2"],
         capture_output=True,
         text=True,
-        env=flow_env(),
+        env=flow_env(shared_api=True),
         timeout=900,
     )
     seconds = time.perf_counter() - started

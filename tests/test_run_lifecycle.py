@@ -42,10 +42,17 @@ def flow_command(project: Path) -> list[str]:
     return [str(BIN / "python"), "-m", "pipelines.orchestration.flow", "--workdir", str(project)]
 
 
-def flow_env() -> dict[str, str]:
+def flow_env(shared_api: bool = False) -> dict[str, str]:
+    """The flow command's environment: this checkout's code, no cluster, and, unless `shared_api` (the session's
+    Prefect API of the `prefect_api` fixture, which saves each run the ~10 s start of its own), the command
+    line's own temporary Prefect server, as `make run` has it."""
     env = {**project_env(), "PYTHONPATH": str(ROOT), "DL_PIPELINE_RETRY_BASE_SECONDS": "0.1"}  # this checkout's code
     env.pop("RAY_ADDRESS", None)
-    env.pop("PREFECT_API_URL", None)  # the command line's own temporary server
+    env.pop("PREFECT_API_URL", None)
+    if shared_api:
+        from prefect.settings import PREFECT_API_URL
+
+        env["PREFECT_API_URL"] = PREFECT_API_URL.value()
     return env
 
 
@@ -75,7 +82,7 @@ def heads(output: str) -> list[tuple[str, int, str]]:
     return [(a, int(pid), tmp) for a, pid, tmp in RAY_LINE.findall(output)]
 
 
-def test_one_ray_instance_serves_the_run_and_nothing_is_left_also_after_a_failure(tmp_path):
+def test_one_ray_instance_serves_the_run_and_nothing_is_left_also_after_a_failure(tmp_path, prefect_api):
     params = one_candidate_params({"breast": "sklearn:breast_cancer", "wine": "sklearn:wine"}, epochs=2)
     project = copy_project(tmp_path / "project", params)
     timings = tmp_path / "timings.json"
@@ -131,7 +138,11 @@ def test_one_ray_instance_serves_the_run_and_nothing_is_left_also_after_a_failur
     (project / "params.yaml").write_text(json.dumps(failing))
     # One chain after another: breast's train (changed: 3 epochs) starts the run's Ray before broken's ingest fails.
     proc = subprocess.run(
-        [*flow_command(project), "--parallel", "1"], capture_output=True, text=True, env=flow_env(), timeout=900
+        [*flow_command(project), "--parallel", "1"],
+        capture_output=True,
+        text=True,
+        env=flow_env(shared_api=True),  # the first run above had the command line's own server
+        timeout=900,
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2, output[-4000:]  # the ingest stage's own exit code: bad input
@@ -164,7 +175,9 @@ def _wait_for(proc: subprocess.Popen, pattern: str, lines: list[str], timeout: f
         (signal.SIGTERM, 143, 1),  # a Ray Train worker group on the run's Ray instance
     ],
 )
-def test_a_signal_stops_the_run_within_seconds_and_the_same_command_resumes(tmp_path, signum, exit_code, num_workers):
+def test_a_signal_stops_the_run_within_seconds_and_the_same_command_resumes(
+    tmp_path, prefect_api, signum, exit_code, num_workers
+):
     epochs = 40
     params = one_candidate_params({"breast": "sklearn:breast_cancer"}, num_workers, epochs=epochs)
     params["datasets"]["breast"]["train"]["early_stopping"]["patience"] = epochs  # every epoch runs
@@ -174,7 +187,7 @@ def test_a_signal_stops_the_run_within_seconds_and_the_same_command_resumes(tmp_
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=flow_env(),
+        env=flow_env(shared_api=True),
         start_new_session=True,  # its own group, as a terminal's foreground job
     )
     lines: list[str] = []
@@ -203,7 +216,9 @@ def test_a_signal_stops_the_run_within_seconds_and_the_same_command_resumes(tmp_
     if num_workers != "auto":
         return  # Ray's own resume (a worker group restored from its run's checkpoint): tests/test_fault_tolerance.py
     # Local mode: the stage itself wrote its resume point to the run's storage (Ray keeps it in memory only).
-    again = subprocess.run(flow_command(project), capture_output=True, text=True, env=flow_env(), timeout=900)
+    again = subprocess.run(
+        flow_command(project), capture_output=True, text=True, env=flow_env(shared_api=True), timeout=900
+    )
     rerun = again.stdout + again.stderr
     assert again.returncode == 0, rerun[-4000:]
     trained = re.findall(rf"\] epoch (\d+)/{epochs}", rerun)
