@@ -73,12 +73,13 @@ def hand_written_loop(data, spec, lr, batch, epochs, seed, threads) -> list[dict
 
 def our_path(data, spec, lr, batch, epochs, seed, workers) -> tuple[list[dict], dict]:
     from pipelines.training import cluster, fit
+    from pipelines.training.job import Scaling, TrainJob
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "train.npz", x=data["train_x"], y=data["train_y"])
         np.savez(tmp / "val.npz", x=data["test_x"], y=data["test_y"])  # val pass = test accuracy per epoch
-        job = fit.TrainJob(
+        job = TrainJob(
             candidate="bench-cnn",
             model_spec=spec,
             optim={"optimizer": "adam", "lr": lr},
@@ -95,7 +96,7 @@ def our_path(data, spec, lr, batch, epochs, seed, workers) -> tuple[list[dict], 
         )
         ray_start = cluster.ensure_ray()
         started = time.time()
-        outcome = fit.fit(job, fit.Scaling(num_workers=workers), str(tmp / "ray"), "bench-cnn", keep=1)
+        outcome = fit.fit(job, Scaling(num_workers=workers), str(tmp / "ray"), "bench-cnn", keep=1)
         fit_wall = time.time() - started
         cluster.shutdown_ray()
     rows = [

@@ -176,12 +176,13 @@ def our_path(
     process, no Ray instance (`training.cluster.trains_in_process`).
     """
     from pipelines.training import cluster, fit
+    from pipelines.training.job import Scaling, TrainJob
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "train.npz", x=data["train_x"], y=data["train_y"])
         np.savez(tmp / "val.npz", x=data["val_x"], y=data["val_y"])
-        job = fit.TrainJob(
+        job = TrainJob(
             candidate=f"bench-{workers}w",
             model_spec=spec,
             optim={"optimizer": "adam", "lr": lr},
@@ -198,7 +199,7 @@ def our_path(
         )
         ray_start = 0.0 if in_process else cluster.ensure_ray()
         started = time.time()
-        scaling = fit.Scaling(num_workers=workers, cpus_per_worker=cpus_per_worker, in_process=in_process)
+        scaling = Scaling(num_workers=workers, cpus_per_worker=cpus_per_worker, in_process=in_process)
         outcome = fit.fit(job, scaling, str(tmp / "ray"), "bench", keep=1)
         ended = time.time()
         beside = None

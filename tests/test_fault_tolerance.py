@@ -62,7 +62,8 @@ def digits_jobs(prepared: bool = True) -> list:
 
 def fit_digits(storage: str, run: str, prepared: bool = True) -> dict:
     from pipelines.training.cluster import ensure_ray, shutdown_ray
-    from pipelines.training.fit import Scaling, fit_candidates
+    from pipelines.training.fit import fit_candidates
+    from pipelines.training.job import Scaling
 
     ensure_ray()
     try:
@@ -102,7 +103,8 @@ def assert_first_trained_once_second_resumed(outcomes: dict, saved: int, exact: 
 
 def test_a_killed_worker_is_replaced_and_training_resumes_from_the_last_checkpoint(in_tmp):
     from pipelines.training.cluster import ensure_ray, shutdown_ray
-    from pipelines.training.fit import Scaling, fit_candidates
+    from pipelines.training.fit import fit_candidates
+    from pipelines.training.job import Scaling
 
     jobs = digits_jobs(prepared=False)
     storage, run = in_tmp / "ray", "kill-test"

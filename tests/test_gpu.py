@@ -88,13 +88,14 @@ def test_recurrent_families_dispatch_to_cudnn(family):
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs for a multi-worker NCCL run")
 def test_two_gpu_workers_train_with_nccl(in_tmp):
     from pipelines.training import cluster, fit
+    from pipelines.training.job import Scaling
     from tests.test_fault_tolerance import digits_job
 
     job = digits_job(epochs=3)
     job.use_gpu, job.precision = True, "bf16-mixed"
     cluster.ensure_ray()
     try:
-        outcome = fit.fit(job, fit.Scaling(num_workers=2, use_gpu=True), str(in_tmp / "ray"), "gpu-test")
+        outcome = fit.fit(job, Scaling(num_workers=2, use_gpu=True), str(in_tmp / "ray"), "gpu-test")
     finally:
         cluster.shutdown_ray()
     assert outcome.best_metrics["val/accuracy"] > 0.9 and len(outcome.placement) == 2

@@ -86,6 +86,7 @@ FIT_IN_PROCESS = """
 import sys, numpy as np
 from pathlib import Path
 from pipelines.training import fit
+from pipelines.training.job import Scaling, TrainJob
 data, storage = Path(sys.argv[1]), sys.argv[2]
 rng = np.random.default_rng(0)
 x = rng.normal(size=(20000, 32)).astype(np.float32)
@@ -94,10 +95,10 @@ np.savez(data / "train.npz", x=x[:16000], y=y[:16000])
 np.savez(data / "val.npz", x=x[16000:], y=y[16000:])
 spec = {"family": "fnn", "input_shape": [32], "out_features": 2, "hidden": [256, 256], "activation": "relu",
     "dropout": 0.0}
-job = fit.TrainJob(candidate="ds/fnn", model_spec=spec, optim={"optimizer": "adam", "lr": 1e-3}, task="multiclass",
+job = TrainJob(candidate="ds/fnn", model_spec=spec, optim={"optimizer": "adam", "lr": 1e-3}, task="multiclass",
     loss="cce", n_classes=2, data_dir=str(data), seed=0, epochs=12, batch_size=32, monitor="val/loss", mode="min",
     patience=12)
-out = fit.fit(job, fit.Scaling(num_workers=1, cpus_per_worker=1, in_process=True), storage, "run", keep=1)
+out = fit.fit(job, Scaling(num_workers=1, cpus_per_worker=1, in_process=True), storage, "run", keep=1)
 print("history", len(out.history), flush=True)
 """
 

@@ -96,7 +96,8 @@ def rank_check(dataset: str, name: str, placement: list[dict]) -> dict | None:
 
 def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
     from pipelines.training import cluster, plan
-    from pipelines.training.fit import fit_candidates, group_fingerprint, remove_run
+    from pipelines.training.fit import fit_candidates, remove_run
+    from pipelines.training.job import group_fingerprint
 
     where = DatasetPaths(dataset)
     meta = read_json(where.prepared_meta)

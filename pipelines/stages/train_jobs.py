@@ -14,7 +14,7 @@ from pipelines.errors import PipelineInputError
 from pipelines.paths import DatasetPaths
 
 if TYPE_CHECKING:
-    from pipelines.training.fit import TrainJob
+    from pipelines.training.job import TrainJob
 
 
 def data_fingerprint(prepared_dir: Path) -> str:
@@ -78,7 +78,7 @@ def make_job(dataset: str, name: str, cand: Candidate, params: DatasetParams, co
     from models.catalogue import supported_tasks
     from models.task_kinds import get_task
     from models.tasks import output_size, resolve_loss
-    from pipelines.training.fit import TrainJob
+    from pipelines.training.job import TrainJob
 
     key = f"datasets.{dataset}.train"
     task, classes = meta["task"], meta.get("classes")

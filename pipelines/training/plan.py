@@ -11,7 +11,7 @@ import os
 
 from pipelines.config import ComputeParams
 from pipelines.training.cluster import auto_workers, local_cpu_share, trains_in_process
-from pipelines.training.fit import Scaling
+from pipelines.training.job import Scaling
 
 
 def in_process(compute: ComputeParams) -> bool:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.training.fit import FitOutcome, Scaling, TrainJob, _torch_trainer, collect
+from pipelines.training.fit import FitOutcome, _torch_trainer, collect
+from pipelines.training.job import Scaling, TrainJob
 from pipelines.training.store import run_uri
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.training import store
-from pipelines.training.fit import TrainJob
+from pipelines.training.job import TrainJob
 
 if TYPE_CHECKING:
     from pipelines.training.callbacks import StageProgress
