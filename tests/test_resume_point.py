@@ -45,12 +45,14 @@ def test_a_stale_writer_cannot_overwrite_what_a_newer_attempt_wrote(tmp_path):
     """A worker of a killed driver that trains on for a moment: its state, evictions and resume point are refused."""
     from pipelines.training.callbacks import EpochHistory
     from pipelines.training.progress import CandidateReport, Keeper
+    from pipelines.training.runtime import LocalMode
 
     run = str(tmp_path / "storage" / "run")
 
     def writer(attempt: str) -> CandidateReport:
         fence = store.Fence(run, attempt)
-        return CandidateReport("ds/a", 0, run, Keeper("val/loss", "min", 2), {}, EpochHistory(), True, fence)
+        keep_resume = LocalMode(run, 1.0).keep_resume_point
+        return CandidateReport("ds/a", 0, run, Keeper("val/loss", "min", 2), {}, EpochHistory(), keep_resume, fence)
 
     stale = writer(store.begin_attempt(run))
     stale.write_state("running")  # its own attempt: allowed

@@ -5,6 +5,7 @@ TorchTrainer.fit and cannot reuse one, so a stage hands ALL its candidates to a 
 `training.worker.train_worker` trains them one after another in the same worker processes.
 With `Scaling.in_process` (`num_workers: auto` on a local CPU-only machine) the fit runs in Ray
 Train's local mode: the same training function, in this process, with no worker group at all.
+`training.runtime` holds all that differs between the two (`RayWorkerGroup`, `LocalMode`).
 
 Two kinds of checkpoint, for two purposes:
 
@@ -13,7 +14,7 @@ Two kinds of checkpoint, for two purposes:
   candidate's Lightning checkpoint. Re-running with the same RunConfig(name, storage_path)
   resumes there, and so does a worker group that Ray restarts after a lost worker. Local mode
   keeps reported checkpoints in memory only, so there the worker also writes its latest resume
-  point under the run's storage (`training.progress`), and a re-run resumes from that.
+  point under the run's storage (`LocalMode.keep_resume_point`), and a re-run resumes from that.
 - Each candidate's best `keep` epochs (by its monitor) are written by rank 0 under the run's
   storage (`training.store`), with its state (status, history, error); the driver collects
   them after the fit.
@@ -21,17 +22,14 @@ Two kinds of checkpoint, for two purposes:
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import tempfile
-import threading
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipelines.training import store
 from pipelines.training.job import Scaling, TrainJob
+from pipelines.training.runtime import Runtime, runtime_of
 
 
 @dataclass
@@ -73,8 +71,9 @@ def fit_candidates(
     """Train every job, one after another, in ONE worker group; return each candidate's outcome."""
     run = store.run_uri(storage_path, run_name)
     attempt = store.begin_attempt(run)  # from now on, workers of an earlier driver of this run write nothing
-    trainer = _torch_trainer(jobs, scaling, storage_path, run_name, keep, max_failures, attempt=attempt)
-    with _signals_exit() if scaling.in_process else contextlib.nullcontext():
+    runtime = runtime_of(scaling, run)
+    with runtime.driving():
+        trainer = _torch_trainer(jobs, scaling, storage_path, run_name, keep, max_failures, runtime, attempt=attempt)
         trainer.fit()
     return {job.candidate: collect(run, job.candidate) for job in jobs}
 
@@ -118,35 +117,34 @@ def _torch_trainer(
     run_name: str,
     keep: int,
     max_failures: int,
+    runtime: Runtime,
     callbacks: list | None = None,
     score: tuple[str, str] | None = None,
     worker_resources: dict | None = None,
     attempt: str | None = None,
 ):
+    """One TorchTrainer for all the jobs, its worker where `runtime` runs it (the caller builds and fits it in
+    `runtime.driving()`)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 
-    from pipelines.training.ray_logging import quiet
     from pipelines.training.ray_private import lean_torch_trainer, torch_config
     from pipelines.training.worker import train_worker
 
-    if scaling.in_process:
-        quiet()  # the worker's Ray Train loggers are this process's
-
+    run = store.run_uri(storage_path, run_name)
     return lean_torch_trainer()(
         train_worker,
         train_loop_config={
             "jobs": [asdict(job) for job in jobs],
-            "run_uri": store.run_uri(storage_path, run_name),
+            "run_uri": run,
             "keep": keep,
             "score": list(score) if score else None,  # None: each candidate's own monitor
-            # Local mode: the worker runs here, with no Ray resources to read its CPUs from.
-            "in_process_cpus": scaling.cpus_per_worker if scaling.in_process else None,
             "attempt": attempt,  # store.Fence: None for a search trial, whose folder is its own
+            **runtime.loop_config(),  # the worker picks the same runtime from it
         },
         # NCCL between GPUs, gloo between CPU processes: chosen from the config, not left to chance.
         torch_config=torch_config("nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
-            num_workers=0 if scaling.in_process else scaling.num_workers,  # 0: Ray Train's local mode
+            num_workers=runtime.num_workers(scaling),
             use_gpu=scaling.use_gpu,
             resources_per_worker=worker_resources
             or {"CPU": scaling.cpus_per_worker, **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})},
@@ -164,37 +162,6 @@ def _torch_trainer(
             callbacks=callbacks or [],
         ),
     )
-
-
-@contextlib.contextmanager
-def _signals_exit() -> Iterator[None]:
-    """SIGTERM and SIGINT end this process with 143 / 130 while Lightning trains in its main thread (local mode).
-
-    Lightning's fit takes both over: SIGTERM finishes the step and stops with an exception that exits 0,
-    Ctrl-C shuts down "gracefully" with exit 1. A stage stopped by `kill`, a supervisor or a terminal must
-    not look successful, nor like a failure of its own. Lightning calls a SIGTERM handler that was there
-    before its own, and a SIGINT handler that raises instead of KeyboardInterrupt passes through its
-    fit. The resume point is never half-written (training.progress writes, then renames): a re-run resumes.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def exit_on(signum: int, frame) -> None:
-        raise SystemExit(128 + signum)
-
-    ours = {  # only where the default is in place: a caller's own handler stays in charge
-        signum: default
-        for signum, default in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler))
-        if signal.getsignal(signum) is default
-    }
-    for signum in ours:
-        signal.signal(signum, exit_on)
-    try:
-        yield
-    finally:
-        for signum, default in ours.items():
-            signal.signal(signum, default)
 
 
 # What tells a re-run where to resume: deleted first, so a run cut short while being removed starts afresh

@@ -7,10 +7,10 @@ that is the resume point after a lost worker or driver. Rank 0 also keeps the ca
 history), which the driver reads after the fit (`training.fit.collect`).
 
 In Ray Train's local mode (the worker in the stage's own process) a reported checkpoint stays in
-memory and dies with the process, so rank 0 also writes the resume point under the run's storage
-(`<run>/resume/`): the Lightning checkpoint first, then `progress.json` naming it, so a reader
-never finds progress without its checkpoint. A re-run of the stage (after Ctrl-C or a kill) resumes
-from there.
+memory and dies with the process, so there (`training.runtime.LocalMode`) rank 0 also writes the
+resume point under the run's storage (`<run>/resume/`): the Lightning checkpoint first, then
+`progress.json` naming it, so a reader never finds progress without its checkpoint. A re-run of the
+stage (after Ctrl-C or a kill) resumes from there.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import math
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +31,14 @@ PROGRESS = "progress.json"
 LIGHTNING_CKPT = "checkpoint.ckpt"
 RESUME_DIR = "resume"  # under the run: local mode's resume point
 
+# Keeps a reported resume point beside Ray: (its folder, finished, current, fence) -> None (`training.runtime`).
+KeepResume = Callable[[Path, dict[str, Any], str | None, store.Fence | None], None]
 
-def resume_point(checkpoint, stored_under: str | None = None) -> tuple[dict[str, Any], str | None, Path | None]:
-    """(finished candidates -> their status, the candidate in flight, its Lightning checkpoint) from Ray's latest.
 
-    stored_under: a run whose resume point lies on its storage (local mode), read when Ray has none.
-    """
+def resume_point(checkpoint) -> tuple[dict[str, Any], str | None, Path | None]:
+    """(finished candidates -> their status, the candidate in flight, its Lightning checkpoint) from Ray's latest."""
     if checkpoint is None:
-        return stored_resume_point(stored_under) if stored_under else ({}, None, None)
+        return {}, None, None
     local = Path(checkpoint.to_directory())  # a private copy: it outlives this call
     progress = store.read_json(str(local / PROGRESS), {"finished": {}, "current": None})
     ckpt = local / LIGHTNING_CKPT
@@ -80,14 +81,14 @@ def report(
     current: str | None,
     rank: int,
     save=None,
-    persist_to: str | None = None,
+    keep_resume: KeepResume | None = None,
     fence: store.Fence | None = None,
 ) -> None:
     """One Ray report from every rank (it is a barrier); rank 0 attaches the resume checkpoint.
 
     save(path): writes the in-flight Lightning checkpoint there (called on every rank: Lightning's
-    save_checkpoint is collective); None between candidates. persist_to: the run whose storage also
-    gets the resume point (local mode, where Ray keeps it in memory only), while `fence` allows.
+    save_checkpoint is collective); None between candidates. keep_resume: the runtime's keeper of the
+    resume point beside Ray's (local mode's, on the run's storage), called by rank 0 with `fence`.
     """
     import ray.train
 
@@ -99,8 +100,8 @@ def report(
         if rank == 0:
             store.write_json(str(tmp / PROGRESS), {"finished": finished, "current": current})
             checkpoint = ray.train.Checkpoint.from_directory(str(tmp))
-            if persist_to:
-                save_resume_point(persist_to, tmp, finished, current, fence)
+            if keep_resume is not None:
+                keep_resume(tmp, finished, current, fence)
         ray.train.report(metrics, checkpoint=checkpoint)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -138,7 +139,7 @@ class CandidateReport(pl.Callback):
         keeper: Keeper,
         finished: dict,
         history,
-        persist_resume: bool = False,
+        keep_resume: KeepResume | None = None,
         fence: store.Fence | None = None,
     ) -> None:
         self.candidate, self.index, self.keeper, self.finished, self.history = (
@@ -149,7 +150,7 @@ class CandidateReport(pl.Callback):
             history,
         )
         self.where = store.candidate_uri(run, candidate)
-        self.persist_to = run if persist_resume else None  # local mode: the resume point goes to storage too
+        self.keep_resume = keep_resume  # `training.runtime`: where the resume point is kept beside Ray
         self.fence = fence or store.Fence(run)  # rank 0 writes only while its attempt is the run's current one
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -171,7 +172,7 @@ class CandidateReport(pl.Callback):
             self.candidate,
             rank,
             save,
-            self.persist_to,
+            self.keep_resume,
             self.fence,
         )
         if rank == 0:  # only once the resume point no longer lists them

@@ -15,6 +15,7 @@ from typing import Any
 
 from pipelines.training.fit import FitOutcome, _torch_trainer, collect
 from pipelines.training.job import Scaling, TrainJob
+from pipelines.training.runtime import runtime_of
 from pipelines.training.store import run_uri
 
 
@@ -97,17 +98,21 @@ def _trial_driver(
     # controller; Train's PlacementGroupCleaner needs the State API (a full dashboard) to notice, so
     # without one the worker group's placement group outlives the trial: it must hold no CPU.
     workers = {"CPU": 0, "memory": 32 * 2**20, **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})}
-    _torch_trainer(
-        [job],
-        scaling,
-        storage_path,
-        trial_run,
-        keep,
-        max_failures,
-        callbacks=[TuneReportCallback()],
-        score=score,
-        worker_resources=workers,
-    ).fit()
+    runtime = runtime_of(scaling, run_uri(storage_path, trial_run))
+    with runtime.driving():
+        trainer = _torch_trainer(
+            [job],
+            scaling,
+            storage_path,
+            trial_run,
+            keep,
+            max_failures,
+            runtime,
+            callbacks=[TuneReportCallback()],
+            score=score,
+            worker_resources=workers,
+        )
+        trainer.fit()
 
 
 def search(

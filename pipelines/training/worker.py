@@ -16,45 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.training import store
 from pipelines.training.job import TrainJob
+from pipelines.training.runtime import Runtime, runtime_for
 
 if TYPE_CHECKING:
     from pipelines.training.callbacks import StageProgress
-
-
-def _ddp_strategy(ray_ddp_strategy: type):
-    """Ray's DDP strategy, minus the DDP wrapper when the run has a single worker.
-
-    With one worker there is nothing to all-reduce, yet DistributedDataParallel still
-    copies every gradient into its buckets and runs a (one-rank) all-reduce each step:
-    ~10 % of a small model's step on CPU (BENCHMARKS.md). With several workers,
-    gradients are DDP's bucket views (one copy fewer per step, less memory).
-    """
-
-    class RayTrainStrategy(ray_ddp_strategy):
-        def configure_ddp(self) -> None:
-            if self.world_size > 1:
-                super().configure_ddp()
-
-    return RayTrainStrategy(gradient_as_bucket_view=True)
-
-
-def _in_process_strategy():
-    """Lightning's single-device strategy for local mode, seeded as DDP's set-up seeds a Ray worker.
-
-    Ray's DDP strategy re-seeds every RNG from `seed_everything`'s seed when the fit starts (after the
-    model's weights were drawn); doing the same here makes dropout draw the same masks, so one worker
-    trains the same weights in local mode as in a one-worker Ray group.
-    """
-    import torch
-    from lightning.fabric.utilities.seed import reset_seed
-    from lightning.pytorch.strategies import SingleDeviceStrategy
-
-    class SeededSingleDeviceStrategy(SingleDeviceStrategy):
-        def setup_environment(self) -> None:
-            super().setup_environment()
-            reset_seed()  # where DDPStrategy.setup_distributed does
-
-    return SeededSingleDeviceStrategy(device=torch.device("cpu"))
 
 
 # Below this many multiply-adds per step (per worker), one intra-op thread beats several: each op
@@ -76,15 +41,6 @@ def step_macs(job: TrainJob, module, per_worker_batch: int) -> int:
     return sum(p.numel() for p in module.parameters()) * per_worker_batch * positions
 
 
-def _worker_cpus(in_process_cpus: float | None) -> float:
-    """The CPUs this worker holds: reserved from Ray, or given to local mode (no Ray resources there)."""
-    if in_process_cpus is not None:
-        return in_process_cpus
-    import ray
-
-    return ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
-
-
 def _use_reserved_cpus(cpus: float, small_step: bool = False) -> None:
     """One intra-op thread per CPU this worker reserved (not whatever OMP_NUM_THREADS the
     environment happened to carry): two 1-CPU workers on two cores must not oversubscribe.
@@ -95,7 +51,7 @@ def _use_reserved_cpus(cpus: float, small_step: bool = False) -> None:
         torch.set_num_threads(1 if small_step else int(cpus))
 
 
-def _record_placement(where: str, rank: int, in_process_cpus: float | None, fence: store.Fence, **trained: Any) -> None:
+def _record_placement(where: str, rank: int, runtime: Runtime, fence: store.Fence, **trained: Any) -> None:
     """Each rank notes where it trains this candidate, on the run's (shared) storage.
 
     trained: what the rank holds once the fit is done (`training.rank_check`), added to the same record.
@@ -105,17 +61,13 @@ def _record_placement(where: str, rank: int, in_process_cpus: float | None, fenc
     fence.check()
     record = {
         "rank": rank,
-        "node_id": None,  # local mode: no Ray node
+        "node_id": runtime.node_id(),
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "cpus": _worker_cpus(in_process_cpus),
-        "in_process": in_process_cpus is not None,
+        "cpus": runtime.cpus(),
+        "in_process": runtime.in_process,
         **trained,
     }
-    if in_process_cpus is None:
-        import ray
-
-        record["node_id"] = ray.get_runtime_context().get_node_id()
     store.write_json(f"{where}/placement/rank{rank}.json", record)
 
 
@@ -125,16 +77,15 @@ def train_worker(config: dict[str, Any]) -> None:
     import ray.train
 
     from pipelines.training.callbacks import StageProgress
-    from pipelines.training.progress import report, resume_point
+    from pipelines.training.progress import report
     from pipelines.training.ray_logging import quiet
 
     quiet()  # Ray Train configures its loggers after the setup hook ran
-    in_process = config.get("in_process_cpus") is not None  # Ray Train's local mode: this is the stage's process
-    _use_reserved_cpus(_worker_cpus(config.get("in_process_cpus")))
+    runtime = runtime_for(config)
+    _use_reserved_cpus(runtime.cpus())
     rank = ray.train.get_context().get_world_rank()
     fence = store.Fence(config["run_uri"], config.get("attempt"))
-    # Local mode keeps Ray's checkpoints in memory only: its resume point is on the run's storage.
-    finished, current, ckpt = resume_point(ray.train.get_checkpoint(), config["run_uri"] if in_process else None)
+    finished, current, ckpt = runtime.resume_point()
     jobs = [TrainJob(**fields) for fields in config["jobs"]]
     stage = StageProgress([job.epochs for job in jobs])
     for index, job in enumerate(jobs):
@@ -145,23 +96,18 @@ def train_worker(config: dict[str, Any]) -> None:
             sys.__stdout__.write(f"[{job.candidate}] candidate {index + 1} of {len(jobs)}, up to {job.epochs} epochs\n")
             sys.__stdout__.flush()
         resume = ckpt if job.candidate == current else None
-        finished[job.candidate] = _train_candidate(job, index, config, finished, resume, fence, stage)
+        finished[job.candidate] = _train_candidate(job, index, config, runtime, finished, resume, fence, stage)
         stage.candidate_done(job.epochs)
         # The resume point between candidates: this one is done, none is in flight.
-        report(
-            {"candidate_index": index, "candidate_done": 1},
-            finished,
-            None,
-            rank,
-            persist_to=config["run_uri"] if in_process else None,
-            fence=fence,
-        )
+        metrics = {"candidate_index": index, "candidate_done": 1}
+        report(metrics, finished, None, rank, keep_resume=runtime.keep_resume_point, fence=fence)
 
 
 def _train_candidate(
     job: TrainJob,
     index: int,
     config: dict[str, Any],
+    runtime: Runtime,
     finished: dict,
     resume: Path | None,
     fence: store.Fence,
@@ -170,9 +116,7 @@ def _train_candidate(
     """One candidate's Lightning fit; returns its status for progress.json."""
     import lightning.pytorch as pl
     import ray.train
-    import torch
     from lightning.pytorch.callbacks import EarlyStopping
-    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
     import models  # noqa: F401  (registers the families)
     from pipelines.training.callbacks import EpochHistory, EpochPrinter, FiniteLoss, NonFiniteLoss, ShardLog
@@ -183,9 +127,8 @@ def _train_candidate(
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     where = store.candidate_uri(config["run_uri"], job.candidate)
-    in_process_cpus = config.get("in_process_cpus")
-    _record_placement(where, rank, in_process_cpus, fence)
-    device = ray.train.torch.get_device() if job.use_gpu else torch.device("cpu")
+    _record_placement(where, rank, runtime, fence)
+    device = _device(job)
     # On a GPU, convolutions run fastest with channels-last tensors (NHWC kernels, tensor cores).
     channels_last = job.use_gpu and job.model_spec["family"] == "cnn"
     score, mode = config.get("score") or (job.monitor, job.mode)
@@ -197,18 +140,16 @@ def _train_candidate(
         Keeper(score, mode, config["keep"]),
         finished,
         history,
-        persist_resume=in_process_cpus is not None,
+        keep_resume=runtime.keep_resume_point,
         fence=fence,
     )
-    # Local mode has no worker group to join: Lightning's single-device strategy, in this process.
-    in_process = in_process_cpus is not None
     trainer = pl.Trainer(
         max_epochs=job.epochs,
         accelerator="gpu" if job.use_gpu else "cpu",
         precision=job.precision,
         devices="auto",
-        strategy=_in_process_strategy() if in_process else _ddp_strategy(RayDDPStrategy),
-        plugins=[] if in_process else [RayLightningEnvironment()],
+        strategy=runtime.strategy(),
+        plugins=runtime.plugins(),
         # Order matters: a non-finite epoch is refused first; history and printing see the epoch before the report.
         callbacks=[
             EarlyStopping(monitor=job.monitor, mode=job.mode, patience=job.patience),
@@ -225,10 +166,8 @@ def _train_candidate(
         use_distributed_sampler=False,  # TensorBatches shards by rank itself
         num_sanity_val_steps=0,
     )
-    if not in_process:
-        trainer = prepare_trainer(trainer)
-    cpus = _worker_cpus(in_process_cpus)
-    module, train, val = _module_and_batches(job, trainer, device, channels_last, rank, world, cpus)
+    trainer = runtime.prepare(trainer)
+    module, train, val = _module_and_batches(job, trainer, device, channels_last, rank, world, runtime.cpus())
     module.train_batches = train  # lets the module reseed shuffling per epoch
     try:
         trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=str(resume) if resume else None)
@@ -244,7 +183,7 @@ def _train_candidate(
     _record_placement(
         where,
         rank,
-        in_process_cpus,
+        runtime,
         fence,
         state_sha256=state_sha256(module),
         split_rows=len(train.x),
@@ -253,6 +192,17 @@ def _train_candidate(
     if rank == 0:
         reporter.write_state("finished")
     return {"status": "finished"}
+
+
+def _device(job: TrainJob):
+    """The device this rank trains on: its GPU (Ray Train's choice for the rank), or the CPU."""
+    import torch
+
+    if not job.use_gpu:
+        return torch.device("cpu")
+    import ray.train.torch
+
+    return ray.train.torch.get_device()
 
 
 def _module_and_batches(job: TrainJob, trainer, device, channels_last: bool, rank: int, world: int, cpus: float):
