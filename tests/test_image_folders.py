@@ -176,6 +176,7 @@ def test_a_photo_folder_trains_through_the_flow_and_predict_names_the_classes(tm
     folder = write_stripes(tmp_path / "photos", per_class=40)
     params = small_params(("digits",), epochs=10, batch_size=16)
     stripes_ds = params["datasets"].pop("digits")
+    stripes_ds["train"]["candidates"].pop("cnn-wide")  # one CNN is enough to carry the photos through
     stripes_ds["ingest"]["source"] = str(folder)
     stripes_ds["prepare"]["image_size"] = [12, 12]  # resized in prepare, and again by predict
     stripes_ds["register"]["model_name"] = "stripes-cnn"

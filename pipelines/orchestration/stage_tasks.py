@@ -26,6 +26,7 @@ from pipelines.orchestration.failures import retry_transient as _retry_transient
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 # Retries of a stage that failed for a reason outside it wait 10 s, 20 s, 40 s (+ jitter).
 RETRY_BASE_SECONDS = float(os.environ.get("DL_PIPELINE_RETRY_BASE_SECONDS", "10"))
+RETRIES = int(os.environ.get("DL_PIPELINE_RETRIES", "3"))  # more on flaky infrastructure, 0 to fail at once
 # A stopped stage gets this long to exit on SIGTERM before SIGKILL: a run stops within seconds.
 STOP_GRACE_SECONDS = 3.0
 OUTPUT_KEPT = 400  # lines of a stage's output searched for the root cause of a failure
@@ -58,7 +59,7 @@ def _retry_unless_damaged(task, task_run, state) -> bool:
 
 # Both tasks retry a failure from outside them (a remote, a busy lock) with backoff.
 RETRIED = {
-    "retries": 3,
+    "retries": RETRIES,
     "retry_delay_seconds": exponential_backoff(backoff_factor=RETRY_BASE_SECONDS),
     "retry_jitter_factor": 0.2,
 }
