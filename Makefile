@@ -44,6 +44,13 @@ serve: $(VENV)/.installed
 watch: $(VENV)/.installed
 	$(RUN) $(BIN)/python -m pipelines.orchestration.watch $(ARGS)
 
-lock: $(VENV)/.installed-dev
-	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > constraints.txt.new
+# A fresh resolve of pyproject.toml in a scratch venv (not .venv, which may hold packages nothing
+# requires any more), frozen under constraints.txt's header comments.
+lock:
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/pip" install --quiet --disable-pip-version-check --upgrade pip; \
+	"$$tmp/venv/bin/pip" install --quiet --disable-pip-version-check -e '.[dev]'; \
+	{ grep '^#' constraints.txt; \
+	  "$$tmp/venv/bin/pip" freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
