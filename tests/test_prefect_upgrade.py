@@ -1,0 +1,119 @@
+"""A Prefect server database written by an older Prefect opens on the installed one, its runs intact.
+
+tests/data/prefect-3.8.8.db.gz is the SQLite database of a real `prefect server` of Prefect 3.8.8
+(made by tests/data/make_prefect_db.py): two flow runs (one completed, with a task run, logs and an
+artifact; one failed), a deployment with a paused cron schedule and the zombie-run automation of
+`make serve`. The server the project starts (pipelines/orchestration/prefect_server.py) runs the
+database's migrations on start; the old runs are then read back through the API and the UI.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import sqlite3
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipelines.orchestration.prefect_server import start_server, stop_server
+from tests.data.make_prefect_db import (
+    ARTIFACT_KEY,
+    DEPLOYMENT,
+    FLOW_NAME,
+    RUN_COMPLETED,
+    RUN_FAILED,
+    ZOMBIE_AFTER_SECONDS,
+)
+from tests.test_prefect_server import _page_shows, chromium, free_port  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.slow
+DATABASE = Path(__file__).parent / "data" / "prefect-3.8.8.db.gz"
+REVISION_3_8_8 = "a3b9c7d2e5f1"  # the last SQLite migration of Prefect 3.8.8
+
+
+def api(api_url: str, path: str, body: dict | None = None):
+    request = urllib.request.Request(
+        f"{api_url}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="GET" if body is None else "POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def revision(db: Path) -> str:
+    with sqlite3.connect(db) as conn:
+        (found,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    return found
+
+
+def installed_head() -> str:
+    """The newest SQLite migration of the installed Prefect."""
+    import prefect.server.database as database
+    from alembic.script import ScriptDirectory
+
+    migrations = Path(database.__file__).parent / "_migrations"
+    (head,) = ScriptDirectory(str(migrations), version_locations=[str(migrations / "versions" / "sqlite")]).get_heads()
+    return head
+
+
+def test_a_database_of_prefect_3_8_8_is_migrated_and_its_runs_stay_visible(tmp_path, monkeypatch, chromium):
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    db = home / "prefect.db"
+    with gzip.open(DATABASE) as src, open(db, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    assert revision(db) == REVISION_3_8_8
+    head = installed_head()
+    assert head != REVISION_3_8_8, "the installed Prefect has no migration newer than 3.8.8's: nothing to prove"
+
+    monkeypatch.setenv("PREFECT_HOME", str(home))  # the server's SQLite database is $PREFECT_HOME/prefect.db
+    monkeypatch.delenv("PREFECT_API_DATABASE_CONNECTION_URL", raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    server, api_url = start_server("127.0.0.1", free_port())
+    try:
+        assert revision(db) == head  # the server ran the migrations on start
+
+        found = api(api_url, "/flow_runs/filter", {"flow_runs": {"name": {"any_": [RUN_COMPLETED, RUN_FAILED]}}})
+        runs = {r["name"]: r for r in found}
+        assert {name: r["state_type"] for name, r in runs.items()} == {
+            RUN_COMPLETED: "COMPLETED",
+            RUN_FAILED: "FAILED",
+        }
+        done, failed = runs[RUN_COMPLETED], runs[RUN_FAILED]
+        assert api(api_url, f"/flows/{done['flow_id']}")["name"] == FLOW_NAME
+        assert done["parameters"] == {"n": 3, "fail": False} and failed["parameters"] == {"n": 4, "fail": True}
+        assert "failed on purpose" in failed["state"]["message"]
+
+        (task_run,) = api(api_url, "/task_runs/filter", {"flow_runs": {"id": {"any_": [done["id"]]}}})
+        assert task_run["name"].startswith("add") and task_run["state_type"] == "COMPLETED"
+        logs = api(api_url, "/logs/filter", {"logs": {"flow_run_id": {"any_": [done["id"]]}}})
+        assert any(entry["message"] == "the total is 4" for entry in logs)
+        (artifact,) = api(api_url, "/artifacts/filter", {"artifacts": {"key": {"any_": [ARTIFACT_KEY]}}})
+        assert artifact["flow_run_id"] == done["id"] and "total = 4" in artifact["data"]
+
+        deployment = api(api_url, f"/deployments/name/{FLOW_NAME}/{DEPLOYMENT}")
+        assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 2 * * *"]
+        assert deployment["paused"]
+
+        # `make serve` on this database finds its automation as it left it: not updated, so the runs
+        # it was watching are not forgotten (pipelines/orchestration/zombies.py).
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from pipelines.orchestration.zombies import ensure_zombie_automation
+
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            assert ensure_zombie_automation(ZOMBIE_AFTER_SECONDS) == "unchanged"
+
+        # The UI shows the old runs: the failed one's page, then the completed one's artifact.
+        ui_url = api_url.removesuffix("/api")
+        chromium.get(f"{ui_url}/v2/runs/flow-run/{failed['id']}")
+        _page_shows(chromium, RUN_FAILED, "Failed")
+        chromium.get(f"{ui_url}/v2/runs/flow-run/{done['id']}?tab=Artifacts")
+        _page_shows(chromium, RUN_COMPLETED, "Completed", ARTIFACT_KEY)
+    finally:
+        stop_server(server, 10)
