@@ -17,7 +17,6 @@ import http.server
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -526,31 +525,6 @@ def test_new_data_at_a_source_starts_the_on_new_data_deployment(served, main_run
     text = logs(served, done.id)
     assert "Running stage 'ingest@tabular'" in text  # ingested again although the source's name is unchanged
     assert "Stage 'train@tabular' didn't change, skipping" in text  # the same data: nothing else re-ran
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    """Debian's chromium and chromedriver (installed with apt-get when missing; no browser download)."""
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        if os.geteuid() != 0 or not shutil.which("apt-get"):
-            pytest.skip("chromium and chromium-driver are not installed and apt-get cannot install them here")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True, env=env, capture_output=True
-        )
-    pytest.importorskip("selenium", reason="pip install -e .[dev]")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    driver.implicitly_wait(0)
-    yield driver
-    driver.quit()
 
 
 def _page_shows(driver, *texts: str, timeout: float = 60) -> str:

@@ -27,7 +27,7 @@ from tests.data.make_prefect_db import (
     RUN_FAILED,
     ZOMBIE_AFTER_SECONDS,
 )
-from tests.test_prefect_server import _page_shows, chromium, free_port  # noqa: F401 (a fixture)
+from tests.test_prefect_server import _page_shows, free_port
 
 pytestmark = pytest.mark.slow
 DATABASE = Path(__file__).parent / "data" / "prefect-3.8.8.db.gz"
