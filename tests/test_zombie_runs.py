@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -87,8 +88,16 @@ def api(api_url: str, path: str, body: dict | None = None):
         headers={"Content-Type": "application/json"},
         method="GET" if body is None else "POST",
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
+    for attempt in range(4):
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            # A server just started on SQLite answers 503 while its services hold the database: the request
+            # was rolled back, and Prefect's own client retries it the same way.
+            if err.code != 503 or attempt == 3:
+                raise
+            time.sleep(1 + attempt)
 
 
 def zombie_automations(api_url: str) -> list[dict]:
