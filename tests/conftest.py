@@ -136,8 +136,7 @@ def chromium():
         subprocess.run(
             ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True, env=env, capture_output=True
         )
-    pytest.importorskip("selenium", reason="pip install -e .[dev]")
-    from selenium import webdriver
+    from selenium import webdriver  # a dev dependency: `make test` installs it
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()

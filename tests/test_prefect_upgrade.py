@@ -10,10 +10,8 @@ database's migrations on start; the old runs are then read back through the API 
 from __future__ import annotations
 
 import gzip
-import json
 import shutil
 import sqlite3
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,21 +26,11 @@ from tests.data.make_prefect_db import (
     ZOMBIE_AFTER_SECONDS,
 )
 from tests.test_prefect_server import _page_shows, free_port
+from tests.test_zombie_runs import api
 
 pytestmark = pytest.mark.slow
 DATABASE = Path(__file__).parent / "data" / "prefect-3.8.8.db.gz"
 REVISION_3_8_8 = "a3b9c7d2e5f1"  # the last SQLite migration of Prefect 3.8.8
-
-
-def api(api_url: str, path: str, body: dict | None = None):
-    request = urllib.request.Request(
-        f"{api_url}{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="GET" if body is None else "POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
 
 
 def revision(db: Path) -> str:
