@@ -8,7 +8,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 # Stages run `python` and `dvc` from PATH: make them the venv's.
 RUN    := PATH="$(BIN):$$PATH"
 
-.PHONY: run test test-fast lint bench serve watch lock clean-outputs
+.PHONY: run test test-fast lint bench serve serve-model watch lock clean-outputs
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+# Serving and ONNX export need the `serve` extra (Ray Serve, onnx, onnxruntime); `make test` has it too.
+$(VENV)/.installed-serve: $(VENV)/.installed
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[serve]'
 	touch $@
 
 run: $(VENV)/.installed
@@ -35,8 +40,15 @@ test-fast: $(VENV)/.installed-dev
 
 # make bench [ARGS="--rows 100000"]   the framework-overhead benchmark (bench/fnn.py)
 # make bench ARGS=pipeline             where a default `make run` spends its time (bench/pipeline.py)
-bench: $(VENV)/.installed
-	$(RUN) $(BIN)/python -m $(if $(filter pipeline,$(firstword $(ARGS))),bench.pipeline $(wordlist 2,99,$(ARGS)),bench.fnn $(ARGS))
+# make bench ARGS=serve                the model server under concurrent clients (bench/serve.py)
+# make bench ARGS=stream               prepare and train through Ray Data at growing sizes (bench/stream.py)
+BENCH_NAMED := pipeline serve stream
+bench: $(VENV)/.installed-serve
+	$(RUN) $(BIN)/python -m $(if $(filter $(BENCH_NAMED),$(firstword $(ARGS))),bench.$(firstword $(ARGS)) $(wordlist 2,99,$(ARGS)),bench.fnn $(ARGS))
+
+# make serve-model ARGS="NAME[:VERSION|:ALIAS] ... [--port 8000] [--replicas 1]"   (docs/serving.md)
+serve-model: $(VENV)/.installed-serve
+	$(RUN) $(BIN)/python -m pipelines.serving $(ARGS)
 
 serve: $(VENV)/.installed
 	$(RUN) $(BIN)/python -m pipelines.orchestration.serve $(ARGS)
