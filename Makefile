@@ -43,7 +43,7 @@ test-fast: $(VENV)/.installed-dev
 # make bench ARGS=serve                the model server under concurrent clients (bench/serve.py)
 # make bench ARGS=stream               prepare and train through Ray Data at growing sizes (bench/stream.py)
 BENCH_NAMED := pipeline serve stream
-bench: $(VENV)/.installed-serve
+bench: $(VENV)/.installed $(if $(filter serve,$(firstword $(ARGS))),$(VENV)/.installed-serve)
 	$(RUN) $(BIN)/python -m $(if $(filter $(BENCH_NAMED),$(firstword $(ARGS))),bench.$(firstword $(ARGS)) $(wordlist 2,99,$(ARGS)),bench.fnn $(ARGS))
 
 # make serve-model ARGS="NAME[:VERSION|:ALIAS] ... [--port 8000] [--replicas 1]"   (docs/serving.md)
