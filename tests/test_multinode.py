@@ -14,6 +14,7 @@ import time
 import pytest
 import yaml
 
+from pipelines.orchestration.ray_head import RayHead
 from tests.conftest import BIN, copy_project, project_env, small_params
 
 pytestmark = pytest.mark.slow
@@ -83,6 +84,7 @@ def two_node_cluster():
                     "--temp-dir",
                     temp,
                     *common,
+                    *RayHead.client_server_args(),  # not Ray Client's fixed 10001: another head may hold it
                 ],
                 env=env,
                 start_new_session=True,

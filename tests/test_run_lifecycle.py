@@ -171,8 +171,8 @@ def _wait_for(proc: subprocess.Popen, pattern: str, lines: list[str], timeout: f
 @pytest.mark.parametrize(
     "signum, exit_code, num_workers",
     [
-        (signal.SIGINT, 130, "auto"),  # the default: training in the train stage's own process, no Ray instance
-        (signal.SIGTERM, 143, 1),  # a Ray Train worker group on the run's Ray instance
+        (signal.SIGTERM, 143, "auto"),  # the default: training in the train stage's own process, no Ray instance
+        (signal.SIGINT, 130, 2),  # Ctrl-C: a Ray Train worker group of 2 (DDP) on the run's Ray instance
     ],
 )
 def test_a_signal_stops_the_run_within_seconds_and_the_same_command_resumes(
@@ -213,9 +213,8 @@ def test_a_signal_stops_the_run_within_seconds_and_the_same_command_resumes(
     assert partial == []
     assert not (project / "data" / "registry").exists() or not any((project / "data" / "registry").iterdir())
 
-    if num_workers != "auto":
-        return  # Ray's own resume (a worker group restored from its run's checkpoint): tests/test_fault_tolerance.py
-    # Local mode: the stage itself wrote its resume point to the run's storage (Ray keeps it in memory only).
+    # The same command resumes: local mode from the resume point the stage wrote to the run's storage (Ray keeps
+    # it in memory only), a worker group from Ray Train's own checkpoint of the interrupted run.
     again = subprocess.run(
         flow_command(project), capture_output=True, text=True, env=flow_env(shared_api=True), timeout=900
     )
@@ -226,3 +225,8 @@ def test_a_signal_stops_the_run_within_seconds_and_the_same_command_resumes(
     summary = json.loads((project / "data" / "train" / "breast" / "summary.json").read_text())
     assert [c["epochs_run"] for c in summary["candidates"].values()] == [epochs]  # one unbroken learning curve
     assert not any((project / "data" / "ray_results").iterdir())  # the run's resume point went with it
+    if num_workers == 2:
+        assert summary["scaling"]["num_workers"] == 2, summary["scaling"]
+        (candidate,) = summary["candidates"].values()
+        # every rank resumed from the same checkpoint and stayed in step
+        assert candidate["rank_check"] == {"ranks": 2, "identical_weights": True, "disjoint_shards": True}

@@ -63,6 +63,15 @@ class RayHead:
             "RAY_USAGE_STATS_ENABLED": "0",
         }
 
+    @staticmethod
+    def client_server_args() -> list[str]:
+        """Where grpc is installed (Ray's full install, e.g. the `serve` extra), `ray start --head` also starts a
+        Ray Client server, on port 10001 unless told: a second run's head would collide with the first's. Give it a
+        free port of its own (it cannot be turned off; without grpc Ray refuses the flag)."""
+        import importlib.util
+
+        return ["--ray-client-server-port", str(free_port())] if importlib.util.find_spec("grpc") else []
+
     def start(self) -> RayHead:
         ray = str(Path(sys.executable).parent / "ray")
         cmd = [
@@ -81,6 +90,7 @@ class RayHead:
             "--temp-dir",
             self.temp_dir,
             "--disable-usage-stats",
+            *self.client_server_args(),
         ]
         log = Path(self.temp_dir) / "ray-start.log"
         started = time.perf_counter()
