@@ -10,13 +10,14 @@ size and epochs, on the same number of CPUs:
 
 Our 1-worker path against the hand-written loop is the framework's overhead; our
 N-worker path against hand-written DDP is the same at N workers; hand-written DDP
-against the loop is what data parallelism itself costs on this machine.
+against the loop is what data parallelism itself costs on this machine. A small CNN
+(8x8 images) also trains with 1 and N workers, for DDP's per-step cost on a convolutional step.
 Steady-state throughput is samples per second over epochs after the first,
 between consecutive epoch starts (so it includes validation and, on our path,
 Ray's per-epoch report + checkpoint). Fixed cost is everything else: Ray start,
 worker group start (processes, imports, process group), teardown, Prefect's start.
 
-    python -m bench.fnn [--rows 100000] [--epochs 6] [--cpus 2] [--workers 2] [--repeats 3]
+    python -m bench.fnn [--rows 100000] [--epochs 6] [--cpus 2] [--workers 2] [--repeats 3] [--cnn-rows 20000]
     python -m bench.fnn cnn [--source /usr/share/datasets/fashion-mnist] [--epochs 8]
     python -m bench.fnn scale [--rows 50000] [--workers 2] [--profile]   (per-step overhead, batch 64)
 
@@ -266,6 +267,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="data-parallel workers of the multi-worker comparison")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of every side (medians reported)")
+    parser.add_argument(
+        "--cnn-rows", type=int, default=20_000, help="8x8 images of the CNN's per-step line (2 workers vs 1)"
+    )
+    parser.add_argument("--cnn-epochs", type=int, default=3)
     args = parser.parse_args(argv)
     if args.cpus % args.workers:
         parser.error(f"--cpus {args.cpus} does not split evenly over --workers {args.workers}")
@@ -279,6 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         "dropout": 0.0,
     }
     data = make_data(args.rows, args.features, args.seed)
+    images = make_images(args.cnn_rows, args.seed)
     n, per = args.workers, args.cpus // args.workers
     print(
         f"workload: FNN {args.features}-{'-'.join(map(str, args.hidden))}-2 on {args.rows} rows, "
@@ -287,7 +293,9 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
 
-    runs = [one_round(data, spec, args, n, per) for _ in range(args.repeats)]  # interleaved: every side per round
+    runs = [
+        one_round(data, spec, images, args, n, per) for _ in range(args.repeats)
+    ]  # interleaved: every side per round
     last = runs[-1]
     for label, key in (
         (f"hand-written loop, 1 process x {args.cpus} threads    ", "hand"),
@@ -313,15 +321,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {label} {statistics.median(ratios):6.3f}{spread(ratios, '.3f')}  ({note})")
     # Per optimizer step at the same global batch (so the same number of steps per epoch): what DDP's
     # all-reduce and the smaller per-worker batch cost or save per step.
-    steps = -(-args.rows // args.batch)
-    per_step = [1000 * run["sides"]["many"]["epoch_s"] / steps for run in runs]
-    per_step_one = [1000 * run["sides"]["one"]["epoch_s"] / steps for run in runs]
-    step_ratio = [a / b for a, b in zip(per_step, per_step_one)]
-    print(
-        f"  per step, FNN, global batch {args.batch}: {n} workers {statistics.median(per_step):.2f} ms, "
-        f"1 worker {statistics.median(per_step_one):.2f} ms; "
-        f"{n} / 1 = {statistics.median(step_ratio):.3f}{spread(step_ratio, '.3f')}"
-    )
+    for family, rows, prefix in (("FNN", args.rows, ""), ("CNN (8x8 images)", args.cnn_rows, "cnn_")):
+        steps = -(-rows // args.batch)
+        per_step = [1000 * run["sides"][prefix + "many"]["epoch_s"] / steps for run in runs]
+        per_step_one = [1000 * run["sides"][prefix + "one"]["epoch_s"] / steps for run in runs]
+        step_ratio = [a / b for a, b in zip(per_step, per_step_one)]
+        print(
+            f"  per step, {family}, global batch {args.batch}: {n} workers {statistics.median(per_step):.2f} ms, "
+            f"1 worker {statistics.median(per_step_one):.2f} ms; "
+            f"{n} / 1 = {statistics.median(step_ratio):.3f}{spread(step_ratio, '.3f')}"
+        )
     for label, key in (("auto (in process)", "auto"), ("1 Ray worker", "one"), (f"{n} workers", "many")):
         side = last["sides"][key]
         print(
@@ -359,7 +368,28 @@ def spread(values: list[float], fmt: str) -> str:
     return f" [{min(values):{fmt}}-{max(values):{fmt}}]" if len(values) > 1 else ""
 
 
-def one_round(data, spec, args, n: int, per: int) -> dict:
+def make_images(rows: int, seed: int) -> dict[str, np.ndarray]:
+    """The synthetic table's 64 features as 1x8x8 images (digits' size): the CNN's per-step line."""
+    return {
+        key: value.reshape(len(value), 1, 8, 8) if key.endswith("_x") else value
+        for key, value in make_data(rows, 64, seed).items()
+    }
+
+
+CNN_SPEC = {  # digits' cnn-wide shape
+    "family": "cnn",
+    "input_shape": [1, 8, 8],
+    "out_features": 2,
+    "filters": [16, 32],
+    "kernel_size": 3,
+    "pool": 2,
+    "dense": [64],
+    "activation": "relu",
+    "dropout": 0.0,
+}
+
+
+def one_round(data, spec, images, args, n: int, per: int) -> dict:
     """Every side once, in a fixed order: rounds interleave the sides, so a slow spell of the machine hits all."""
     rows, lr, batch, epochs, seed = args.rows, 1e-3, args.batch, args.epochs, args.seed
     sps = {
@@ -372,6 +402,9 @@ def one_round(data, spec, args, n: int, per: int) -> dict:
             data, spec, lr, batch, epochs, seed, workers=1, cpus_per_worker=args.cpus, loop_beside_ray=True
         ),
         "many": our_path(data, spec, lr, batch, epochs, seed, workers=n, cpus_per_worker=per),
+        # per-step time only: 2 workers vs 1 at the same global batch, for a convolutional step
+        "cnn_one": our_path(images, CNN_SPEC, lr, batch, args.cnn_epochs, seed, workers=1, cpus_per_worker=args.cpus),
+        "cnn_many": our_path(images, CNN_SPEC, lr, batch, args.cnn_epochs, seed, workers=n, cpus_per_worker=per),
     }
     sps.update({key: side["samples_per_s"] for key, side in sides.items()})
     sps["beside"] = sides["one"]["hand_beside_ray_samples_per_s"]

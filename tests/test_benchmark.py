@@ -32,6 +32,8 @@ def test_the_fnn_benchmark_runs_every_side_and_prints_ratios_and_fixed_costs():
             "256",
             "--repeats",
             "1",
+            "--cnn-rows",
+            "1024",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -61,7 +63,9 @@ def test_the_fnn_benchmark_runs_every_side_and_prints_ratios_and_fixed_costs():
     ):
         found = re.search(re.escape(ratio) + r"\s+" + NUMBER, out)
         assert found and float(found.group(1)) > 0, f"no ratio {ratio!r} in:\n{out}"
-    assert re.search(r"per step, FNN, global batch 256: 2 workers .* ms, 1 worker .* ms; 2 / 1 = " + NUMBER, out), out
+    for family in ("FNN", "CNN (8x8 images)"):
+        line = rf"per step, {re.escape(family)}, global batch 256: 2 workers .* ms, 1 worker .* ms; 2 / 1 = "
+        assert re.search(line + NUMBER, out), out
     for cost in (
         "Ray start (local instance)",
         "worker group start (to first epoch)",
