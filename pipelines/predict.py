@@ -22,18 +22,20 @@ from pipelines.errors import PipelineInputError, cli_entry
 from pipelines.handoffs import CandidateInfo, PreparedMeta
 from pipelines.modalities import Preprocessor, preprocessor_from_state
 from pipelines.registry.cli import parse_ref
-from pipelines.registry.local import open_registry
+from pipelines.registry.local import ModelRegistry, open_registry
 
 
-def load_registered(ref: str, registry: str) -> tuple[nn.Module, CandidateInfo, dict]:
-    """(network, checkpoint info, card) of NAME[:VERSION|:ALIAS]; the sha256 is checked on the way.
+def load_registered(ref: str, registry: str | ModelRegistry) -> tuple[nn.Module, CandidateInfo, dict]:
+    """(network, checkpoint info, card) of NAME[:VERSION|:ALIAS] in a registry (its location, or opened);
+    the sha256 is checked on the way.
 
     Checkpoints and cards of every schema version load: their info is upgraded on the way in.
     """
     from models.checkpoint import load_checkpoint
 
     name, spec = parse_ref(ref)
-    version = open_registry(registry).get(name, spec)
+    opened = registry if isinstance(registry, ModelRegistry) else open_registry(registry)
+    version = opened.get(name, spec)
     net, info = load_checkpoint(version.checkpoint)
     return net, CandidateInfo.model_validate(info), version.card
 
