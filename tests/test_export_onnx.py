@@ -178,3 +178,15 @@ def test_the_cli_exports_atomically_and_refuses_to_overwrite(in_tmp):
     (in_tmp / "afile").write_text("x")
     with pytest.raises(PipelineInputError, match="afile: exists and is not a directory"):
         export_onnx("digits", in_tmp / "afile", REGISTRY)
+
+
+def test_the_reference_reader_needs_only_numpy():
+    probe = "import sys, pipelines.export.reader\nprint(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    modules = loaded.stdout.split()
+    assert not {"torch", "pandas", "onnxruntime", "pydantic"} & {m.split(".")[0] for m in modules}
+    assert [m for m in modules if m.startswith("pipelines")] == [
+        "pipelines",
+        "pipelines.export",
+        "pipelines.export.reader",
+    ]
