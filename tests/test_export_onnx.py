@@ -68,14 +68,12 @@ def assert_parity(model, raw, source: str, ref: str, out_csv) -> pd.DataFrame:
 
 def test_fnn_with_embeddings_on_a_table(in_tmp):
     table = messy_table(300)
+    rng = np.random.default_rng(1)
+    table["vip"] = rng.choice([True, False], 300)  # pandas reads True/False text as booleans: the levels true/false
+    table["floor"] = rng.choice([1.0, 2.0, 3.0], 300)  # a category of numbers: written 2.0, the level '2'
     table.to_csv("train.csv", index=False)
-    register_small(
-        "messy",
-        "table",
-        {"source": "train.csv", "label": "label"},
-        {"family": "fnn", "hidden": [8]},
-        {"max_onehot": 10},
-    )
+    ingest = {"source": "train.csv", "label": "label", "columns": {"floor": "category"}}
+    register_small("messy", "table", ingest, {"family": "fnn", "hidden": [8]}, {"max_onehot": 10})
     rows = table.drop(columns=["label"]).iloc[:40].copy()
     rows.loc[rows.index[0], "color"] = "purple"  # never seen in training: the unknown level
     rows.loc[rows.index[1], "city"] = "atlantis"  # ...of an embedded category

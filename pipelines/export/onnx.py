@@ -88,7 +88,9 @@ def write_onnx(net: Any, example: np.ndarray, path: Path) -> None:
 
     net.eval()
     chatter = io.StringIO()
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notes
+    notes = logging.getLogger("torch.onnx")  # "torchvision is not installed": not this export's business
+    level = notes.level
+    notes.setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
         warnings.simplefilter("ignore")  # torch.export's deprecation notes about its own internals
         try:
@@ -105,6 +107,8 @@ def write_onnx(net: Any, example: np.ndarray, path: Path) -> None:
             )
         except Exception as err:  # the exporter's own errors are many types; say which model failed and why
             raise PipelineInputError(f"{path}: torch.onnx.export failed: {err}\n{chatter.getvalue()}") from err
+        finally:
+            notes.setLevel(level)
 
 
 def check_export(net: Any, directory: Path, example: np.ndarray) -> float:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -101,6 +101,21 @@ def canonical(value: Any) -> str:
     return str(value).strip()
 
 
+def level_of(value: Any, known: Collection[str]) -> str:
+    """The level a category or binary value is known by. Text is also read as pandas reads a CSV column of
+    such text: 'True'/'TRUE' as the level 'true', '2.0' as the number 2 (the level '2')."""
+    text = canonical(value)
+    if text in known or not isinstance(value, str):
+        return text
+    if text.lower() in ("true", "false") and text.lower() in known:
+        return text.lower()
+    try:
+        number = canonical(float(text))
+    except ValueError:
+        return text
+    return number if number in known else text
+
+
 def is_missing(value: Any) -> bool:
     if value is None:
         return True
@@ -146,7 +161,7 @@ def _column_entries(spec: Mapping[str, Any], values: list[Any]) -> tuple[np.ndar
     if kind == "category":
         levels = {level: i for i, level in enumerate(spec["levels"])}
         gap = levels.get("<missing>", 0)  # a gap never seen in training: the unknown level (0)
-        codes = np.array([gap if is_missing(v) else levels.get(canonical(v), 0) for v in values], np.int64)
+        codes = np.array([gap if is_missing(v) else levels.get(level_of(v, levels), 0) for v in values], np.int64)
         if spec["embedding"]:
             return None, codes.reshape(-1, 1).astype(np.float32)
         return np.eye(len(spec["levels"]), dtype=np.float32)[codes], None
@@ -156,7 +171,7 @@ def _column_entries(spec: Mapping[str, Any], values: list[Any]) -> tuple[np.ndar
             raw = np.sign(raw) * np.log1p(np.abs(raw))
     elif kind == "binary":
         one, zero = spec["positive"], spec["negative"]
-        texts = [None if is_missing(v) else canonical(v) for v in values]  # a third value counts as missing
+        texts = [None if is_missing(v) else level_of(v, (one, zero)) for v in values]  # a third value: missing
         raw = np.array([1.0 if t == one else 0.0 if t == zero else math.nan for t in texts], np.float64).reshape(-1, 1)
     elif kind == "date":
         raw = np.array([_date_parts(v, i, name) for i, v in enumerate(values)], np.float64).reshape(-1, 4)
