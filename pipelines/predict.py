@@ -154,14 +154,8 @@ def predict_file(
 ) -> pd.DataFrame:
     """Predict on `source`, write `out` (atomically) and return the predictions table (in memory: the command
     line streams instead, so a table larger than memory is scored in bounded memory)."""
-    frames: list[pd.DataFrame] = []
-
-    def kept(chunks: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for frame in chunks:
-            frames.append(frame)
-            yield frame
-
-    write_predictions(kept(iter_predictions(ref, source, registry, column, top_k, chunk_rows)), out)
+    frames = list(iter_predictions(ref, source, registry, column, top_k, chunk_rows))
+    write_predictions(frames, out)
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
