@@ -17,9 +17,11 @@ against torch before the directory appears.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import logging
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -147,6 +149,13 @@ def export_onnx(
     `out_dir` is refused unless `force` (then replaced whole). Returns the path of model.onnx."""
     from pipelines.predict import load_registered
 
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise PipelineInputError(
+            f"export: {', '.join(missing)} not installed; the serve extra has them: "
+            f"{sys.executable} -m pip install -c constraints.txt -e '.[serve]' "
+            "(make test and make serve-model install it)"
+        )
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise PipelineInputError(f"{out}: exists and is not a directory; pick an export directory")
