@@ -11,6 +11,9 @@ the preprocessing state (scaling, vocabulary) and class names it was trained wit
 from __future__ import annotations
 
 import argparse
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -21,19 +24,22 @@ from pipelines.atomic import atomic_path
 from pipelines.errors import PipelineInputError, cli_entry
 from pipelines.handoffs import CandidateInfo, PreparedMeta
 from pipelines.modalities import Preprocessor, preprocessor_from_state
+from pipelines.modalities.tables.chunks import DEFAULT_CHUNK_ROWS
 from pipelines.registry.cli import parse_ref
-from pipelines.registry.local import open_registry
+from pipelines.registry.local import ModelRegistry, open_registry
 
 
-def load_registered(ref: str, registry: str) -> tuple[nn.Module, CandidateInfo, dict]:
-    """(network, checkpoint info, card) of NAME[:VERSION|:ALIAS]; the sha256 is checked on the way.
+def load_registered(ref: str, registry: str | ModelRegistry) -> tuple[nn.Module, CandidateInfo, dict]:
+    """(network, checkpoint info, card) of NAME[:VERSION|:ALIAS] in a registry (its location, or opened);
+    the sha256 is checked on the way.
 
     Checkpoints and cards of every schema version load: their info is upgraded on the way in.
     """
     from models.checkpoint import load_checkpoint
 
     name, spec = parse_ref(ref)
-    version = open_registry(registry).get(name, spec)
+    opened = registry if isinstance(registry, ModelRegistry) else open_registry(registry)
+    version = opened.get(name, spec)
     net, info = load_checkpoint(version.checkpoint)
     return net, CandidateInfo.model_validate(info), version.card
 
@@ -60,6 +66,9 @@ def _classes(frame: pd.DataFrame, point, probs, meta: PreparedMeta, prep: Prepro
         frame[f"p_{name}"] = probs[:, j].numpy()
 
 
+SHOWN_ROWS = 10  # a prediction per row is printed when there are at most this many
+SCORE_BATCH = 1024  # rows the network scores at once
+
 # The columns each task adds to the predictions table.
 OUTPUT_COLUMNS = {
     "regression": _values,
@@ -70,21 +79,84 @@ OUTPUT_COLUMNS = {
 }
 
 
+def input_chunks(prep: Preprocessor, source: str, column: str | None, chunk_rows: int) -> Iterator[tuple]:
+    """(model inputs, rows) in chunks: tables stream `chunk_rows` rows at a time (a file larger than memory);
+    series, text and images are read whole (windows, horizons and photo folders do not split into rows)."""
+    if hasattr(prep, "read_input_chunks"):
+        yield from prep.read_input_chunks(source, chunk_rows)
+    else:
+        yield prep.read_inputs(source, column)
+
+
 @torch.no_grad()
-def predict_file(
-    ref: str, source: str, out: Path, registry: str = "data/registry", column: str | None = None, top_k: int = 3
-) -> pd.DataFrame:
+def iter_predictions(
+    ref: str,
+    source: str,
+    registry: str = "data/registry",
+    column: str | None = None,
+    top_k: int = 3,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> Iterator[pd.DataFrame]:
+    """The predictions table, chunk by chunk: each chunk's input rows with the task's output columns."""
     from models.tasks import predict
 
     net, info, _ = load_registered(ref, registry)
     prep = preprocessor_from_state(info.data_meta.preprocessing.model_dump())
-    x, frame = prep.read_inputs(source, column)
-    logits = torch.cat([net(torch.from_numpy(x[i : i + 1024])) for i in range(0, len(x), 1024)])
-    point, probs = predict(logits, info.task, info.loss)
-    OUTPUT_COLUMNS[info.task](frame, point, probs, info.data_meta, prep, top_k)
-    with atomic_path(out) as tmp:  # no half-written predictions file
-        frame.to_csv(tmp, index=False)
-    return frame
+    scored = False
+    # Whole batches per chunk: the network sees the batches a one-chunk run would (a float32 matmul's rounding
+    # depends on the batch's shape), so the output is the same file whatever the chunk size.
+    chunk_rows = -(-chunk_rows // SCORE_BATCH) * SCORE_BATCH
+    for x, frame in input_chunks(prep, source, column, chunk_rows):
+        if not len(x):
+            continue
+        scored = True
+        batches = range(0, len(x), SCORE_BATCH)
+        logits = torch.cat([net(torch.from_numpy(x[i : i + SCORE_BATCH])) for i in batches])
+        point, probs = predict(logits, info.task, info.loss)
+        OUTPUT_COLUMNS[info.task](frame, point, probs, info.data_meta, prep, top_k)
+        yield frame
+    if not scored:
+        raise PipelineInputError(f"{source}: no rows to predict (expected a header row and data rows)")
+
+
+@dataclass
+class Written:
+    """What write_predictions wrote: the row count, predictions per class, the first and the last chunk's rows."""
+
+    rows: int = 0
+    counts: Counter = field(default_factory=Counter)
+    head: pd.DataFrame | None = None
+    last: pd.DataFrame | None = None
+
+
+def write_predictions(chunks: Iterable[pd.DataFrame], out: Path) -> Written:
+    """Append each chunk to a temp CSV, renamed to `out` when all are written: no half-written predictions."""
+    written = Written()
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
+        for frame in chunks:
+            frame.to_csv(f, index=False, header=written.rows == 0)
+            written.rows += len(frame)
+            if any(c.startswith("p_") for c in frame.columns):
+                written.counts.update(frame["prediction"].astype(str))
+            written.head = frame.head(SHOWN_ROWS) if written.head is None else written.head
+            written.last = frame
+    return written
+
+
+def predict_file(
+    ref: str,
+    source: str,
+    out: Path,
+    registry: str = "data/registry",
+    column: str | None = None,
+    top_k: int = 3,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> pd.DataFrame:
+    """Predict on `source`, write `out` (atomically) and return the predictions table (in memory: the command
+    line streams instead, so a table larger than memory is scored in bounded memory)."""
+    frames = list(iter_predictions(ref, source, registry, column, top_k, chunk_rows))
+    write_predictions(frames, out)
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
 @torch.no_grad()
@@ -136,11 +208,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--column", default=None, help="series: the value column (default: the one it was trained on, else 'value')"
     )
+    parser.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=DEFAULT_CHUNK_ROWS,
+        help=f"tables: rows read, scored and written at a time, rounded up to a multiple of {SCORE_BATCH}; "
+        f"memory grows with it, not with the file (default {DEFAULT_CHUNK_ROWS})",
+    )
     a = parser.parse_args(args)
-    frame = predict_file(a.model, a.input, a.output, a.registry, a.column)
-    print(f"predict: {len(frame)} predictions -> {a.output}")
-    print_classes(frame)
-    print_forecast(frame)
+    if a.chunk_rows < 1:
+        raise PipelineInputError(f"--chunk-rows: {a.chunk_rows} is not a positive number of rows")
+    chunks = iter_predictions(a.model, a.input, a.registry, a.column, chunk_rows=a.chunk_rows)
+    written = write_predictions(chunks, a.output)
+    print(f"predict: {written.rows} predictions -> {a.output}")
+    print_classes(written)
+    if written.last is not None:
+        print_forecast(written.last)
 
 
 def print_forecast(frame: pd.DataFrame) -> None:
@@ -154,16 +237,16 @@ def print_forecast(frame: pd.DataFrame) -> None:
         print(f"  {when}: {row['prediction']:.6g}")
 
 
-def print_classes(frame: pd.DataFrame, show: int = 10) -> None:
+def print_classes(written: Written) -> None:
     """Classifiers: how many of each class, and each prediction when there are few (e.g. one photo)."""
-    classes = [c.removeprefix("p_") for c in frame.columns if c.startswith("p_")]
-    if not classes:
+    head = written.head
+    if head is None or not written.counts:
         return
-    counts = frame["prediction"].astype(str).value_counts()
-    print("predicted: " + ", ".join(f"{name} {int(counts.get(name, 0))}" for name in classes))
-    if len(frame) <= show:
-        first = frame.columns[0]
-        for _, row in frame.iterrows():
+    classes = [c.removeprefix("p_") for c in head.columns if c.startswith("p_")]
+    print("predicted: " + ", ".join(f"{name} {written.counts.get(name, 0)}" for name in classes))
+    if written.rows <= SHOWN_ROWS:
+        first = head.columns[0]
+        for _, row in head.iterrows():
             print(f"  {row[first]}: {row['prediction']} (p={row['p_' + str(row['prediction'])]:.3f})")
 
 

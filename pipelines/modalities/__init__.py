@@ -7,6 +7,7 @@ Each module has
     <Kind>Preprocessor                                           fit(train), transform(x), inverse(y),
                                                                  state (plain JSON data) / from_state(state),
                                                                  read_inputs(source, column) for predict
+                                                                 (tables also read_input_chunks(source, rows))
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@
     python -m pipelines.registry.cli show NAME[:VERSION|:ALIAS] [--json]
     python -m pipelines.registry.cli promote NAME VERSION [--alias production] [--force]
     python -m pipelines.registry.cli download NAME[:VERSION|:ALIAS] DEST
+    python -m pipelines.registry.cli export NAME[:VERSION|:ALIAS] DIR --format onnx [--force]
 
 Every command takes --registry (default: register.registry of ./params.yaml when there is
 one, else data/registry; s3://bucket/prefix for S3) and --endpoint-url (else
@@ -114,6 +115,16 @@ def cmd_download(reg: ModelRegistry, ref: str, dest: str) -> None:
     print(f"{name} v{mv.version} -> {mv.checkpoint} (sha256 verified), card: {mv.path / 'card.json'}")
 
 
+def cmd_export(reg: ModelRegistry, ref: str, dest: str, force: bool) -> None:
+    """ONNX (the one --format): the export lives a layer above the registry, imported only for this command."""
+    from pipelines.export.onnx import export_onnx
+
+    path = export_onnx(ref, dest, reg, force=force)
+    card = json.loads((path.parent / "card.json").read_text())
+    files = ", ".join(sorted(p.name for p in path.parent.iterdir()))
+    print(f"{card['name']} v{card['version']} -> {path.parent}/: {files}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -146,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("download", parents=[common], help="copy a verified checkpoint and its card to DEST")
     p.add_argument("ref", metavar="NAME[:VERSION|:ALIAS]")
     p.add_argument("dest", metavar="DEST")
+    p = sub.add_parser("export", parents=[common], help="write model.onnx, preprocessing.json and card.json to DIR")
+    p.add_argument("ref", metavar="NAME[:VERSION|:ALIAS]")
+    p.add_argument("dest", metavar="DIR")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default: onnx)")
+    p.add_argument("--force", action="store_true", help="replace DIR when it exists and is not empty")
     return parser
 
 
@@ -161,6 +177,8 @@ def run(argv: list[str]) -> None:
             cmd_promote(reg, args.name, args.version, args.alias, args.force, args.metric, args.mode)
         elif args.command == "download":
             cmd_download(reg, args.ref, args.dest)
+        elif args.command == "export":
+            cmd_export(reg, args.ref, args.dest, args.force)
     except _storage_errors() as err:  # no credentials, no bucket, endpoint down: say where
         raise RegistryError(f"{reg.location}: {err}") from err
 

@@ -15,6 +15,9 @@ A state written before typed columns (features, mean, std only) reads as all-num
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -214,15 +217,44 @@ class TablePreprocessor:
 
         with fetched(source) as local:
             table = read_table(local, source)
-        table = table.rename(columns=lambda c: str(c).strip())
+        x = self._inputs(table, source, 0)
+        self._say_unseen(self.unseen(table))
+        return x, table
+
+    def read_input_chunks(self, source: str, chunk_rows: int) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
+        """read_inputs, `chunk_rows` rows at a time (tables larger than memory): the same inputs and rows."""
+        from pipelines.modalities.sources import fetched
+        from pipelines.modalities.tables.chunks import read_table_chunks
+
+        unseen: Counter[str] = Counter()
+        first_row = 0
+        with fetched(source) as local:
+            for table in read_table_chunks(local, source, chunk_rows):
+                table.index = pd.RangeIndex(first_row, first_row + len(table))
+                yield self._inputs(table, source, first_row), table
+                unseen.update(self.unseen(table))
+                first_row += len(table)
+        self._say_unseen(dict(unseen))
+
+    def _inputs(self, table: pd.DataFrame, source: str, first_row: int) -> np.ndarray:
+        """The model's inputs of rows `first_row`.. of the source (errors count rows from the file's first)."""
+        table.rename(columns=lambda c: str(c).strip(), inplace=True)
         absent = [c for c in self.features if c not in table.columns]
         if absent:
             raise PipelineInputError(
                 f"{source}: missing feature column(s) {', '.join(absent)} that the model was trained on"
             )
-        for name, n in self.unseen(table).items():
+        try:
+            return self.transform(table, source)
+        except PipelineInputError as err:
+            if not first_row:
+                raise
+            raise PipelineInputError(_shift_rows(str(err), first_row)) from None
+
+    @staticmethod
+    def _say_unseen(unseen: dict[str, int]) -> None:
+        for name, n in unseen.items():
             print(f"predict: column '{name}': {n} value(s) not seen in training -> the unknown level")
-        return self.transform(table, source), table
 
     # ---------------------------------------------------------------- description and state
 
@@ -260,3 +292,8 @@ class TablePreprocessor:
     @classmethod
     def from_state(cls, state: dict) -> TablePreprocessor:
         return cls(state["features"], state["mean"], state["std"], state.get("columns"), state.get("target"))
+
+
+def _shift_rows(message: str, first_row: int) -> str:
+    """An error about row N of a chunk, as row first_row + N of the file."""
+    return re.sub(r"row (\d+)", lambda m: f"row {int(m.group(1)) + first_row}", message, count=1)
