@@ -70,18 +70,30 @@ OUTPUT_COLUMNS = {
 }
 
 
+def preprocessor_of(info: CandidateInfo) -> Preprocessor:
+    """The preprocessing object the checkpoint was trained with, rebuilt from its plain-data state."""
+    return preprocessor_from_state(info.data_meta.preprocessing.model_dump())
+
+
+@torch.no_grad()
+def score(net: nn.Module, info: CandidateInfo, prep: Preprocessor, x, frame: pd.DataFrame, top_k: int = 3) -> None:
+    """Run the network on model inputs `x` (in chunks of 1024 rows) and add the task's prediction columns to
+    `frame` (one row per input row). Shared by predict and the online endpoint (pipelines/serving)."""
+    from models.tasks import predict
+
+    logits = torch.cat([net(torch.from_numpy(x[i : i + 1024])) for i in range(0, len(x), 1024)])
+    point, probs = predict(logits, info.task, info.loss)
+    OUTPUT_COLUMNS[info.task](frame, point, probs, info.data_meta, prep, top_k)
+
+
 @torch.no_grad()
 def predict_file(
     ref: str, source: str, out: Path, registry: str = "data/registry", column: str | None = None, top_k: int = 3
 ) -> pd.DataFrame:
-    from models.tasks import predict
-
     net, info, _ = load_registered(ref, registry)
-    prep = preprocessor_from_state(info.data_meta.preprocessing.model_dump())
+    prep = preprocessor_of(info)
     x, frame = prep.read_inputs(source, column)
-    logits = torch.cat([net(torch.from_numpy(x[i : i + 1024])) for i in range(0, len(x), 1024)])
-    point, probs = predict(logits, info.task, info.loss)
-    OUTPUT_COLUMNS[info.task](frame, point, probs, info.data_meta, prep, top_k)
+    score(net, info, prep, x, frame, top_k)
     with atomic_path(out) as tmp:  # no half-written predictions file
         frame.to_csv(tmp, index=False)
     return frame
@@ -95,16 +107,21 @@ def complete(ref: str, prompt: str, words: int = 8, registry: str = "data/regist
     net, info, _ = load_registered(ref, registry)
     if info.task != "next_word":
         raise PipelineInputError(f"{ref}: a {info.task} model cannot complete sentences; pick a next-word model")
-    prep = preprocessor_from_state(info.data_meta.preprocessing.model_dump())
     tokens = tokenize(prompt)
     if not tokens:
         raise PipelineInputError("complete: the prompt holds no words")
+    return " ".join(tokens + next_words(net, preprocessor_of(info), tokens, words))
+
+
+@torch.no_grad()
+def next_words(net: nn.Module, prep: Preprocessor, tokens: list[str], words: int) -> list[str]:
+    """The `words` most likely words after `tokens`, one at a time (never <unk>)."""
     ids = prep.ids(tokens)
     for _ in range(words):
         logits = net(torch.tensor([prep.context(ids)]))[0]
         logits[prep.unk_id] = float("-inf")
         ids.append(int(logits.argmax()))
-    return " ".join(tokens + prep.inverse(ids[len(tokens) :]))
+    return prep.inverse(ids[len(tokens) :])
 
 
 @cli_entry

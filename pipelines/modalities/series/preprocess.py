@@ -94,9 +94,12 @@ class SeriesPreprocessor:
         """Horizon 1: every full window (the last one forecasts the step after the end), one row each.
         Horizon H: the last window, and one row per step of the H forecast past the end.
         `column`: the value column (default: the training file's, else `value`)."""
-        column = column or self.column or "value"
         with fetched(source) as local:
             table = read_table(local, source)
+        return self.from_table(table, column or self.column or "value", source)
+
+    def from_table(self, table: pd.DataFrame, column: str, source: str) -> tuple[np.ndarray, pd.DataFrame]:
+        """A series' values (and timestamps, in the time column the model was trained with) -> windows and rows."""
         if column not in table.columns:
             raise PipelineInputError(
                 f"{source}: column '{column}' not found (use --column); "
