@@ -62,27 +62,36 @@ def prepare(modality: str, prep: Any, instances: list[Any], complete: Any = None
 
 
 def predictions(task: str, unit: Unit) -> dict[int, dict[str, Any]]:
-    """The scored frame's rows as one prediction per instance (keyed by its index in the request)."""
-    out: dict[int, dict[str, Any]] = {}
-    frame = unit.frame
-    for i in np.unique(unit.owner):
-        rows = frame[unit.owner == i]
-        if task in ("binary", "multiclass"):
-            row = rows.iloc[0]
-            probs = {c.removeprefix("p_"): float(row[c]) for c in frame.columns if c.startswith("p_")}
-            out[int(i)] = {"class": str(row["prediction"]), "probabilities": probs}
-        elif task == "regression":
-            out[int(i)] = {"value": float(rows["prediction"].iloc[0])}
-        elif task == "next_word":
-            row = rows.iloc[0]
-            top = next(c for c in frame.columns if c.startswith("top"))
-            out[int(i)] = {"next_word": str(row["prediction"]), top: str(row[top]).split()}
-        else:  # forecast: the steps past the end of the history
-            pred = {"forecast": [float(v) for v in rows["prediction"]]}
-            if "timestamp" in rows:
-                pred["timestamps"] = [None if pd.isna(t) else pd.Timestamp(t).isoformat() for t in rows["timestamp"]]
-            out[int(i)] = pred
-    return out
+    """The scored frame's rows as one prediction per instance (keyed by its index in the request).
+
+    Column by column, not row by row: a 256-row request spent more time in per-row pandas indexing than in
+    the network."""
+    frame, owner = unit.frame, unit.owner.tolist()
+    if task == "forecast":  # one row per step past the end of each history
+        values, out = frame["prediction"].astype(float).tolist(), {}
+        times = frame["timestamp"].tolist() if "timestamp" in frame else None
+        for row, i in enumerate(owner):
+            pred = out.setdefault(i, {"forecast": []} | ({"timestamps": []} if times is not None else {}))
+            pred["forecast"].append(values[row])
+            if times is not None:
+                pred["timestamps"].append(None if pd.isna(times[row]) else pd.Timestamp(times[row]).isoformat())
+        return out
+    points = frame["prediction"].tolist()
+    if task in ("binary", "multiclass"):
+        columns = [c for c in frame.columns if c.startswith("p_")]
+        names = [c.removeprefix("p_") for c in columns]
+        probs = frame[columns].to_numpy(np.float64).tolist()
+        return {
+            i: {"class": str(p), "probabilities": dict(zip(names, row, strict=True))}
+            for i, p, row in zip(owner, points, probs, strict=True)
+        }
+    if task == "regression":
+        return {i: {"value": float(p)} for i, p in zip(owner, points, strict=True)}
+    top = next(c for c in frame.columns if c.startswith("top"))  # next_word
+    return {
+        i: {"next_word": str(p), top: str(t).split()}
+        for i, p, t in zip(owner, points, frame[top].tolist(), strict=True)
+    }
 
 
 # ------------------------------------------------------------------ tables

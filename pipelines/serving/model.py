@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from pipelines.errors import PipelineInputError
 from pipelines.serving import instances as inst
@@ -39,41 +38,40 @@ class ServedModel:
         return cls(name, version, net, info, preprocessor_of(info))
 
     def predict_requests(self, requests: list[list[Any]]) -> list[list[dict[str, Any]] | BadRequest]:
-        """Predictions for each request's instances, in one forward pass for all the requests that can share one.
+        """Predictions for each request's instances: all the batch's instances through one preprocessing call
+        and one forward pass (a table's preprocessing costs per call, not per row).
 
-        A bad request gets its BadRequest in its place and never fails the others of the batch."""
+        When that fails, each request is taken alone, so a bad one gets its own message (naming its field
+        and row) in its place and never fails the others."""
+        sizes = [len(r) for r in requests]
+        try:
+            found = self.predict_instances([i for r in requests for i in r])
+        except PipelineInputError as err:
+            if len(requests) == 1:
+                return [BadRequest(str(err))]
+            return [self._alone(r) for r in requests]
+        starts = np.cumsum([0, *sizes])
+        return [found[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
+
+    def _alone(self, instances: list[Any]) -> list[dict[str, Any]] | BadRequest:
+        try:
+            return self.predict_instances(instances)
+        except PipelineInputError as err:
+            return BadRequest(str(err))
+
+    def predict_instances(self, instances: list[Any]) -> list[dict[str, Any]]:
+        """One prediction per instance; PipelineInputError (predict's message) for a bad one."""
         from pipelines.predict import next_words, score
 
         def complete(tokens: list[str], words: int) -> list[str]:
             return next_words(self.net, self.prep, tokens, words)
 
-        results: list[Any] = []
-        ready: list[tuple[int, inst.Prepared]] = []
-        for r, instances in enumerate(requests):
-            try:
-                ready.append((r, inst.prepare(self.info.data_meta.modality, self.prep, instances, complete)))
-                results.append(None)
-            except PipelineInputError as err:
-                results.append(BadRequest(str(err)))
-        # Units whose input rows are their output rows are scored together; others (multi-step forecasts) alone.
-        shared = [(r, u) for r, p in ready for u in p.units if len(u.x) == len(u.frame)]
-        alone = [(r, u) for r, p in ready for u in p.units if len(u.x) != len(u.frame)]
-        if shared:
-            x = np.concatenate([u.x for _, u in shared])
-            frame = pd.concat([u.frame for _, u in shared], ignore_index=True)
-            score(self.net, self.info, self.prep, x, frame, TOP_K)
-            start = 0
-            for _, u in shared:
-                u.frame = frame.iloc[start : start + len(u.x)].reset_index(drop=True)
-                start += len(u.x)
-        for _, u in alone:
-            score(self.net, self.info, self.prep, u.x, u.frame, TOP_K)
-        for r, prepared in ready:
-            found = dict(prepared.done)
-            for unit in prepared.units:
-                found.update(inst.predictions(self.info.task, unit))
-            results[r] = [found[i] for i in range(prepared.n)]
-        return results
+        prepared = inst.prepare(self.info.data_meta.modality, self.prep, instances, complete)
+        found = dict(prepared.done)
+        for unit in prepared.units:
+            score(self.net, self.info, self.prep, unit.x, unit.frame, TOP_K)
+            found.update(inst.predictions(self.info.task, unit))
+        return [found[i] for i in range(prepared.n)]
 
 
 def resolve_version(ref: str, registry: str) -> int:
