@@ -95,9 +95,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(registry: str, refs: list[str], port: int, log: Path) -> subprocess.Popen:
+def start_server(registry: str, refs: list[str], port: int, log: Path, extra: list[str] = ()) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "pipelines.serving", *refs, "--registry", registry, "--port", str(port)]
+    cmd = [sys.executable, "-m", "pipelines.serving", *refs, "--registry", registry, "--port", str(port), *extra]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     import urllib.request
 
@@ -122,6 +122,14 @@ def replica_rss(server_pid: int, name: str) -> float:
 
     procs = psutil.Process(server_pid).children(recursive=True)
     return sum(p.memory_info().rss for p in procs if f"ServeReplica:{name}:" in " ".join(p.cmdline())) / 2**20
+
+
+def replica_counts(port: int, name: str) -> dict[str, int]:
+    """Requests and batches the model's replica took (GET /v1/models/<name>)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/{name}", timeout=30) as resp:
+        return json.loads(resp.read())["replica"]
 
 
 def predict_rows_per_s(ref: str, registry: str, source: Path, rows: int, out: Path) -> float:
@@ -228,13 +236,16 @@ def report(args, proc, port: int, registry: str, raw: dict, tmp: Path) -> None:
     files = {"tabular-fnn": tmp / "rows.csv", "digits-cnn": tmp / "images.npz"}
 
     rss_start = {name: replica_rss(proc.pid, name) for name in work}
-    results = {}
+    results, rss_warm = {}, {}
     for name, (single, batch) in work.items():
         url = f"http://127.0.0.1:{port}/v1/models/{name}:predict"
         asyncio.run(run_load(url, single, 4, 2.0))  # warm-up: first requests, connection pools
+        asyncio.run(run_load(url, batch, 2, 2.0))
+        rss_warm[name] = replica_rss(proc.pid, name)
         results[name, "single"] = asyncio.run(run_load(url, single, args.clients, args.seconds))
         results[name, "batch"] = asyncio.run(run_load(url, batch, args.batch_clients, args.seconds))
     rss_end = {name: replica_rss(proc.pid, name) for name in work}
+    counts = {name: replica_counts(port, name) for name in work}
 
     print(
         f"\n{args.seconds:.0f} s per run; single rows from {args.clients} clients, {args.batch_rows}-row requests "
@@ -258,8 +269,9 @@ def report(args, proc, port: int, registry: str, raw: dict, tmp: Path) -> None:
                 f"{name:<12} onnxruntime {ort_rate:9.0f} rows/s; server batch / onnxruntime = {served / ort_rate:.2f}"
             )
         print(
-            f"{name:<12} replica RSS {rss_start[name]:.0f} MiB at start, {rss_end[name]:.0f} MiB at end "
-            f"({rss_end[name] - rss_start[name]:+.0f} MiB)"
+            f"{name:<12} replica RSS {rss_start[name]:.0f} MiB before the first request, {rss_warm[name]:.0f} MiB "
+            f"after the warm-up, {rss_end[name]:.0f} MiB at the end ({rss_end[name] - rss_warm[name]:+.0f} MiB "
+            f"over the measured runs); {counts[name]['requests']} requests in {counts[name]['batches']} batches"
         )
 
     single, batch = results["tabular-fnn", "single"], results["tabular-fnn", "batch"]

@@ -34,7 +34,7 @@ from pipelines.serving.protocol import (
 
 logger = logging.getLogger("ray.serve")
 INDEX_APP = "models-index"
-DEFAULTS = {"poll_s": 10.0, "max_batch_size": 64, "batch_wait_s": 0.002, "threads": 1}
+DEFAULTS = {"poll_s": 10.0, "max_batch_size": 64, "batch_wait_s": 0.01, "threads": 1}
 
 
 def fixed_version(ref: str) -> bool:
@@ -56,6 +56,7 @@ class ModelServer:
         self.predict_batch.set_batch_wait_timeout_s(float(opts["batch_wait_s"]))
         logger.info(f"{self.model.name}: serving v{self.model.version} ({ref})")
         self._stop = threading.Event()
+        self.counts = {"requests": 0, "batches": 0}  # this replica's, since it started (GET /v1/models/<name>)
         if not fixed_version(ref) and self.poll_s > 0:
             threading.Thread(target=self._poll, name="alias-poll", daemon=True).start()
 
@@ -74,7 +75,7 @@ class ModelServer:
         self._stop.set()
 
     def status(self) -> dict[str, Any]:
-        return status_response(self.model.name, self.model.version, self.ref)
+        return status_response(self.model.name, self.model.version, self.ref) | {"replica": dict(self.counts)}
 
     async def __call__(self, request: Request) -> JSONResponse:
         if request.method != "POST":
@@ -91,6 +92,8 @@ class ModelServer:
     @serve.batch(max_batch_size=DEFAULTS["max_batch_size"], batch_wait_timeout_s=DEFAULTS["batch_wait_s"])
     async def predict_batch(self, requests: list[list[Any]]) -> list[tuple[str, int, Any]]:
         model = self.model
+        self.counts["requests"] += len(requests)
+        self.counts["batches"] += 1
         # In a thread: the replica's event loop keeps taking requests (the next batch) while this one computes.
         results = await asyncio.to_thread(model.predict_requests, requests)
         return [(model.name, model.version, r) for r in results]

@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per replica")
     parser.add_argument("--poll", type=float, default=10.0, help="seconds between alias checks (0: never)")
     parser.add_argument("--max-batch-size", type=int, default=64, help="requests one forward pass takes at most")
-    parser.add_argument("--batch-wait-ms", type=float, default=2.0, help="how long a batch waits to fill")
+    parser.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
     args = parser.parse_args(argv)
     if args.replicas < 1:
         parser.error("--replicas must be at least 1")
