@@ -158,7 +158,9 @@ def test_prompts_get_the_next_word_or_a_completion_as_the_cli_gives(served):
     got = body["predictions"]
     assert [p["next_word"] for p in got[:2]] == list(expected["prediction"])
     assert [" ".join(p["top3"]) for p in got[:2]] == list(expected["top3"])
-    assert got[2] == {"completion": predict.complete(f"text-next-word:{body['model_version']}", prompts[0], 5, str(server.registry))}
+    assert got[2] == {
+        "completion": predict.complete(f"text-next-word:{body['model_version']}", prompts[0], 5, str(server.registry))
+    }
 
 
 def test_a_series_history_gets_the_forecast_past_its_end_as_the_cli_gives(served):
@@ -212,6 +214,31 @@ def test_bad_requests_get_a_4xx_naming_the_field_and_the_replica_keeps_serving(s
     assert server.predict("tabular-fnn", [row])["predictions"][0]["class"] in ("benign", "malignant")
     status, ready = server.request("/v1/models/tabular-fnn")
     assert status == 200 and ready["ready"] and ready["model_version_status"][0]["state"] == "AVAILABLE"
+
+
+def test_a_bad_request_batched_with_good_ones_fails_alone(served):
+    """In the replica's batch step (in process, deterministic) and over HTTP with concurrent clients."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipelines.serving.model import ServedModel
+    from pipelines.serving.protocol import BadRequest
+
+    server, raw, _ = served
+    rows = raw["tabular"].drop(columns=["target"]).head(3).to_dict("records")
+    bad = {**rows[0], "mean area": "big"}
+    model = ServedModel.load("tabular-fnn:1", str(server.registry))
+    alone = model.predict_requests([rows])[0]
+    batched = model.predict_requests([[rows[0]], [rows[1], bad], rows])
+    assert isinstance(batched[1], BadRequest) and "column 'mean area', row 2: 'big' is not a number" in str(batched[1])
+    for got, want in zip(batched[0] + batched[2], alone[:1] + alone, strict=True):
+        assert got["class"] == want["class"]  # a batch of other sizes: the same to float rounding
+        assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-6)
+
+    bodies = [{"instances": [rows[i % 3]]} for i in range(12)] + [{"instances": [bad]}]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(lambda b: server.request("/v1/models/tabular-fnn:predict", b), bodies))
+    assert [status for status, _ in answers] == [200] * 12 + [400], answers
+    assert "'big' is not a number" in answers[-1][1]["error"]
 
 
 def test_a_promoted_version_is_served_after_the_poll_without_a_restart(served):

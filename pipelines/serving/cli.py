@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"serve: {signal.Signals(stop.signum).name}: stopping", flush=True)
         code = 128 + stop.signum  # 130 after Ctrl-C, 143 after SIGTERM, as a shell reports them
     finally:
-        shutdown(started_ray=not joined)
+        shutdown(started_ray=not joined, apps=[ref.partition(":")[0] for ref in refs])
     raise SystemExit(code)
 
 
@@ -165,13 +165,19 @@ def watch_versions(names: list[str], versions: dict[str, int], every: float) -> 
                 served[name] = now
 
 
-def shutdown(started_ray: bool) -> None:
-    """Stop the Serve applications, controller and proxy; and the Ray instance when this process started it."""
+def shutdown(started_ray: bool, apps: list[str]) -> None:
+    """On the Ray instance this process started: stop Serve (applications, controller, proxy) and Ray.
+    On a cluster it joined (RAY_ADDRESS): delete only its own applications; Serve and Ray stay for others."""
     import ray
     from ray import serve
 
+    from pipelines.serving.app import INDEX_APP
+
     if ray.is_initialized():
-        serve.shutdown()
         if started_ray:
+            serve.shutdown()
             ray.shutdown()
+        else:
+            for name in [*apps, INDEX_APP]:
+                serve.delete(name)
     print("serve: stopped", flush=True)

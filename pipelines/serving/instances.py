@@ -98,19 +98,20 @@ def predictions(task: str, unit: Unit) -> dict[int, dict[str, Any]]:
 
 
 def _table(prep: Any, instances: list[Any]) -> Prepared:
+    features = set(prep.features)
     for i, row in enumerate(instances):
         if not isinstance(row, dict):
             raise PipelineInputError(
                 f"instances[{i}]: expected an object of column values, e.g. {{{json_key(prep.features[0])}: ...}}"
             )
         for name, value in row.items():
-            if name in prep.features and not isinstance(value, SCALARS):
+            if not isinstance(value, SCALARS) and name in features:
                 raise PipelineInputError(
                     f"instances[{i}]: column '{name}': expected a number, string, true/false or null, "
                     f"got {type(value).__name__}"
                 )
     # Missing keys are missing values (NaN/None), filled or refused as training decided; other keys are ignored.
-    frame = pd.DataFrame([{f: row.get(f) for f in prep.features} for row in instances], columns=prep.features)
+    frame = pd.DataFrame({f: [row.get(f) for row in instances] for f in prep.features})  # by column: faster
     x = prep.transform(frame, SOURCE)
     return Prepared(len(instances), [Unit(x, frame, np.arange(len(instances)))])
 
