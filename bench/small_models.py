@@ -22,9 +22,16 @@ BATCH = 128
 
 
 def register_small(
-    registry: str | Path, dataset: str, epochs: int = 15, seed: int = 0, model_name: str | None = None
+    registry: str | Path,
+    dataset: str,
+    epochs: int = 15,
+    seed: int = 0,
+    model_name: str | None = None,
+    ingest: dict[str, Any] | None = None,
+    prepare: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Prepare `dataset` (a params.yaml dataset), train briefly, register it; returns name, version and raw rows."""
+    """Prepare `dataset` (a params.yaml dataset; `ingest` and `prepare` override keys of its sections), train
+    briefly, register it; returns name, version and raw rows."""
     import torch
 
     import models
@@ -36,7 +43,8 @@ def register_small(
     from pipelines.registry.local import open_registry
 
     params = load_params(ROOT / "params.yaml").datasets[dataset]
-    prepare_params = params.prepare.model_copy(update=SMALL.get(params.modality, {}))
+    params = params.model_copy(update={"ingest": params.ingest.model_copy(update=ingest or {})})
+    prepare_params = params.prepare.model_copy(update=SMALL.get(params.modality, {}) | (prepare or {}))
     name = model_name or params.register.model_name
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp)

@@ -32,6 +32,8 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 POLL_S = 1.0
 MODELS = {"tabular": "tabular-fnn", "digits": "digits-cnn", "text": "text-next-word", "series": "sunspots-forecast"}
+# A series with timestamps (its own time column) and a 3-step horizon: El Nino's monthly sea temperatures.
+DATED = "elnino-forecast"
 
 
 def free_port() -> int:
@@ -46,7 +48,7 @@ class Server:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         env.pop("RAY_ADDRESS", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.serving", *MODELS.values(), "--registry", str(registry)]
+            [sys.executable, "-m", "pipelines.serving", *MODELS.values(), DATED, "--registry", str(registry)]
             + ["--port", str(self.port), "--poll", str(POLL_S)],
             cwd=ROOT,
             env=env,
@@ -98,6 +100,10 @@ def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serving")
     registry = tmp / "registry"
     raw = {dataset: register_small(registry, dataset)["raw"] for dataset in MODELS}
+    dated = dated_series(tmp / "elnino.csv")
+    ingest = {"source": str(tmp / "elnino.csv"), "column": "sst", "time_column": "month"}
+    register_small(registry, "series", model_name=DATED, ingest=ingest, prepare={"window": 24, "horizon": 3})
+    raw["dated"] = dated
     server = Server(registry, tmp / "server.log")
     try:
         server.wait_ready()
@@ -106,6 +112,15 @@ def served(tmp_path_factory):
         if server.proc.poll() is None:
             for proc in server.tree()[::-1]:
                 proc.kill()
+
+
+def dated_series(path: Path) -> pd.DataFrame:
+    from pipelines.modalities.series import STATSMODELS_SERIES
+
+    values, times = STATSMODELS_SERIES["elnino"]()
+    frame = pd.DataFrame({"month": times.strftime("%Y-%m-%d"), "sst": values.to_numpy()})
+    frame.to_csv(path, index=False)
+    return frame
 
 
 def cli_frame(name: str, version: str, source: Path, registry: Path) -> pd.DataFrame:
@@ -173,6 +188,20 @@ def test_a_series_history_gets_the_forecast_past_its_end_as_the_cli_gives(served
         expected = cli_frame("sunspots-forecast", body["model_version"], tmp / "series.csv", server.registry)
         ahead = expected[expected["actual"].isna()]  # the forecast past the end of the series
         np.testing.assert_allclose(got["forecast"], ahead["prediction"], rtol=1e-6)
+
+
+def test_a_dated_series_gets_its_horizon_with_the_timestamps_the_cli_gives(served):
+    server, raw, tmp = served
+    recent = raw["dated"].iloc[-40:]
+    body = server.predict(DATED, [{"history": recent["sst"].tolist(), "timestamps": recent["month"].tolist()}])
+    recent.to_csv(tmp / "recent.csv", index=False)
+    expected = predict.predict_file(
+        f"{DATED}:{body['model_version']}", str(tmp / "recent.csv"), tmp / "f.csv", str(server.registry), "sst"
+    )
+    got = body["predictions"][0]
+    np.testing.assert_allclose(got["forecast"], expected["prediction"], rtol=1e-6)
+    assert got["timestamps"] == [pd.Timestamp(t).isoformat() for t in expected["timestamp"]]
+    assert got["timestamps"][0].startswith("2011-01-01") and len(got["forecast"]) == 3  # the 3 months after 2010-12
 
 
 def test_bad_requests_get_a_4xx_naming_the_field_and_the_replica_keeps_serving(served):

@@ -130,7 +130,7 @@ class SeriesPreprocessor:
             future = _future(times, infer_freq(times) or self.freq, self.horizon)
             known = pd.Series(list(times) + list(future))
             frame.insert(0, "timestamp", known.iloc[frame["forecast_for_step"]].to_numpy())
-        return np.ascontiguousarray(x), frame
+        return np.array(x), frame  # a copy: a window view is read-only, and torch warns about those
 
 
 def _future(times: pd.DatetimeIndex, freq: str | None, steps: int) -> list:
