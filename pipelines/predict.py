@@ -79,6 +79,23 @@ OUTPUT_COLUMNS = {
 }
 
 
+def preprocessor_of(info: CandidateInfo) -> Preprocessor:
+    """The preprocessing object the checkpoint was trained with, rebuilt from its plain-data state."""
+    return preprocessor_from_state(info.data_meta.preprocessing.model_dump())
+
+
+@torch.no_grad()
+def score(net: nn.Module, info: CandidateInfo, prep: Preprocessor, x, frame: pd.DataFrame, top_k: int = 3) -> None:
+    """Run the network on model inputs `x` (in batches of SCORE_BATCH rows) and add the task's prediction columns
+    to `frame` (one row per input row). Shared by predict and the online endpoint (pipelines/serving)."""
+    from models.tasks import predict
+
+    batches = range(0, len(x), SCORE_BATCH)
+    logits = torch.cat([net(torch.from_numpy(x[i : i + SCORE_BATCH])) for i in batches])
+    point, probs = predict(logits, info.task, info.loss)
+    OUTPUT_COLUMNS[info.task](frame, point, probs, info.data_meta, prep, top_k)
+
+
 def input_chunks(prep: Preprocessor, source: str, column: str | None, chunk_rows: int) -> Iterator[tuple]:
     """(model inputs, rows) in chunks: tables stream `chunk_rows` rows at a time (a file larger than memory);
     series, text and images are read whole (windows, horizons and photo folders do not split into rows)."""
@@ -88,7 +105,6 @@ def input_chunks(prep: Preprocessor, source: str, column: str | None, chunk_rows
         yield prep.read_inputs(source, column)
 
 
-@torch.no_grad()
 def iter_predictions(
     ref: str,
     source: str,
@@ -98,10 +114,8 @@ def iter_predictions(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> Iterator[pd.DataFrame]:
     """The predictions table, chunk by chunk: each chunk's input rows with the task's output columns."""
-    from models.tasks import predict
-
     net, info, _ = load_registered(ref, registry)
-    prep = preprocessor_from_state(info.data_meta.preprocessing.model_dump())
+    prep = preprocessor_of(info)
     scored = False
     # Whole batches per chunk: the network sees the batches a one-chunk run would (a float32 matmul's rounding
     # depends on the batch's shape), so the output is the same file whatever the chunk size.
@@ -110,10 +124,7 @@ def iter_predictions(
         if not len(x):
             continue
         scored = True
-        batches = range(0, len(x), SCORE_BATCH)
-        logits = torch.cat([net(torch.from_numpy(x[i : i + SCORE_BATCH])) for i in batches])
-        point, probs = predict(logits, info.task, info.loss)
-        OUTPUT_COLUMNS[info.task](frame, point, probs, info.data_meta, prep, top_k)
+        score(net, info, prep, x, frame, top_k)
         yield frame
     if not scored:
         raise PipelineInputError(f"{source}: no rows to predict (expected a header row and data rows)")
@@ -167,16 +178,21 @@ def complete(ref: str, prompt: str, words: int = 8, registry: str = "data/regist
     net, info, _ = load_registered(ref, registry)
     if info.task != "next_word":
         raise PipelineInputError(f"{ref}: a {info.task} model cannot complete sentences; pick a next-word model")
-    prep = preprocessor_from_state(info.data_meta.preprocessing.model_dump())
     tokens = tokenize(prompt)
     if not tokens:
         raise PipelineInputError("complete: the prompt holds no words")
+    return " ".join(tokens + next_words(net, preprocessor_of(info), tokens, words))
+
+
+@torch.no_grad()
+def next_words(net: nn.Module, prep: Preprocessor, tokens: list[str], words: int) -> list[str]:
+    """The `words` most likely words after `tokens`, one at a time (never <unk>)."""
     ids = prep.ids(tokens)
     for _ in range(words):
         logits = net(torch.tensor([prep.context(ids)]))[0]
         logits[prep.unk_id] = float("-inf")
         ids.append(int(logits.argmax()))
-    return " ".join(tokens + prep.inverse(ids[len(tokens) :]))
+    return prep.inverse(ids[len(tokens) :])
 
 
 @cli_entry

@@ -36,6 +36,7 @@ DOCKERFILE = INFRA / "Dockerfile"
 RAY_CLUSTER = INFRA / "ray-cluster.yaml"
 RAYCLUSTER = INFRA / "kuberay" / "raycluster.yaml"
 RAYJOB = INFRA / "kuberay" / "rayjob.yaml"
+RAYSERVICE = INFRA / "kuberay" / "rayservice.yaml"
 PREFECT_YAML = INFRA / "prefect" / "prefect.yaml"
 PROFILE = INFRA / "cluster-profile.yaml"
 INFRA_README = INFRA / "README.md"
@@ -520,6 +521,58 @@ def test_rayjob_runs_the_flow_with_the_profile_on_the_cluster():
     assert "RAY_ADDRESS" not in spec["entrypoint"], "Ray Jobs set RAY_ADDRESS for the entrypoint"
 
 
+def test_rayservice_serves_registered_models_with_the_v1_routes_on_the_image():
+    """The RayService's Serve config validates against Ray Serve's own schema; each application's builder
+    builds from its args; routes are the v1 protocol's; its pods run the image with the registry's volume."""
+    from ray.serve import Application
+    from ray.serve.schema import ServeDeploySchema
+
+    from pipelines.serving.protocol import MODELS_PREFIX, predict_route
+
+    service = load_yaml(RAYSERVICE)
+    docs = kuberay_docs()
+    assert (service["apiVersion"], service["kind"]) == ("ray.io/v1", "RayService")
+    assert service["metadata"]["namespace"] == docs["RayCluster"]["metadata"]["namespace"]
+    config = ServeDeploySchema.model_validate(yaml.safe_load(service["spec"]["serveConfigV2"]))
+    assert config.http_options.host == "0.0.0.0"
+    models, index = [], None
+    for app in config.applications:
+        module, _, attr = app.import_path.partition(":")
+        built = getattr(importlib.import_module(module), attr)(app.args)
+        assert isinstance(built, Application), app.name
+        if attr == "index_app":
+            index = app
+            continue
+        name = app.args["ref"].partition(":")[0]
+        assert app.name == name and app.route_prefix == predict_route(name), app.name
+        models.append((name, app.args))
+    assert index is not None and index.route_prefix == MODELS_PREFIX
+    assert index.args["models"] == [name for name, _ in models]
+
+    cluster = service["spec"]["rayClusterConfig"]
+    assert cluster["rayVersion"] == locked_version("ray")
+    head = cluster["headGroupSpec"]
+    ports = {p["name"]: p["containerPort"] for p in pod_containers(head["template"])[0]["ports"]}
+    assert ports["serve"] == config.http_options.port
+    pvc, account = docs["PersistentVolumeClaim"], docs["ServiceAccount"]
+    data = f"{docker_workdir()}/data"
+    cpus = 0.0
+    for group, count in [(head, 1)] + [(g, g["maxReplicas"]) for g in cluster["workerGroupSpecs"]]:
+        pod = group["template"]["spec"]
+        assert pod["serviceAccountName"] == account["metadata"]["name"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for container in pod["containers"]:
+            assert container["image"] == image_ref()
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert volumes[mounts[data]]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+            cpus += count * quantity(container["resources"]["limits"]["cpu"])
+    for name, args in models:
+        if not args["registry"].startswith("s3://"):
+            assert args["registry"].startswith(data + "/"), f"{name}: the registry must be on the shared data volume"
+    wanted = sum(args.get("replicas", 1) * args.get("cpus", 0.25) for _, args in models)
+    assert wanted <= cpus, f"the replicas want {wanted} CPUs, the cluster has at most {cpus}"
+
+
 # ------------------------------------------------------------------ Prefect
 
 
@@ -678,6 +731,7 @@ def test_infra_readme_names_real_files_modules_and_the_image():
         "infra/ray-cluster.yaml",
         "infra/kuberay/raycluster.yaml",
         "infra/kuberay/rayjob.yaml",
+        "infra/kuberay/rayservice.yaml",
         "infra/prefect/prefect.yaml",
     } <= paths
     for path in paths:

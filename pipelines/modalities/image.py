@@ -18,6 +18,7 @@ from pipelines.errors import PipelineInputError
 from pipelines.modalities.common import encode_classes, shuffled_split
 from pipelines.modalities.image_arrays import (  # noqa: F401  (read_idx, read_idx_folder: re-exported)
     adapt_arrays,
+    as_nchw,
     load_source,
     read_idx,
     read_idx_folder,
@@ -177,13 +178,21 @@ class ImagePreprocessor:
         """Images from any source ingest reads, or one image file -> scaled inputs, and their labels (if any)."""
         if is_photo_source(source) or Path(source).suffix.lower() in IMAGE_SUFFIXES:
             files, shown, labels = list_for_predict(source)
-            c, h, w = self.input_shape
-            x = decode_all(files, c, (h, w), shown).astype(np.float32)
-            return self.transform(x), pd.DataFrame({"file": shown} | ({"label": labels} if labels else {}))
+            frame = pd.DataFrame({"file": shown} | ({"label": labels} if labels else {}))
+            return self.from_encoded(files, shown), frame
         x, y, _, _, _ = load_source(source)
-        x = validate_images(x, y, source).astype(np.float32)
+        return self.from_arrays(validate_images(x, y, source), source), pd.DataFrame({"label": y})
+
+    def from_arrays(self, x: np.ndarray, source: str) -> np.ndarray:
+        """Pixel arrays ((N, H, W), (N, C, H, W) or channels-last) -> scaled inputs of the model's shape."""
+        x = as_nchw(x, source).astype(np.float32)
         size = tuple(self.image_size) if self.image_size else None
         x = adapt_arrays(x, self.channels, size, source)
         if list(x.shape[1:]) != self.input_shape:
             raise PipelineInputError(f"{source}: images are {list(x.shape[1:])} but the model takes {self.input_shape}")
-        return self.transform(x), pd.DataFrame({"label": y})
+        return self.transform(x)
+
+    def from_encoded(self, files: list, shown: list[str]) -> np.ndarray:
+        """Image files (paths or open binary files: PNG, JPEG...) -> scaled inputs, decoded as prepare decodes."""
+        c, h, w = self.input_shape
+        return self.transform(decode_all(files, c, (h, w), shown).astype(np.float32))

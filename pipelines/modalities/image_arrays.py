@@ -124,22 +124,28 @@ def load_source(source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
 
 def validate_images(x: np.ndarray, y: np.ndarray, source: str) -> np.ndarray:
     """Return images as (N, C, H, W); refuse shapes, NaN and labels that cannot be classes."""
+    x = as_nchw(x, source)
+    if y.ndim != 1 or len(y) != len(x):
+        raise PipelineInputError(f"{source}: expected one label per image: {len(x)} images, labels of shape {y.shape}")
+    if len(np.unique(y)) < 2:
+        raise PipelineInputError(f"{source}: labels hold a single class; a classifier needs two or more")
+    if np.issubdtype(y.dtype, np.floating) and not np.all(y == np.round(y)):
+        raise PipelineInputError(f"{source}: labels must be class ids (integers or strings), got fractional values")
+    return x
+
+
+def as_nchw(x: np.ndarray, source: str) -> np.ndarray:
+    """Images as (N, C, H, W) from (N, H, W), (N, C, H, W) or channels-last; refuses other shapes and NaN."""
     if x.ndim == 3:
         x = x[:, None]  # (N, H, W) -> (N, 1, H, W)
     elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
         x = np.transpose(x, (0, 3, 1, 2))  # channels-last arrays -> (N, C, H, W)
     if x.ndim != 4:
         raise PipelineInputError(f"{source}: images must be (N, H, W) or (N, C, H, W); got shape {x.shape}")
-    if y.ndim != 1 or len(y) != len(x):
-        raise PipelineInputError(f"{source}: expected one label per image: {len(x)} images, labels of shape {y.shape}")
     if np.issubdtype(x.dtype, np.floating):
         bad = ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
         if bad.any():
             raise PipelineInputError(f"{source}: image {int(bad.nonzero()[0][0])} has NaN or infinite pixels")
-    if len(np.unique(y)) < 2:
-        raise PipelineInputError(f"{source}: labels hold a single class; a classifier needs two or more")
-    if np.issubdtype(y.dtype, np.floating) and not np.all(y == np.round(y)):
-        raise PipelineInputError(f"{source}: labels must be class ids (integers or strings), got fractional values")
     return x
 
 

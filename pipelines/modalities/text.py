@@ -147,5 +147,8 @@ class TextPreprocessor:
             lines = [line for line in local.read_text(encoding="utf-8").splitlines() if line.strip()]
         if not lines:
             raise PipelineInputError(f"{source}: no prompts (expected one line of text per prompt)")
-        rows = [self.context(self.ids(tokenize(line))) for line in lines]
-        return np.asarray(rows, np.int64), pd.DataFrame({"prompt": lines})
+        return self.prompts(lines), pd.DataFrame({"prompt": lines})
+
+    def prompts(self, lines: list[str]) -> np.ndarray:
+        """(prompts, context_length) word ids: each prompt cut or left-padded (with <unk>) to the context."""
+        return np.asarray([self.context(self.ids(tokenize(line))) for line in lines], np.int64)

@@ -94,9 +94,12 @@ class SeriesPreprocessor:
         """Horizon 1: every full window (the last one forecasts the step after the end), one row each.
         Horizon H: the last window, and one row per step of the H forecast past the end.
         `column`: the value column (default: the training file's, else `value`)."""
-        column = column or self.column or "value"
         with fetched(source) as local:
             table = read_table(local, source)
+        return self.from_table(table, column or self.column or "value", source)
+
+    def from_table(self, table: pd.DataFrame, column: str, source: str) -> tuple[np.ndarray, pd.DataFrame]:
+        """A series' values (and timestamps, in the time column the model was trained with) -> windows and rows."""
         if column not in table.columns:
             raise PipelineInputError(
                 f"{source}: column '{column}' not found (use --column); "
@@ -127,7 +130,7 @@ class SeriesPreprocessor:
             future = _future(times, infer_freq(times) or self.freq, self.horizon)
             known = pd.Series(list(times) + list(future))
             frame.insert(0, "timestamp", known.iloc[frame["forecast_for_step"]].to_numpy())
-        return np.ascontiguousarray(x), frame
+        return np.array(x), frame  # a copy: a window view is read-only, and torch warns about those
 
 
 def _future(times: pd.DatetimeIndex, freq: str | None, steps: int) -> list:

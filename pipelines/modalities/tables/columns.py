@@ -55,16 +55,18 @@ def binary_positive(distinct: list[str]) -> str:
     return sorted(distinct)[1]
 
 
-def _numbers(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+def _numbers(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """(values as floats, which non-missing values are not numbers)."""
     if pd.api.types.is_bool_dtype(values):
         values = values.astype("float64")
+    if pd.api.types.is_numeric_dtype(values):  # nothing to parse: the common case, and the endpoint's per request
+        return (values if values.dtype == np.float64 else values.astype(np.float64)), np.zeros(len(values), bool)
     converted = pd.to_numeric(values, errors="coerce")
-    return converted.astype("float64"), converted.isna() & values.notna()
+    return converted.astype("float64"), (converted.isna() & values.notna()).to_numpy()
 
 
-def not_a_number(src: str, col: str, values: pd.Series, bad: pd.Series, why: str) -> PipelineInputError:
-    row = int(bad.to_numpy().nonzero()[0][0])
+def not_a_number(src: str, col: str, values: pd.Series, bad: np.ndarray, why: str) -> PipelineInputError:
+    row = int(np.asarray(bad).nonzero()[0][0])
     return PipelineInputError(f"{src}: column '{col}', row {row + 1}: {values.iloc[row]!r} is not a number ({why})")
 
 
@@ -102,9 +104,10 @@ def convert(src: str, col: str, kind: str, values: pd.Series) -> pd.Series:
         numbers, bad = _numbers(values)
         if bad.any():
             raise not_a_number(src, col, values, bad, f"ingest.columns types it {kind}")
-        finite = numbers.isna() | (np.isfinite(numbers) & (numbers.abs() <= FLOAT32_MAX))
+        x = numbers.to_numpy()  # numpy, not pandas, per element: a few microseconds instead of a few hundred
+        finite = np.isnan(x) | (np.isfinite(x) & (np.abs(x) <= FLOAT32_MAX))
         if not finite.all():
-            row = int((~finite).to_numpy().nonzero()[0][0])
+            row = int((~finite).nonzero()[0][0])
             value = values.iloc[row]
             shown = repr(value) if isinstance(value, str) else str(float(value))
             raise PipelineInputError(
