@@ -32,13 +32,9 @@ def register_small(
 ) -> dict[str, Any]:
     """Prepare `dataset` (a params.yaml dataset; `ingest` and `prepare` override keys of its sections), train
     briefly, register it; returns name, version and raw rows."""
-    import torch
-
-    import models
     from models.checkpoint import save_checkpoint
-    from models.tasks import loss_target, make_loss, output_size, resolve_loss
     from pipelines.config import load_params
-    from pipelines.handoffs import CandidateInfo, PreparedMeta
+    from pipelines.handoffs import PreparedMeta
     from pipelines.modalities import module_for
     from pipelines.registry.local import open_registry
 
@@ -60,33 +56,8 @@ def register_small(
             seed=prepare_params.seed,
         )
         cand_name, cand = next(iter(params.train.candidates.items()))
-        classes = typed.classes
-        n_classes = len(classes) if classes else typed.vocab_size
-        loss = resolve_loss(typed.task, cand.loss, n_classes)
-        spec = cand.model_spec(typed.dump(), output_size(typed.task, loss, n_classes, typed.horizon or 1))
-        torch.manual_seed(seed)
-        net = models.create_model(spec["family"], **{k: v for k, v in spec.items() if k != "family"})
-        x, y = (torch.from_numpy(np.ascontiguousarray(a)) for a in arrays["train"])
-        optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
-        criterion = make_loss(loss)
-        net.train()
-        for _ in range(epochs):  # a step on BATCH random training rows each
-            rows = torch.randint(len(x), (min(BATCH, len(x)),))
-            optimizer.zero_grad()
-            criterion(net(x[rows]), loss_target(loss, y[rows])).backward()
-            optimizer.step()
-        net.eval()
-        checkpoint_info = CandidateInfo(
-            candidate=cand_name,
-            dataset=dataset,
-            model_spec=spec,
-            task=typed.task,
-            loss=loss,
-            n_classes=n_classes,
-            classes=classes,
-            best_epoch=epochs - 1,
-            data_meta=typed,
-        ).dump()
+        net, checkpoint_info = train_small(dataset, cand_name, cand, typed.dump(), *arrays["train"], epochs, seed)
+        spec = checkpoint_info["model_spec"]
         checkpoint = raw / "model.pt"
         save_checkpoint(checkpoint, net.state_dict(), checkpoint_info)
         card = {
@@ -101,6 +72,39 @@ def register_small(
         version = registry_obj.register(name, checkpoint, card)
         registry_obj.set_alias(name, "production", version.version)
         return {"name": name, "version": version.version, "raw": raw_rows(raw, params.modality)}
+
+
+def train_small(
+    dataset: str, cand_name: str, cand: Any, meta: dict[str, Any], x: np.ndarray, y: np.ndarray, steps: int, seed: int
+) -> tuple[Any, dict[str, Any]]:
+    """The candidate's network (from the catalogue, for the prepared `meta`), trained `steps` Adam steps on BATCH
+    random training rows each, in eval mode; and its checkpoint info as the train stage writes it."""
+    import torch
+
+    import models
+    from models.tasks import loss_target, make_loss, output_size, resolve_loss
+    from pipelines.handoffs import CandidateInfo
+
+    classes = meta.get("classes")
+    n_classes = len(classes) if classes else meta.get("vocab_size")
+    loss = resolve_loss(meta["task"], cand.loss, n_classes)
+    spec = cand.model_spec(meta, output_size(meta["task"], loss, n_classes, meta.get("horizon") or 1))
+    torch.manual_seed(seed)
+    net = models.create_model(spec["family"], **{k: v for k, v in spec.items() if k != "family"})
+    x, y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+    optimizer, criterion = torch.optim.Adam(net.parameters(), lr=0.01), make_loss(loss)
+    net.train()
+    for _ in range(steps):  # trained a little, so the weights are not the initialization's
+        rows = torch.randint(len(x), (min(BATCH, len(x)),))
+        optimizer.zero_grad()
+        criterion(net(x[rows]), loss_target(loss, y[rows])).backward()
+        optimizer.step()
+    net.eval()
+    info = CandidateInfo(
+        candidate=cand_name, dataset=dataset, model_spec=spec, task=meta["task"], loss=loss, n_classes=n_classes,
+        classes=classes, best_epoch=steps - 1, data_meta=meta,
+    ).dump()  # fmt: skip
+    return net, info
 
 
 def raw_rows(raw_dir: Path, modality: str) -> Any:

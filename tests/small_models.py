@@ -1,7 +1,7 @@
 """Small real registered models, fast: the real ingest and prepare stages on a small input, the candidate's
-own network trained a few full-batch steps with a plain torch loop, saved and registered as train and
-register save them (a weights-only checkpoint with its CandidateInfo, a card). Run in the current
-directory (the `in_tmp` fixture); the registry is data/registry.
+own network trained a few steps (bench/small_models.train_small, shared with the serving benchmark), saved and
+registered as train and register save them (a weights-only checkpoint with its CandidateInfo, a card). Run in
+the current directory (the `in_tmp` fixture); the registry is data/registry.
 """
 
 from __future__ import annotations
@@ -23,12 +23,8 @@ def register_small(
     steps: int = 10,
 ) -> Path:
     """ingest -> prepare -> a few training steps -> register `name` v1; returns the checkpoint."""
-    import torch
-
-    import models
+    from bench.small_models import train_small
     from models.checkpoint import save_checkpoint
-    from models.tasks import loss_target, make_loss, output_size, resolve_loss
-    from pipelines.handoffs import CandidateInfo
     from pipelines.registry.local import open_registry
     from pipelines.stages.ingest import ingest as ingest_stage
     from pipelines.stages.prepare import load_split
@@ -43,24 +39,7 @@ def register_small(
     )
     ingest_stage(name, params)
     meta = prepare_stage(name, params)
-    cand = params.train.candidates["c"]
-    classes = meta.get("classes")
-    n_classes = len(classes) if classes else meta.get("vocab_size")
-    loss = resolve_loss(meta["task"], cand.loss, n_classes)
-    spec = cand.model_spec(meta, output_size(meta["task"], loss, n_classes, meta.get("horizon") or 1))
-    torch.manual_seed(0)
-    net = models.create_model(spec["family"], **{k: v for k, v in spec.items() if k != "family"})
-    x, y = (torch.from_numpy(a[:256]) for a in load_split(name, "train"))
-    opt, criterion = torch.optim.Adam(net.parameters(), lr=0.01), make_loss(loss)
-    for _ in range(steps):  # trained a little, so the weights are not the initialization's
-        opt.zero_grad()
-        criterion(net(x), loss_target(loss, y)).backward()
-        opt.step()
-    net.eval()
-    info = CandidateInfo(
-        candidate="c", dataset=name, model_spec=spec, task=meta["task"], loss=loss, n_classes=n_classes,
-        classes=classes, data_meta=meta,
-    ).dump()  # fmt: skip
+    net, info = train_small(name, "c", params.train.candidates["c"], meta, *load_split(name, "train"), steps, seed=0)
     path = Path(f"{name}.pt")
     save_checkpoint(path, net.state_dict(), info)
     card = {"dataset": name, "candidate": "c", "task": meta["task"], "metrics": {}, "lineage": {"data": ingest}}
