@@ -228,17 +228,17 @@ def _module_and_batches(job: TrainJob, trainer, device, channels_last: bool, ran
 
 def _batches(job: TrainJob, device, channels_last: bool, rank: int, world: int, group: int = 1):
     """This rank's train and validation batches, resident on the training device."""
-    import numpy as np
     import torch
 
+    from pipelines.handoffs.splits import read_split
     from pipelines.training.batches import TensorBatches
 
     def split(name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        with np.load(Path(job.data_dir) / f"{name}.npz") as arrays:
-            x = torch.from_numpy(arrays["x"]).to(device)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            return x, torch.from_numpy(arrays["y"]).to(device)
+        x, y = (torch.from_numpy(a) for a in read_split(Path(job.data_dir) / name))
+        x = x.to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(device)
 
     per_worker = max(1, job.batch_size // world)
     train = TensorBatches(*split("train"), per_worker, shuffle=True, seed=job.seed, rank=rank, world=world, group=group)
