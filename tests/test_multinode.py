@@ -40,6 +40,22 @@ def alive_nodes(env: dict) -> list[str]:
     return json.loads(listing.stdout.strip().splitlines()[-1])
 
 
+def prepared_folder_per_node(env: dict, folder: Path) -> dict[str, list[str]]:
+    """What a Ray task on each node of the cluster lists in `folder` (None where it does not exist)."""
+    code = (
+        "import json, os, sys, ray; ray.init(logging_level='ERROR')\n"
+        "ls = ray.remote(lambda p: sorted(os.listdir(p)) if os.path.isdir(p) else None)\n"
+        "nodes = [n['NodeID'] for n in ray.nodes() if n['Alive']]\n"
+        "on = {n: ls.options(num_cpus=0, label_selector={'ray.io/node-id': n}).remote(sys.argv[1]) for n in nodes}\n"
+        "print(json.dumps({n: ray.get(ref) for n, ref in on.items()}))"
+    )
+    listing = subprocess.run(
+        [str(BIN / "python"), "-c", code, str(folder)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert listing.returncode == 0, listing.stderr[-2000:]
+    return json.loads(listing.stdout.strip().splitlines()[-1])
+
+
 def stop(group: subprocess.Popen) -> None:
     """As the flow stops its head (pipelines/orchestration/ray_head.py): SIGTERM to `ray start --block` alone,
     which stops and reaps its node's processes in ~2 s (signalling its whole group at once left it waiting
@@ -180,6 +196,9 @@ def test_streamed_training_needs_no_shared_prepared_folder(tmp_path):
         summary = yaml.safe_load((project / "data/train/tabular/summary.json").read_text())
         assert summary["data_loading"] == "stream"
         cluster_nodes = set(alive_nodes(env))
+        seen = prepared_folder_per_node(env, project / "data/prepared/tabular")
+    # The head (the driver's node) sees the shards; on the worker node data/prepared is an empty tmpfs.
+    assert sorted(seen.values(), key=str) == [None, ["meta.json", "test", "test_inputs.parquet", "train", "val"]]
     for name, candidate in summary["candidates"].items():
         assert candidate["status"] == "finished", name
         assert {w["node_id"] for w in candidate["workers"]} == cluster_nodes  # one rank on the blind node
