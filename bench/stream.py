@@ -1,6 +1,6 @@
 """Data bigger than memory: prepare in chunks and training streamed through Ray Data, at growing sizes.
 
-    make bench ARGS="stream [--rows 50000] [--scales 1 4 16] [--epochs 3]"
+    make bench ARGS="stream [--rows 100000] [--scales 1 4 16] [--epochs 3] [--chunk-rows 65536]"
 
 For a generated table (20 numeric and 5 categorical columns, a binary label) at each scale:
 
@@ -64,12 +64,13 @@ def table(rows: int, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
-def params(source: Path, loading: str, epochs: int) -> str:
+def params(source: Path, loading: str, epochs: int, chunk_rows: int = 65536) -> str:
     from pipelines.config import DatasetParams
 
     return DatasetParams(
         modality="table",
         ingest={"source": str(source), "label": "label"},
+        prepare={"chunk_rows": chunk_rows},
         train={
             "epochs": epochs,
             "batch_size": 256,
@@ -98,9 +99,10 @@ def steady_rows_per_s(result: dict, train_rows: int) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=50_000, help="rows of the 1x table")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows of the 1x table")
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--chunk-rows", type=int, default=65536, help="prepare.chunk_rows (below the 1x rows)")
     args = parser.parse_args(argv)
     from pipelines.config import DatasetParams
     from pipelines.stages.ingest import ingest
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             source = work / f"table{scale}.parquet"
             table(n).to_parquet(source, index=False)
             ingest("b", DatasetParams.model_validate_json(params(source, "stream", args.epochs)))
-            prepared = child("prepare", params(source, "stream", args.epochs), work)
+            prepared = child("prepare", params(source, "stream", args.epochs, args.chunk_rows), work)
             trained = child("train", params(source, "stream", args.epochs), work)
             on_disk = sum(p.stat().st_size for p in (work / "data/prepared/b").rglob("*") if p.is_file())
             row = {

@@ -20,6 +20,11 @@ from collections.abc import Iterator
 from typing import Any
 
 SHUFFLE_BUFFER_BYTES = 64 * 2**20
+# Rows asked of Ray Data at once, cut here into training batches: Ray's per-batch cost (Arrow -> NumPy -> torch,
+# the shuffle buffer's gather) is paid per fetch, not per 256-row batch. The rows of a fetch are already
+# shuffled, so consecutive slices of it are as random as batches drawn one by one.
+FETCH_BYTES = 8 * 2**20
+MAX_BATCHES_PER_FETCH = 32
 
 
 class StreamBatches:
@@ -52,9 +57,15 @@ class StreamBatches:
         self.epoch_rows = 0
         self.epoch_digest = 0
 
+    def _row_bytes(self) -> int:
+        return max(1, 4 * (math.prod(self.x_shape) + math.prod(self.y_shape)))  # float32 / int64: 4-8 bytes
+
     def _buffer_rows(self) -> int:
-        row_bytes = 4 * (math.prod(self.x_shape) + math.prod(self.y_shape))  # float32 / int64: 4-8 bytes
-        return max(self.batch_size, SHUFFLE_BUFFER_BYTES // max(1, row_bytes))
+        return max(self._fetch_rows(), SHUFFLE_BUFFER_BYTES // self._row_bytes())
+
+    def _fetch_rows(self) -> int:
+        batches = max(1, min(MAX_BATCHES_PER_FETCH, FETCH_BYTES // (self._row_bytes() * self.batch_size)))
+        return self.batch_size * batches
 
     def _shard(self):
         import ray.train
@@ -64,21 +75,22 @@ class StreamBatches:
     def _torch_batches(self) -> Iterator[tuple[Any, Any]]:
         import torch
 
-        options: dict[str, Any] = {"batch_size": self.batch_size, "device": self.device, "drop_last": False}
+        options: dict[str, Any] = {"batch_size": self._fetch_rows(), "device": self.device, "drop_last": False}
         if self.shuffle:
             options |= {
                 "local_shuffle_buffer_size": self._buffer_rows(),
                 "local_shuffle_seed": (self.seed * 1_000_003 + self.epoch) * 1009 + self.rank,
             }
         self.epoch_rows, self.epoch_digest = 0, 0
-        for batch in self._shard().iter_torch_batches(**options):
-            x = batch["x"].reshape(len(batch["x"]), *self.x_shape)
-            y = batch["y"].reshape(len(batch["y"]), *self.y_shape)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            self.epoch_rows += len(x)
-            self.epoch_digest = (self.epoch_digest + rows_digest(x)) % 2**64
-            yield x, y
+        for fetched in self._shard().iter_torch_batches(**options):
+            xs = fetched["x"].reshape(len(fetched["x"]), *self.x_shape)
+            ys = fetched["y"].reshape(len(fetched["y"]), *self.y_shape)
+            self.epoch_rows += len(xs)
+            self.epoch_digest = (self.epoch_digest + rows_digest(xs)) % 2**64
+            for x, y in zip(xs.split(self.batch_size), ys.split(self.batch_size), strict=True):
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                yield x, y
 
     def __iter__(self) -> Iterator[Any]:
         if self.group == 1:
