@@ -120,12 +120,19 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
     storage = compute.storage_path if "://" in compute.storage_path else str(paths.absolute(compute.storage_path))
     summary: dict = {"dataset": dataset, "candidates": {}, "data_fingerprint": data_hash}
     in_process = plan.in_process(compute)
+
+    def join_ray() -> None:
+        summary["ray_start_s"] = cluster.ensure_ray()
+        summary["ray"] = cluster.session()  # which Ray instance served this stage (one per flow run)
+
+    ray_first = plan.needs_ray(compute, searching=search is not None)
+    if ray_first:  # `num_workers: auto` on a cluster asks the joined instance what it has
+        join_ray()
     scaling = plan.scaling(compute, in_process)
     loading, why = plan.data_loading(params.train.data_loading, paths.absolute(where.prepared_dir), scaling)
     print(f"train[{dataset}]: data {'streamed through Ray Data' if loading == 'stream' else 'in memory'} ({why})")
-    if plan.needs_ray(compute, searching=search is not None, streaming=loading == "stream"):
-        summary["ray_start_s"] = cluster.ensure_ray()
-        summary["ray"] = cluster.session()  # which Ray instance served this stage (one per flow run)
+    if loading == "stream" and not ray_first:  # local mode streaming: Ray Data's read tasks need an instance
+        join_ray()
     summary["scaling"] = asdict(scaling)
     summary["data_loading"] = loading
     grouped = [job for name, job in jobs.items() if search is None or name != search.candidate]
