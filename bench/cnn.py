@@ -72,13 +72,14 @@ def hand_written_loop(data, spec, lr, batch, epochs, seed, threads) -> list[dict
 
 
 def our_path(data, spec, lr, batch, epochs, seed, workers) -> tuple[list[dict], dict]:
+    from pipelines.handoffs.splits import write_split
     from pipelines.training import cluster, fit
     from pipelines.training.job import Scaling, TrainJob
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        np.savez(tmp / "train.npz", x=data["train_x"], y=data["train_y"])
-        np.savez(tmp / "val.npz", x=data["test_x"], y=data["test_y"])  # val pass = test accuracy per epoch
+        write_split(tmp / "train", data["train_x"], data["train_y"])
+        write_split(tmp / "val", data["test_x"], data["test_y"])  # val pass = test accuracy per epoch
         job = TrainJob(
             candidate="bench-cnn",
             model_spec=spec,

@@ -176,13 +176,14 @@ def our_path(
     in_process: `num_workers: auto` on this CPU-only machine: Ray Train's local mode, the worker in this
     process, no Ray instance (`training.cluster.trains_in_process`).
     """
+    from pipelines.handoffs.splits import write_split
     from pipelines.training import cluster, fit
     from pipelines.training.job import Scaling, TrainJob
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        np.savez(tmp / "train.npz", x=data["train_x"], y=data["train_y"])
-        np.savez(tmp / "val.npz", x=data["val_x"], y=data["val_y"])
+        write_split(tmp / "train", data["train_x"], data["train_y"])
+        write_split(tmp / "val", data["val_x"], data["val_y"])
         job = TrainJob(
             candidate=f"bench-{workers}w",
             model_spec=spec,

@@ -50,9 +50,9 @@ class DatasetPaths:
         """Tables: the test split's rows before preprocessing (another version's preprocessing can read them)."""
         return self.prepared_dir / "test_inputs.parquet"
 
-    def split_file(self, split: str) -> Path:
-        """The compact array file of one split: train, val or test."""
-        return self.prepared_dir / f"{split}.npz"
+    def split_dir(self, split: str) -> Path:
+        """One split's Parquet shards (train, val or test): read and written by pipelines.handoffs.splits only."""
+        return self.prepared_dir / split
 
     # train
     @property

@@ -40,7 +40,7 @@ def test_digits_with_two_workers_trains_ranks_in_step_and_registers_a_good_model
     assert summary["scaling"]["num_workers"] == 2 and not summary["scaling"]["in_process"], summary["scaling"]
     assert "one worker group of 2 worker(s)" in output, output[-4000:]
     assert {c["status"] for c in summary["candidates"].values()} == {"finished"}
-    assert_ranks_in_step(summary, train_rows(project / where.split_file("train")))
+    assert_ranks_in_step(summary, train_rows(project / where.split_dir("train")))
     assert len({w["node_id"] for c in summary["candidates"].values() for w in c["workers"]}) == 1  # one Ray node
 
     registered = json.loads(

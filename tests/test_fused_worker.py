@@ -12,11 +12,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 
-import numpy as np
 import pytest
 import torch
 
+from pipelines.handoffs.splits import read_split, write_split
 from pipelines.training import fused
 
 pytestmark = pytest.mark.slow
@@ -53,10 +54,10 @@ def project(tmp_path_factory):
             ingest(dataset, shrunk_params(dataset))
             prepare(dataset, shrunk_params(dataset))
             for split, rows in (("train", TRAIN_ROWS.get(dataset)), ("val", VAL_ROWS)):
-                path = DatasetPaths(dataset).prepared_dir / f"{split}.npz"
-                with np.load(path) as arrays:
-                    cut = {key: arrays[key][:rows] for key in arrays.files}
-                np.savez(path, **cut)
+                folder = DatasetPaths(dataset).split_dir(split)
+                x, y = read_split(folder)
+                shutil.rmtree(folder)
+                write_split(folder, x[:rows], y[:rows])
         yield root
     finally:
         os.chdir(before)

@@ -8,6 +8,7 @@ import pytest
 
 from pipelines.config import DatasetParams
 from pipelines.errors import PipelineInputError
+from pipelines.handoffs.splits import read_split
 from pipelines.paths import DatasetPaths
 from pipelines.stages.ingest import ingest as ingest_stage
 from pipelines.stages.prepare import prepare as prepare_stage
@@ -97,10 +98,10 @@ def test_prepare_is_deterministic_and_normalizes_on_train_only(in_tmp):
     params.prepare.seed = 7
     ingest_stage("t", params)
     meta = prepare_stage("t", params)
-    first = {s: np.load(WHERE.split_file(s))["x"] for s in ("train", "val", "test")}
+    first = {s: read_split(WHERE.split_dir(s))[0] for s in ("train", "val", "test")}
     prepare_stage("t", params)
     for split, x in first.items():
-        np.testing.assert_array_equal(np.load(WHERE.split_file(split))["x"], x)
+        np.testing.assert_array_equal(read_split(WHERE.split_dir(split))[0], x)
     assert meta["task"] == "multiclass" and len(meta["classes"]) == 3
     assert sum(meta["sizes"].values()) == 178
     # Train features are standardized with their own statistics; val/test are not re-fitted.

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from pipelines.config import RegisterParams
+from pipelines.handoffs.splits import read_split
 from pipelines.paths import DVC_LOCK, PARAMS_FILE, DatasetPaths
 from tests.conftest import BIN, copy_project, project_env
 
@@ -74,7 +75,7 @@ def test_every_family_beats_its_stated_baseline(flow_run):
     tabular = metrics(project, "tabular")
     meta = yaml.safe_load((project / DatasetPaths("tabular").prepared_meta).read_text())
     majority = (
-        max(np.bincount(np.load(project / DatasetPaths("tabular").split_file("test"))["y"])) / meta["sizes"]["test"]
+        max(np.bincount(read_split(project / DatasetPaths("tabular").split_dir("test"))[1])) / meta["sizes"]["test"]
     )
     for name, scores in tabular["candidates"].items():  # both ReLU and Sigmoid
         assert scores["test/accuracy"] > majority, name
@@ -110,9 +111,9 @@ def test_registered_models_reproduce_their_recorded_test_metrics(flow_run):
         assert {"torch", "ray", "lightning"} <= set(card["lineage"]["packages"])
 
         meta = yaml.safe_load((project / DatasetPaths(dataset).prepared_meta).read_text())
-        with np.load(project / DatasetPaths(dataset).split_file("test")) as test:
-            logits, info = model_outputs(version.checkpoint, test["x"])
-            again, _ = score(meta, logits, info["loss"], test["x"], test["y"])
+        test_x, test_y = read_split(project / DatasetPaths(dataset).split_dir("test"))
+        logits, info = model_outputs(version.checkpoint, test_x)
+        again, _ = score(meta, logits, info["loss"], test_x, test_y)
         recorded = card["metrics"]
         for key, value in again.items():
             if isinstance(value, float):

@@ -87,14 +87,15 @@ def test_a_resume_point_on_s3_reads_back_through_a_local_copy(tmp_path, s3_env):
 FIT_IN_PROCESS = """
 import sys, numpy as np
 from pathlib import Path
+from pipelines.handoffs.splits import write_split
 from pipelines.training import fit
 from pipelines.training.job import Scaling, TrainJob
 data, storage = Path(sys.argv[1]), sys.argv[2]
 rng = np.random.default_rng(0)
 x = rng.normal(size=(20000, 32)).astype(np.float32)
 y = (x[:, 0] > 0).astype(np.int64)
-np.savez(data / "train.npz", x=x[:16000], y=y[:16000])
-np.savez(data / "val.npz", x=x[16000:], y=y[16000:])
+write_split(data / "train", x[:16000], y[:16000])
+write_split(data / "val", x[16000:], y[16000:])
 spec = {"family": "fnn", "input_shape": [32], "out_features": 2, "hidden": [256, 256], "activation": "relu",
     "dropout": 0.0}
 job = TrainJob(candidate="ds/fnn", model_spec=spec, optim={"optimizer": "adam", "lr": 1e-3}, task="multiclass",

@@ -75,7 +75,7 @@ def test_ddp_leaves_every_rank_bit_identical_after_training_on_disjoint_shards(t
     from tests.rank_helpers import assert_ranks_in_step, train_rows
 
     _, summary = two_workers
-    assert_ranks_in_step(summary, train_rows(DatasetPaths("tabular").split_file("train")))
+    assert_ranks_in_step(summary, train_rows(DatasetPaths("tabular").split_dir("train")))
 
 
 REGRESSION = {"source": "sklearn:diabetes", "label": "target"}

@@ -77,6 +77,12 @@ class DatasetTrainParams(Strict):
     seed: int = Field(42, ge=0)
     epochs: int = Field(30, ge=1, le=10_000)
     batch_size: int = Field(64, ge=1, description="Global batch size, split across workers")
+    data_loading: Literal["auto", "memory", "stream"] = Field(
+        "auto",
+        description="memory: each worker holds the train and val splits as tensors; stream: Ray Data streams "
+        "each worker its shard (data bigger than a worker's memory, no shared file system); auto: memory when "
+        "the splits fit comfortably in a worker's share of memory, else stream",
+    )
     early_stopping: EarlyStoppingParams = Field(default_factory=EarlyStoppingParams)
     # Per dataset, not in the run-wide `train` (compute) section: it is about this dataset's labels.
     class_weights: ClassWeighting = Field(

@@ -116,6 +116,11 @@ class TablePrepare(PrepareParams):
         "standard",
         description="Regression targets: standardized, log1p then standardized, or as they are (training split only)",
     )
+    chunk_rows: int = Field(
+        65536,
+        ge=1,
+        description="Rows prepare reads and encodes at a time: its memory is bounded by this, not the table's size",
+    )
 
 
 Side = Annotated[int, Field(ge=1, le=4096)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, WrapValidator
+from pydantic import ByteSize, Field, WrapValidator
 
 from pipelines.config.modalities import Strict
 
@@ -32,6 +32,11 @@ class ComputeParams(Strict):
     gpus_per_worker: float = Field(1.0, gt=0, description="GPUs per worker when use_gpu (fractions share a GPU)")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     precision: Literal["32", "bf16-mixed"] = Field("32", description="bf16-mixed autocast on GPUs that support it")
+    memory_per_worker: ByteSize | None = Field(
+        None,
+        description="Memory Ray reserves for each worker, e.g. 4GiB (none: not reserved); data_loading: auto "
+        "streams a dataset whose train and val splits take more than a quarter of it",
+    )
     checkpoints_to_keep: int = Field(2, ge=1)
     storage_path: str = Field("data/ray_results", description="Ray Train checkpoints: a local/shared path or s3://")
 

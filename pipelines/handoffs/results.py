@@ -63,6 +63,7 @@ class TrainSummary(_Handoff):
     ray_start_s: float | None = None
     ray: dict[str, Any] | None = None  # the Ray instance that served the stage (gcs_address, session_name)
     scaling: dict[str, Any] | None = None  # workers, CPUs/GPUs per worker, as resolved
+    data_loading: str | None = None  # memory | stream: how the workers got the data (training.data)
     worker_group_seconds: float | None = None  # one fit for all grouped candidates: start to teardown
 
 

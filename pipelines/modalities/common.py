@@ -1,11 +1,14 @@
-"""Helpers the modalities share: seeded splits."""
+"""Helpers the modalities share: seeded splits, and writing splits held in memory."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from pipelines.config import PrepareParams
 from pipelines.errors import PipelineInputError
+from pipelines.handoffs.splits import write_split
 
 
 def shuffled_split(n: int, params: PrepareParams) -> dict[str, np.ndarray]:
@@ -37,3 +40,9 @@ def encode_classes(labels: np.ndarray) -> tuple[np.ndarray, list[str]]:
     classes = sorted(set(labels.tolist()), key=lambda v: (str(type(v)), v))
     index = {c: i for i, c in enumerate(classes)}
     return np.array([index[v] for v in labels.tolist()], dtype=np.int64), [str(c) for c in classes]
+
+
+def write_splits(out: Path, arrays: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Each split's (x, y), held in memory, as shards under out/<split>/ (pipelines.handoffs.splits)."""
+    for split, (x, y) in arrays.items():
+        write_split(out / split, x, y)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from pipelines.config.modalities import ImageIngest, ImagePrepare
 from pipelines.errors import PipelineInputError
-from pipelines.modalities.common import encode_classes, shuffled_split
+from pipelines.modalities.common import encode_classes, shuffled_split, write_splits
 from pipelines.modalities.image_arrays import (  # noqa: F401  (read_idx, read_idx_folder: re-exported)
     adapt_arrays,
     as_nchw,
@@ -106,7 +106,7 @@ def _raw_pixels(raw_dir: Path, params: ImagePrepare) -> tuple[np.ndarray, np.nda
     return x, labels, predefined, geometry
 
 
-def prepare(raw_dir: Path, ingest: ImageIngest, params: ImagePrepare, info: dict) -> tuple[dict, dict]:
+def prepare(raw_dir: Path, ingest: ImageIngest, params: ImagePrepare, info: dict, out: Path) -> dict:
     x, labels, predefined, geometry = _raw_pixels(raw_dir, params)
     y, classes = encode_classes(labels)
     if info.get("class_names") and len(info["class_names"]) == len(classes):
@@ -126,7 +126,8 @@ def prepare(raw_dir: Path, ingest: ImageIngest, params: ImagePrepare, info: dict
     prep = ImagePreprocessor(list(x.shape[1:]), **geometry).fit(x[splits["train"]], params.normalize)
     arrays = {name: (prep.transform(x[idx]), y[idx]) for name, idx in splits.items()}
     meta = {"input_shape": list(x.shape[1:]), "classes": classes, "preprocessing": prep.state}
-    return arrays, meta
+    write_splits(out, arrays)  # held in memory whole: a source of this kind is read whole
+    return meta
 
 
 class ImagePreprocessor:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from pipelines.config import IngestParams, PrepareParams
 from pipelines.errors import PipelineInputError
-from pipelines.modalities.common import chronological_split
+from pipelines.modalities.common import chronological_split, write_splits
 from pipelines.modalities.sources import fetched
 
 RAW_CORPUS = "corpus.txt"
@@ -78,7 +78,7 @@ def windows(ids: np.ndarray, context: int) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x, dtype=np.int64), ids[context:].astype(np.int64)
 
 
-def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: dict) -> tuple[dict, dict]:
+def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: dict, out: Path) -> dict:
     tokens = tokenize((raw_dir / RAW_CORPUS).read_text(encoding="utf-8"))
     if params.max_tokens:
         tokens = tokens[: params.max_tokens]
@@ -103,7 +103,8 @@ def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: di
         "classes": None,
         "preprocessing": prep.state,
     }
-    return arrays, meta
+    write_splits(out, arrays)  # held in memory whole: a source of this kind is read whole
+    return meta
 
 
 class TextPreprocessor:

@@ -209,8 +209,9 @@ def _train_needs_ray(params: PipelineParams, dataset: str) -> bool:
     """Whether the dataset's train stage joins the run's Ray instance (else it trains in its own process)."""
     from pipelines.training import plan
 
-    search = params.datasets[dataset].train.search
-    return plan.needs_ray(params.train, searching=search is not None and search.enabled)
+    train = params.datasets[dataset].train
+    searching = train.search is not None and train.search.enabled
+    return plan.needs_ray(params.train, searching=searching, streaming=train.data_loading == "stream")
 
 
 def _run_chains(

@@ -1,9 +1,11 @@
-"""Stage 2, prepare: seeded, deterministic split; preprocessing fitted on train only; compact arrays + meta.
+"""Stage 2, prepare: seeded, deterministic split; preprocessing fitted on train only; Parquet shards + meta.
 
 python -m pipelines.stages.prepare <dataset>
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -11,6 +13,7 @@ from pipelines.atomic import atomic_dir, read_json, write_json
 from pipelines.config import DatasetParams, PipelineParams
 from pipelines.errors import Unavailable, cli_entry
 from pipelines.handoffs import PreparedMeta
+from pipelines.handoffs.splits import iter_targets, read_split, split_rows
 from pipelines.modalities import module_for
 from pipelines.paths import DatasetPaths
 from pipelines.stages.cli import pipeline_and_dataset
@@ -31,30 +34,33 @@ def check_model_line(params: PipelineParams, name: str, meta: PreparedMeta) -> N
 
 
 def prepare(name: str, params: DatasetParams, check_line=None) -> dict:
-    """Split, fit the preprocessing on train, write the arrays; `check_line(meta)` may refuse before writing."""
+    """Split, fit the preprocessing on train, write the splits' shards; `check_line(meta)` may refuse (nothing is
+    kept: the shards are written in a temp folder that replaces the prepared folder only when all is done)."""
     where = DatasetPaths(name)
     info = read_json(where.raw_source_info)
-    arrays, meta = module_for(params.modality).prepare(where.raw_dir, params.ingest, params.prepare, info)
-    classes = meta.get("classes")
-    typed = PreparedMeta(
-        dataset=name,
-        modality=params.modality,
-        task=info["task"],
-        **meta,
-        sizes={split: int(len(arrays[split][0])) for split in SPLITS},
-        seed=params.prepare.seed,
-        class_counts_train=np.bincount(arrays["train"][1], minlength=len(classes)).tolist() if classes else None,
-    )
-    if check_line is not None:
-        check_line(typed)
     with atomic_dir(where.prepared_dir) as tmp:
-        for split in SPLITS:
-            x, y = arrays[split]
-            np.savez(tmp / where.split_file(split).name, x=x, y=y)
-        if "test_inputs" in arrays:  # tables: the raw test rows (pipelines/evaluation/champion.py)
-            arrays["test_inputs"].to_parquet(tmp / where.test_inputs.name, index=False)
+        meta = module_for(params.modality).prepare(where.raw_dir, params.ingest, params.prepare, info, tmp)
+        classes = meta.get("classes")
+        typed = PreparedMeta(
+            dataset=name,
+            modality=params.modality,
+            task=info["task"],
+            **meta,
+            sizes={split: split_rows(tmp / split) for split in SPLITS},
+            seed=params.prepare.seed,
+            class_counts_train=_class_counts(tmp / "train", len(classes)) if classes else None,
+        )
+        if check_line is not None:
+            check_line(typed)
         write_json(tmp / where.prepared_meta.name, typed.dump())
     return typed.dump()
+
+
+def _class_counts(split: Path, n_classes: int) -> list[int]:
+    counts = np.zeros(n_classes, np.int64)
+    for y in iter_targets(split):
+        counts += np.bincount(y.reshape(-1), minlength=n_classes)
+    return counts.tolist()
 
 
 def read_meta(name: str) -> PreparedMeta:
@@ -63,8 +69,8 @@ def read_meta(name: str) -> PreparedMeta:
 
 
 def load_split(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(DatasetPaths(name).split_file(split)) as arrays:
-        return arrays["x"], arrays["y"]
+    """A prepared split of a dataset, whole, in memory (pipelines.handoffs.splits.read_split)."""
+    return read_split(DatasetPaths(name).split_dir(split))
 
 
 @cli_entry

@@ -80,11 +80,11 @@ def export_candidate(out: Path, where: DatasetPaths, name: str, job, outcome, me
     return extra["epoch"]
 
 
-def rank_check(dataset: str, name: str, placement: list[dict]) -> dict | None:
+def rank_check(dataset: str, name: str, placement: list[dict], contents_digest: int | None = None) -> dict | None:
     """Did every rank end with the same weights, trained on disjoint shards of the split? Said aloud when not."""
     from pipelines.training import rank_check as check
 
-    verdict = check.check(placement)
+    verdict = check.check(placement, contents_digest)
     if verdict is not None and not (verdict["identical_weights"] and verdict["disjoint_shards"]):
         print(
             f"train[{dataset}]: WARNING: {name}: the {verdict['ranks']} ranks did not stay in step "
@@ -92,6 +92,17 @@ def rank_check(dataset: str, name: str, placement: list[dict]) -> dict | None:
             flush=True,
         )
     return verdict
+
+
+def _contents_digest(dataset: str) -> int:
+    """The training split's rows, digested as a streaming worker digests the rows it iterates."""
+    import torch
+
+    from pipelines.handoffs.splits import iter_split
+    from pipelines.training.streamed import rows_digest
+
+    folder = paths.absolute(DatasetPaths(dataset).split_dir("train"))
+    return sum(rows_digest(torch.from_numpy(x)) for x, _ in iter_split(folder)) % 2**64
 
 
 def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
@@ -109,11 +120,21 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
     storage = compute.storage_path if "://" in compute.storage_path else str(paths.absolute(compute.storage_path))
     summary: dict = {"dataset": dataset, "candidates": {}, "data_fingerprint": data_hash}
     in_process = plan.in_process(compute)
-    if plan.needs_ray(compute, searching=search is not None):
+
+    def join_ray() -> None:
         summary["ray_start_s"] = cluster.ensure_ray()
         summary["ray"] = cluster.session()  # which Ray instance served this stage (one per flow run)
+
+    ray_first = plan.needs_ray(compute, searching=search is not None)
+    if ray_first:  # `num_workers: auto` on a cluster asks the joined instance what it has
+        join_ray()
     scaling = plan.scaling(compute, in_process)
+    loading, why = plan.data_loading(params.train.data_loading, paths.absolute(where.prepared_dir), scaling)
+    print(f"train[{dataset}]: data {'streamed through Ray Data' if loading == 'stream' else 'in memory'} ({why})")
+    if loading == "stream" and not ray_first:  # local mode streaming: Ray Data's read tasks need an instance
+        join_ray()
     summary["scaling"] = asdict(scaling)
+    summary["data_loading"] = loading
     grouped = [job for name, job in jobs.items() if search is None or name != search.candidate]
     outcomes, finished_runs, searched = {}, [], {}
     started = time.perf_counter()
@@ -127,7 +148,9 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
             else f"one worker group of {scaling.num_workers} worker(s) x {scaling.cpus_per_worker:g} CPU(s)"
         )
         print(f"train[{dataset}]: {names} in {group}, Ray run {run_name}", flush=True)
-        by_candidate = fit_candidates(grouped, scaling, storage, run_name, keep=compute.checkpoints_to_keep)
+        by_candidate = fit_candidates(
+            grouped, scaling, storage, run_name, keep=compute.checkpoints_to_keep, loading=loading
+        )
         outcomes = {name: by_candidate[job.candidate] for name, job in jobs.items() if job in grouped}
         finished_runs.append(run_name)
     group_seconds = time.perf_counter() - started
@@ -142,13 +165,15 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
     if len(failed) == len(jobs):
         raise PipelineInputError(f"train[{dataset}]: every candidate failed: " + "; ".join(failed.values()))
 
+    # Streamed over several ranks: their rows are checked against the split's (one more read of it, here).
+    contents = _contents_digest(dataset) if loading == "stream" and scaling.num_workers > 1 else None
     with atomic_dir(where.train_dir) as out:
         for name, job in jobs.items():
             outcome = outcomes[name]
             entry = {"family": job.model_spec["family"], "status": outcome.status, "epochs_run": len(outcome.history)}
             entry["workers"] = outcome.placement  # node id, host and pid of each rank; its weights' and shards' digests
             entry["class_weights"] = weights_record(dataset, job, meta)
-            entry["rank_check"] = rank_check(dataset, name, outcome.placement)
+            entry["rank_check"] = rank_check(dataset, name, outcome.placement, contents)
             if outcome.status == "failed":
                 entry["error"] = outcome.error
                 print(f"train[{dataset}]: {name} FAILED: {outcome.error}", flush=True)

@@ -18,10 +18,13 @@ if TYPE_CHECKING:
 
 
 def data_fingerprint(prepared_dir: Path) -> str:
+    """The prepared folder's files (the splits' shards too), by name and content, read a MiB at a time."""
     digest = hashlib.sha256()
-    for f in sorted(prepared_dir.iterdir()):
-        digest.update(f.name.encode())
-        digest.update(f.read_bytes())
+    for f in sorted(p for p in prepared_dir.rglob("*") if p.is_file()):
+        digest.update(f.relative_to(prepared_dir).as_posix().encode())
+        with f.open("rb") as handle:
+            while block := handle.read(2**20):
+                digest.update(block)
     return digest.hexdigest()
 
 
@@ -37,8 +40,12 @@ def train_class_counts(dataset: str, meta: dict) -> list[int]:
         return [int(c) for c in counts]
     import numpy as np
 
-    with np.load(paths.absolute(DatasetPaths(dataset).split_file("train"))) as arrays:
-        return np.bincount(arrays["y"].reshape(-1).astype(np.int64), minlength=len(meta["classes"])).tolist()
+    from pipelines.handoffs.splits import iter_targets
+
+    counts = np.zeros(len(meta["classes"]), np.int64)
+    for y in iter_targets(paths.absolute(DatasetPaths(dataset).split_dir("train"))):
+        counts += np.bincount(y.reshape(-1).astype(np.int64), minlength=len(counts))
+    return counts.tolist()
 
 
 def class_weighting(

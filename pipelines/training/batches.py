@@ -59,6 +59,11 @@ class TensorBatches:
         per_rank = n // self.world
         return order[self.rank * per_rank : (self.rank + 1) * per_rank]
 
+    @property
+    def rows(self) -> int:
+        """The split's rows (all ranks')."""
+        return len(self.x)
+
     def left_out(self) -> torch.Tensor:
         """The rows no rank iterates this epoch: equal shards leave the permutation's last n % world to none."""
         n = len(self.x)

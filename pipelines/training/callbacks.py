@@ -158,12 +158,17 @@ class ShardLog(pl.Callback):
         self.epochs: list[dict[str, Any]] = []
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        from pipelines.training.rank_check import shard_record
+        from pipelines.training.rank_check import shard_record, streamed_record
 
-        batches = getattr(pl_module, "train_batches", None)  # the rank's TensorBatches, as EpochHistory finds them
-        if batches is None or batches.iterated is None:
+        batches = getattr(pl_module, "train_batches", None)  # the rank's batches, as EpochHistory finds them
+        if batches is None:
             return
-        iterated, left_out = batches.iterated.cpu().numpy(), batches.left_out().numpy()
+        if hasattr(batches, "epoch_digest"):  # streamed: the rows' count and a digest of their contents
+            record = streamed_record(trainer.current_epoch, batches.epoch_rows, batches.epoch_digest)
+        elif batches.iterated is not None:
+            record = shard_record(trainer.current_epoch, batches.iterated.cpu().numpy(), batches.left_out().numpy())
+        else:
+            return
         # a resumed epoch replaces its old self, as in EpochHistory
         self.epochs = [e for e in self.epochs if e["epoch"] < trainer.current_epoch]
-        self.epochs.append(shard_record(trainer.current_epoch, iterated, left_out))
+        self.epochs.append(record)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.training import store
+from pipelines.training.data import InMemory, TrainData, data_of
 from pipelines.training.job import Scaling, TrainJob
 from pipelines.training.runtime import Runtime, runtime_of
 
@@ -51,10 +52,16 @@ class CandidateFailed(RuntimeError):
 
 
 def fit(
-    job: TrainJob, scaling: Scaling, storage_path: str, run_name: str, keep: int = 2, max_failures: int = 2
+    job: TrainJob,
+    scaling: Scaling,
+    storage_path: str,
+    run_name: str,
+    keep: int = 2,
+    max_failures: int = 2,
+    loading: str = "memory",
 ) -> FitOutcome:
     """One candidate alone (benchmarks, tests): its best checkpoint by job.monitor."""
-    outcome = fit_candidates([job], scaling, storage_path, run_name, keep, max_failures)[job.candidate]
+    outcome = fit_candidates([job], scaling, storage_path, run_name, keep, max_failures, loading)[job.candidate]
     if outcome.status == "failed":
         raise CandidateFailed(outcome.error)
     return outcome
@@ -67,13 +74,19 @@ def fit_candidates(
     run_name: str,
     keep: int = 2,
     max_failures: int = 2,
+    loading: str = "memory",
 ) -> dict[str, FitOutcome]:
-    """Train every job, one after another, in ONE worker group; return each candidate's outcome."""
+    """Train every job, one after another, in ONE worker group; return each candidate's outcome.
+
+    loading: memory (every worker reads the splits whole) or stream (Ray Data shards: `training.data`)."""
     run = store.run_uri(storage_path, run_name)
     attempt = store.begin_attempt(run)  # from now on, workers of an earlier driver of this run write nothing
     runtime = runtime_of(scaling, run)
+    data = data_of(loading, jobs[0].data_dir, jobs[0].seed)
     with runtime.driving():
-        trainer = _torch_trainer(jobs, scaling, storage_path, run_name, keep, max_failures, runtime, attempt=attempt)
+        trainer = _torch_trainer(
+            jobs, scaling, storage_path, run_name, keep, max_failures, runtime, attempt=attempt, data=data
+        )
         trainer.fit()
     return {job.candidate: collect(run, job.candidate) for job in jobs}
 
@@ -122,17 +135,20 @@ def _torch_trainer(
     score: tuple[str, str] | None = None,
     worker_resources: dict | None = None,
     attempt: str | None = None,
+    data: TrainData | None = None,
 ):
     """One TorchTrainer for all the jobs, its worker where `runtime` runs it (the caller builds and fits it in
-    `runtime.driving()`)."""
+    `runtime.driving()`), its data as `data` hands it on (None: in memory)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 
     from pipelines.training.ray_private import lean_torch_trainer, torch_config
     from pipelines.training.worker import train_worker
 
     run = store.run_uri(storage_path, run_name)
+    data = data or InMemory()
     return lean_torch_trainer()(
         train_worker,
+        datasets=data.datasets(),
         train_loop_config={
             "jobs": [asdict(job) for job in jobs],
             "run_uri": run,
@@ -140,6 +156,7 @@ def _torch_trainer(
             "score": list(score) if score else None,  # None: each candidate's own monitor
             "attempt": attempt,  # store.Fence: None for a search trial, whose folder is its own
             **runtime.loop_config(),  # the worker picks the same runtime from it
+            **data.loop_config(),  # and the same data path
         },
         # NCCL between GPUs, gloo between CPU processes: chosen from the config, not left to chance.
         torch_config=torch_config("nccl" if scaling.use_gpu else "gloo"),
@@ -147,7 +164,11 @@ def _torch_trainer(
             num_workers=runtime.num_workers(scaling),
             use_gpu=scaling.use_gpu,
             resources_per_worker=worker_resources
-            or {"CPU": scaling.cpus_per_worker, **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})},
+            or {
+                "CPU": scaling.cpus_per_worker,
+                **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {}),
+                **({"memory": scaling.memory_per_worker} if scaling.memory_per_worker else {}),
+            },
             placement_strategy=scaling.placement_strategy,
         ),
         run_config=RunConfig(

@@ -57,3 +57,6 @@ class Scaling:
     placement_strategy: str = "PACK"
     # One worker in this process (Ray Train's local mode: `cluster.trains_in_process`), on cpus_per_worker threads.
     in_process: bool = False
+    # Bytes of memory Ray reserves for each worker (its `memory` resource); None: none reserved. `data_loading:
+    # auto` streams a split that would take more than a share of it (`training.plan.data_loading`).
+    memory_per_worker: int | None = None

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from pipelines.config import ComputeParams
 from pipelines.training.cluster import auto_workers, local_cpu_share, trains_in_process
@@ -19,9 +20,10 @@ def in_process(compute: ComputeParams) -> bool:
     return trains_in_process(compute.num_workers, compute.use_gpu, os.environ.get("RAY_ADDRESS"))
 
 
-def needs_ray(compute: ComputeParams, searching: bool) -> bool:
-    """Whether the train stage needs a Ray instance: a worker group, or Tune's trials (a search)."""
-    return searching or not in_process(compute)
+def needs_ray(compute: ComputeParams, searching: bool, streaming: bool = False) -> bool:
+    """Whether the train stage needs a Ray instance: a worker group, Tune's trials (a search), or Ray Data
+    (`data_loading: stream`; under `auto` the stage starts one itself when it decides to stream)."""
+    return searching or streaming or not in_process(compute)
 
 
 def scaling(compute: ComputeParams, local_mode: bool = False) -> Scaling:
@@ -42,4 +44,42 @@ def scaling(compute: ComputeParams, local_mode: bool = False) -> Scaling:
         gpus_per_worker=compute.gpus_per_worker,
         placement_strategy=compute.placement_strategy,
         in_process=local_mode,
+        memory_per_worker=int(compute.memory_per_worker) if compute.memory_per_worker else None,
     )
+
+
+# A split "fits comfortably" in a worker when its arrays take at most this share of the worker's memory: the
+# worker also holds torch, the model, its optimizer state, a batch's activations and, briefly, a second copy
+# of the split while it is read (Parquet -> NumPy -> the device).
+MEMORY_SHARE = 0.25
+
+
+def data_loading(setting: str, prepared_dir: Path, scaling: Scaling) -> tuple[str, str]:
+    """(memory | stream, why): `auto` keeps the splits in memory when train + val fit comfortably in a worker's
+    share of memory (MEMORY_SHARE of `memory_per_worker`, else of this machine's available memory divided
+    among the workers that share it), and streams them otherwise."""
+    from pipelines.handoffs.splits import split_nbytes
+
+    if setting != "auto":
+        return setting, f"data_loading: {setting}"
+    need = sum(split_nbytes(prepared_dir / split) for split in ("train", "val"))
+    if scaling.memory_per_worker:
+        share, whose = scaling.memory_per_worker, "train.memory_per_worker"
+    else:
+        share, whose = available_memory() // max(1, scaling.num_workers), "this machine's available memory / workers"
+    loading = "memory" if need <= MEMORY_SHARE * share else "stream"
+    return (
+        loading,
+        f"auto: train + val take {need / 2**20:.1f} MiB, a worker's share is {share / 2**20:.0f} MiB ({whose})",
+    )
+
+
+def available_memory() -> int:
+    """Bytes this machine can still give (MemAvailable), or its total memory where /proc/meminfo is not there."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -65,14 +65,39 @@ def shard_record(epoch: int, indices: np.ndarray, left_out: np.ndarray) -> dict[
     }
 
 
-def shards_partition(records: list[dict[str, Any]], split_rows: int) -> bool:
-    """Every epoch that all ranks recorded: their shards are disjoint and, with the left-out rows, the whole split."""
+def streamed_record(epoch: int, rows: int, digest: int) -> dict[str, Any]:
+    """One epoch of one rank's streamed shard: its rows and the sum of their contents' hashes
+    (`training.streamed.rows_digest`); a stream has no row indices."""
+    return {"epoch": epoch, "rows": rows, "digest": f"{digest:016x}", "streamed": True}
+
+
+def _common_epochs(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     by_epoch: dict[int, list[dict[str, Any]]] = {}
     for record in records:
         for shard in record.get("shards") or []:
             by_epoch.setdefault(shard["epoch"], []).append(shard)
+    return [shards for shards in by_epoch.values() if len(shards) == len(records)]
+
+
+def streamed_partition(records: list[dict[str, Any]], split_rows: int, contents_digest: int | None) -> bool:
+    """Every epoch that all ranks recorded: equal shards of n - n % world rows between them, and, when no row
+    is left out (n % world == 0) and the split's `contents_digest` is known, rows that add up to the split's."""
+    common, world = _common_epochs(records), len(records)
+    if not common:
+        return False
+    for shards in common:
+        if {s["rows"] for s in shards} != {split_rows // world}:
+            return False
+        total = sum(int(s["digest"], 16) for s in shards) & MASK
+        if split_rows % world == 0 and contents_digest is not None and total != contents_digest:
+            return False
+    return True
+
+
+def shards_partition(records: list[dict[str, Any]], split_rows: int) -> bool:
+    """Every epoch that all ranks recorded: their shards are disjoint and, with the left-out rows, the whole split."""
     whole = index_digest(np.arange(split_rows))
-    common = [shards for shards in by_epoch.values() if len(shards) == len(records)]
+    common = _common_epochs(records)
     if not common:
         return False
     for shards in common:
@@ -86,12 +111,19 @@ def shards_partition(records: list[dict[str, Any]], split_rows: int) -> bool:
     return True
 
 
-def check(records: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The verdict on one candidate's ranks (None when they recorded no fit, e.g. it failed)."""
+def check(records: list[dict[str, Any]], contents_digest: int | None = None) -> dict[str, Any] | None:
+    """The verdict on one candidate's ranks (None when they recorded no fit, e.g. it failed).
+
+    contents_digest: streamed training, the training split's `training.streamed.rows_digest` (a stream's shards
+    are checked by their rows' contents)."""
     if not records or any("state_sha256" not in r for r in records):
         return None
+    rows = records[0]["split_rows"]
+    streamed = records[0].get("data_loading") == "stream"
     return {
         "ranks": len(records),
         "identical_weights": len({r["state_sha256"] for r in records}) == 1,
-        "disjoint_shards": shards_partition(records, records[0]["split_rows"]),
+        "disjoint_shards": streamed_partition(records, rows, contents_digest)
+        if streamed
+        else shards_partition(records, rows),
     }

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.training import store
+from pipelines.training.data import TrainData, data_for
 from pipelines.training.job import TrainJob
 from pipelines.training.runtime import Runtime, runtime_for
 
@@ -167,7 +168,8 @@ def _train_candidate(
         num_sanity_val_steps=0,
     )
     trainer = runtime.prepare(trainer)
-    module, train, val = _module_and_batches(job, trainer, device, channels_last, rank, world, runtime.cpus())
+    data = data_for(config)  # tensors in memory, or this rank's Ray Data shard streamed (training.data)
+    module, train, val = _module_and_batches(job, trainer, device, channels_last, rank, world, runtime.cpus(), data)
     module.train_batches = train  # lets the module reseed shuffling per epoch
     try:
         trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=str(resume) if resume else None)
@@ -186,7 +188,8 @@ def _train_candidate(
         runtime,
         fence,
         state_sha256=state_sha256(module),
-        split_rows=len(train.x),
+        split_rows=train.rows,
+        data_loading=data.kind,
         shards=shards.epochs,
     )
     if rank == 0:
@@ -205,7 +208,9 @@ def _device(job: TrainJob):
     return ray.train.torch.get_device()
 
 
-def _module_and_batches(job: TrainJob, trainer, device, channels_last: bool, rank: int, world: int, cpus: float):
+def _module_and_batches(
+    job: TrainJob, trainer, device, channels_last: bool, rank: int, world: int, cpus: float, data: TrainData
+):
     """The candidate's module, this worker's intra-op threads, and its batches: fused when steps are tiny
     (training.fused: K minibatch updates per Lightning step, K decided there, given to both)."""
     import torch
@@ -223,24 +228,4 @@ def _module_and_batches(job: TrainJob, trainer, device, channels_last: bool, ran
         module = fuse(module)  # its training batches are groups of `group` minibatches
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
-    return (module, *_batches(job, device, channels_last, rank, world, group))
-
-
-def _batches(job: TrainJob, device, channels_last: bool, rank: int, world: int, group: int = 1):
-    """This rank's train and validation batches, resident on the training device."""
-    import numpy as np
-    import torch
-
-    from pipelines.training.batches import TensorBatches
-
-    def split(name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        with np.load(Path(job.data_dir) / f"{name}.npz") as arrays:
-            x = torch.from_numpy(arrays["x"]).to(device)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            return x, torch.from_numpy(arrays["y"]).to(device)
-
-    per_worker = max(1, job.batch_size // world)
-    train = TensorBatches(*split("train"), per_worker, shuffle=True, seed=job.seed, rank=rank, world=world, group=group)
-    val = TensorBatches(*split("val"), max(per_worker, 1024), shuffle=False, rank=rank, world=world)
-    return train, val
+    return (module, *data.batches(job, device, channels_last, rank, world, group))

@@ -9,7 +9,7 @@ import pandas as pd
 
 from pipelines.config import IngestParams, PrepareParams
 from pipelines.errors import PipelineInputError
-from pipelines.modalities.common import chronological_split
+from pipelines.modalities.common import chronological_split, write_splits
 from pipelines.modalities.series.preprocess import SeriesPreprocessor
 from pipelines.modalities.series.reading import RAW_SERIES, infer_freq
 
@@ -45,7 +45,7 @@ def seasonal_naive_scale(values: np.ndarray, season: int) -> float | None:
     return scale if scale > 0 else None
 
 
-def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: dict) -> tuple[dict, dict]:
+def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: dict, out: Path) -> dict:
     raw = pd.read_parquet(raw_dir / RAW_SERIES)
     values = raw["value"].to_numpy(dtype=np.float32)
     window, horizon = params.window, params.horizon
@@ -85,4 +85,5 @@ def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: di
         "preprocessing": prep.state,
         "classes": None,
     }
-    return arrays, meta
+    write_splits(out, arrays)  # held in memory whole: a source of this kind is read whole
+    return meta

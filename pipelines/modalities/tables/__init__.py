@@ -3,7 +3,7 @@
 columns.py   column types (inferred or from ingest.columns) and the data profile
 ingest.py    read, type, handle gaps, profile -> data/raw/<ds>/table.parquet, profile.json
 encoding.py  TablePreprocessor: the one preprocessing object (prepare, evaluate and predict)
-prepare.py   split, fit on the training rows, arrays
+prepare.py   split, fit on the training rows, shards: in chunks (fit_stats.py: statistics merged chunk by chunk)
 """
 
 from pipelines.modalities.tables.encoding import TablePreprocessor

@@ -65,9 +65,18 @@ def _numbers(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return converted.astype("float64"), (converted.isna() & values.notna()).to_numpy()
 
 
+def row_number(values: pd.Series, position: int) -> int:
+    """The 1-based data row of `values`' position: a chunk of a large table (or its training rows) keeps the
+    table's row numbers as its index, so a message names the row of the file, not of the chunk."""
+    index = values.index
+    return int(index[position]) + 1 if pd.api.types.is_integer_dtype(index) else position + 1
+
+
 def not_a_number(src: str, col: str, values: pd.Series, bad: np.ndarray, why: str) -> PipelineInputError:
     row = int(np.asarray(bad).nonzero()[0][0])
-    return PipelineInputError(f"{src}: column '{col}', row {row + 1}: {values.iloc[row]!r} is not a number ({why})")
+    return PipelineInputError(
+        f"{src}: column '{col}', row {row_number(values, row)}: {values.iloc[row]!r} is not a number ({why})"
+    )
 
 
 def infer_type(src: str, col: str, values: pd.Series) -> tuple[str, str]:
@@ -111,7 +120,7 @@ def convert(src: str, col: str, kind: str, values: pd.Series) -> pd.Series:
             value = values.iloc[row]
             shown = repr(value) if isinstance(value, str) else str(float(value))
             raise PipelineInputError(
-                f"{src}: column '{col}', row {row + 1}: {shown} is infinite or too large for float32 "
+                f"{src}: column '{col}', row {row_number(values, row)}: {shown} is infinite or too large for float32 "
                 f"(at most {FLOAT32_MAX:.4g}); fix or remove the value"
             )
         return numbers
@@ -120,7 +129,9 @@ def convert(src: str, col: str, kind: str, values: pd.Series) -> pd.Series:
         bad = dates.isna() & values.notna()
         if bad.any():
             row = int(bad.to_numpy().nonzero()[0][0])
-            raise PipelineInputError(f"{src}: column '{col}', row {row + 1}: {values.iloc[row]!r} is not a date")
+            raise PipelineInputError(
+                f"{src}: column '{col}', row {row_number(values, row)}: {values.iloc[row]!r} is not a date"
+            )
         return dates
     out = levels(values).astype(object)
     return out.where(out.notna(), None)

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipelines.errors import PipelineInputError
-from pipelines.modalities.tables.columns import convert
+from pipelines.modalities.tables.columns import convert, row_number
+from pipelines.modalities.tables.fit_stats import EntryStats, Moments, two_passes
 
 UNKNOWN, MISSING = "<unknown>", "<missing>"
 DATE_PARTS = ("year", "month", "dayofweek", "dayofyear")
@@ -50,17 +51,14 @@ def _raw(spec: dict[str, Any], values: pd.Series) -> np.ndarray:
     return np.column_stack([p.to_numpy(np.float64, na_value=np.nan) for p in parts])
 
 
-def _fill_values(raw: np.ndarray, fill: str | float) -> list[float]:
-    out = []
-    for col in raw.T:
-        seen = col[~np.isnan(col)]
-        if isinstance(fill, (int, float)):
-            out.append(float(fill))
-        elif len(seen) == 0:
-            out.append(0.0)
-        else:
-            out.append(float(np.median(seen) if fill == "median" else seen.mean()))
-    return out
+def target_values(y: np.ndarray, scaling: str) -> np.ndarray:
+    """Regression labels as the target's statistics see them (log1p first for `log`)."""
+    y = np.asarray(y, np.float64)
+    if scaling == "log":
+        if (y <= -1).any():
+            raise PipelineInputError("prepare.target_scaling: log needs label values above -1")
+        y = np.log1p(y)
+    return y
 
 
 class TablePreprocessor:
@@ -93,41 +91,93 @@ class TablePreprocessor:
         fill: str | float = "median",
         max_onehot: int = 10,
     ) -> TablePreprocessor:
-        """Learn fills, levels and scaling from the training rows; `types`, `missing` and `binary` come from ingest."""
+        """Learn fills, levels and scaling from the training rows held in memory (one chunk: `fit_chunks`)."""
+        return self.fit_chunks(lambda: [train], types, missing, binary, normalize, fill, max_onehot)
+
+    def fit_chunks(
+        self,
+        chunks: Callable[[], Iterable[pd.DataFrame]],
+        types: dict[str, str],
+        missing: dict[str, int],
+        binary: dict[str, list[str]],
+        normalize: bool = True,
+        fill: str | float = "median",
+        max_onehot: int = 10,
+    ) -> TablePreprocessor:
+        """Learn fills, levels and scaling from the training rows, read in chunks (each call of `chunks()` reads
+        them all again, in order): one pass, or two for median fills (`fit_stats`). `types`, `missing` and
+        `binary` come from ingest."""
         self.columns = []
+        numeric: list[tuple[dict[str, Any], list[EntryStats]]] = []
+        seen: dict[str, set] = {}
         for name, kind in types.items():
             spec: dict[str, Any] = {"name": name, "type": kind}
-            values = convert("train", name, kind, train[name])
             if kind == "category":
-                seen = sorted({v for v in values if v is not None})
-                spec["levels"] = [UNKNOWN] + ([MISSING] if missing.get(name) else []) + seen
-                spec["embedding"] = len(seen) > max_onehot
+                seen[name] = set()
             else:
                 if kind == "binary":
                     spec["positive"], spec["negative"] = binary[name]
-                spec["fill"] = _fill_values(_raw(spec, values), fill)
                 spec["indicator"] = bool(missing.get(name))
+                width = len(DATE_PARTS) if kind == "date" else 1
+                numeric.append((spec, [EntryStats(median=fill == "median") for _ in range(width)]))
             self.columns.append(spec)
-        dense, _ = self._encode(train, "train")
-        n = dense.shape[1]
-        scaled = np.array(self._scaled_entries(), dtype=bool)
-        mean = dense.mean(axis=0) if normalize else np.zeros(n, np.float32)
-        std = dense.std(axis=0) if normalize else np.ones(n, np.float32)
-        std = np.where(std < 1e-8, 1.0, std).astype(np.float32)  # constant columns stay finite
-        mean, std = np.where(scaled, mean, 0.0).astype(np.float32), np.where(scaled, std, 1.0).astype(np.float32)
-        self.mean, self.std = mean.tolist(), std.tolist()  # float32 values: exact through JSON
+
+        def entries(chunk: pd.DataFrame) -> list[np.ndarray]:
+            out: list[np.ndarray] = []
+            for spec, _ in numeric:
+                out += list(_raw(spec, convert("train", spec["name"], spec["type"], chunk[spec["name"]])).T)
+            return out
+
+        def levels_of(chunk: pd.DataFrame) -> None:
+            for name, values in seen.items():
+                values.update(v for v in convert("train", name, "category", chunk[name]) if v is not None)
+
+        two_passes(chunks, entries, [stat for _, stats in numeric for stat in stats], first=levels_of)
+        for spec in self.columns:
+            if spec["type"] == "category":
+                levels = sorted(seen[spec["name"]])
+                spec["levels"] = [UNKNOWN] + ([MISSING] if missing.get(spec["name"]) else []) + levels
+                spec["embedding"] = len(levels) > max_onehot
+        for spec, stats in numeric:
+            spec["fill"] = [stat.fill(fill) for stat in stats]
+        self._fit_scaling(dict((spec["name"], stats) for spec, stats in numeric), normalize)
         return self
+
+    def _fit_scaling(self, stats: dict[str, list[EntryStats]], normalize: bool) -> None:
+        """Mean and std of each standardized dense entry (filled, as float32); 0 and 1 for the others."""
+        mean: list[float] = []
+        std: list[float] = []
+        for spec, scaled in zip(self.columns, self._column_scaled(), strict=True):
+            if spec["type"] == "category":
+                width = 0 if spec["embedding"] else len(spec["levels"])
+                mean, std = mean + [0.0] * width, std + [1.0] * width
+                continue
+            for stat, value in zip(stats[spec["name"]], spec["fill"], strict=True):
+                moments = stat.filled(value)
+                mean.append(moments.mean if scaled and normalize else 0.0)
+                std.append(moments.std if scaled and normalize else 1.0)
+            if spec.get("indicator"):
+                mean, std = mean + [0.0], std + [1.0]
+        std_arr = np.asarray(std)
+        std_arr = np.where(std_arr < 1e-8, 1.0, std_arr)  # constant columns stay finite
+        self.mean = np.asarray(mean, np.float32).tolist()  # float32 values: exact through JSON
+        self.std = std_arr.astype(np.float32).tolist()
+
+    def _column_scaled(self) -> list[bool]:
+        """Per column: whether its dense entries are standardized (numbers and date parts; not 0/1 entries)."""
+        return [spec["type"] not in ("category", "binary") for spec in self.columns]
 
     def fit_target(self, y: np.ndarray, scaling: str) -> np.ndarray:
         """Regression: learn the target's scaling on the training rows; returns them scaled."""
-        y = np.asarray(y, np.float64)
-        if scaling == "log":
-            if (y <= -1).any():
-                raise PipelineInputError("prepare.target_scaling: log needs label values above -1")
-            y = np.log1p(y)
-        mean, std = (float(y.mean()), float(y.std())) if scaling != "none" else (0.0, 1.0)
+        moments = Moments()
+        moments.add(target_values(y, scaling))
+        self.fit_target_moments(moments, scaling)
+        return self.scale_target(y)
+
+    def fit_target_moments(self, moments: Moments, scaling: str) -> None:
+        """Regression: the target's scaling from the moments of `target_values` over the training rows."""
+        mean, std = (moments.mean, moments.std) if scaling != "none" else (0.0, 1.0)
         self.target = {"scaling": scaling, "mean": mean, "std": std if std > 1e-12 else 1.0}
-        return ((y - mean) / self.target["std"]).astype(np.float32).reshape(-1, 1)
 
     def scale_target(self, y: np.ndarray) -> np.ndarray:
         """Label values (any rows) in the scale the network learns."""
@@ -147,16 +197,6 @@ class TablePreprocessor:
 
     # ---------------------------------------------------------------- applying (any rows)
 
-    def _scaled_entries(self) -> list[bool]:
-        out: list[bool] = []
-        for spec in self.columns:
-            if spec["type"] == "category":
-                out += [False] * (0 if spec["embedding"] else len(spec["levels"]))
-            else:
-                width = len(DATE_PARTS) if spec["type"] == "date" else 1
-                out += [spec["type"] != "binary"] * width + [False] * spec.get("indicator", False)
-        return out
-
     def _encode(self, frame: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray]:
         """(dense entries before scaling, embedding codes) as float32 arrays."""
         dense: list[np.ndarray] = []
@@ -173,8 +213,10 @@ class TablePreprocessor:
             raw = _raw(spec, values)
             gaps = np.isnan(raw)
             if "fill" not in spec and gaps.any():
-                row, col = (int(i[0]) for i in gaps.nonzero())
-                raise PipelineInputError(f"{source}: row {row + 1}, column '{spec['name']}': missing or not a number")
+                row = int(gaps.nonzero()[0][0])
+                raise PipelineInputError(
+                    f"{source}: row {row_number(values, row)}, column '{spec['name']}': missing or not a number"
+                )
             raw = np.where(gaps, np.asarray(spec.get("fill", 0.0)), raw)
             dense.append(raw)
             if spec.get("indicator"):

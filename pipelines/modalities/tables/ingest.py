@@ -27,6 +27,9 @@ from pipelines.modalities.tables.columns import (
 )
 
 RAW_TABLE = "table.parquet"
+# Rows per Parquet row group of the raw table: prepare reads it a row group at a time at the least, so its
+# memory is bounded by this (and prepare.chunk_rows), not by the table's size.
+RAW_ROW_GROUP = 16384
 PROFILE = "profile.json"
 MAX_CLASSES_FOR_AUTO = 20
 
@@ -168,7 +171,7 @@ def ingest(params: IngestParams, out_dir: Path) -> dict:
     raw, info = load_source(params)
     table, task, found = validate_table(raw, params)
     profile = found.pop("profile")
-    table.to_parquet(out_dir / RAW_TABLE, index=False)
+    table.to_parquet(out_dir / RAW_TABLE, index=False, row_group_size=RAW_ROW_GROUP)
     described = {"source": params.source, "rows": len(raw), "columns": profile, "warnings": []}
     if task != "regression":  # the classes' shares, and a warning when one is rare
         described["label_distribution"] = label_distribution(table[params.label])

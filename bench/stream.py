@@ -1,0 +1,146 @@
+"""Data bigger than memory: prepare in chunks and training streamed through Ray Data, at growing sizes.
+
+    make bench ARGS="stream [--rows 100000] [--scales 1 4 16] [--epochs 3] [--chunk-rows 65536]"
+
+For a generated table (20 numeric and 5 categorical columns, a binary label) at each scale:
+
+- prepare: rows/s and the peak resident memory (VmHWM) of the prepare process;
+- train with `data_loading: stream` (Ray Train's local mode, one worker in the stage's process, batch 256):
+  rows/s of the steady epochs (all but the first) and the peak resident memory of the training process
+  (Ray Data's read tasks run in Ray's worker processes and are not counted);
+
+and, on the 1x table, the same training with `data_loading: memory`: the streamed/in-memory throughput ratio.
+
+Each measurement runs in a fresh child process so its peak memory is its own. Ingest is not measured: it
+still reads a source whole (docs/data-loading.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = """
+import csv, json, sys, time
+from pathlib import Path
+from pipelines.config import ComputeParams, DatasetParams
+step, params = sys.argv[1], DatasetParams.model_validate_json(sys.argv[2])
+started = time.perf_counter()
+if step == "prepare":
+    from pipelines.stages.prepare import prepare
+    out = {"sizes": prepare("b", params)["sizes"]}
+else:
+    from pipelines.stages.train import train
+    summary = train("b", params, ComputeParams(storage_path=str(Path("ray").resolve())))
+    fnn = summary["candidates"]["fnn"]
+    assert fnn["status"] == "finished", fnn
+    history = csv.DictReader(open("data/train/b/fnn/history.csv"))
+    out = {"data_loading": summary["data_loading"], "epoch_seconds": [r["epoch_seconds"] for r in history]}
+out["seconds"] = time.perf_counter() - started
+status = Path("/proc/self/status").read_text().splitlines()
+out["peak_mib"] = int(next(l.split()[1] for l in status if l.startswith("VmHWM:"))) / 1024
+print("RESULT " + json.dumps(out))
+"""
+
+
+def table(rows: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 20)).astype(np.float32)
+    frame = pd.DataFrame(x, columns=[f"n{i}" for i in range(20)])
+    for i in range(5):
+        frame[f"c{i}"] = rng.choice([f"v{j}" for j in range(8 + 4 * i)], rows)
+    score = x[:, :5].sum(axis=1) + (frame["c0"] == "v0").to_numpy() * 2
+    frame["label"] = (score + rng.normal(size=rows) > 0).astype(np.int64)
+    return frame
+
+
+def params(source: Path, loading: str, epochs: int, chunk_rows: int = 65536) -> str:
+    from pipelines.config import DatasetParams
+
+    return DatasetParams(
+        modality="table",
+        ingest={"source": str(source), "label": "label"},
+        prepare={"chunk_rows": chunk_rows},
+        train={
+            "epochs": epochs,
+            "batch_size": 256,
+            "data_loading": loading,
+            "early_stopping": {"patience": epochs},
+            "candidates": {"fnn": {"family": "fnn", "hidden": [64, 32]}},
+        },
+        register={"model_name": "bench-stream"},
+    ).model_dump_json()
+
+
+def child(step: str, dataset_json: str, cwd: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, step, dataset_json], cwd=cwd, env=env, capture_output=True, text=True
+    )
+    if proc.returncode:
+        raise SystemExit(f"{step} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+
+
+def steady_rows_per_s(result: dict, train_rows: int) -> float:
+    steady = [float(s) for s in result["epoch_seconds"][1:]] or [float(s) for s in result["epoch_seconds"]]
+    return train_rows / (sum(steady) / len(steady))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000, help="rows of the 1x table")
+    parser.add_argument("--scales", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--chunk-rows", type=int, default=65536, help="prepare.chunk_rows (below the 1x rows)")
+    args = parser.parse_args(argv)
+    from pipelines.config import DatasetParams
+    from pipelines.stages.ingest import ingest
+
+    rows_out = []
+    with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
+        work = Path(tmp)
+        os.chdir(work)
+        for scale in args.scales:
+            n = args.rows * scale
+            source = work / f"table{scale}.parquet"
+            table(n).to_parquet(source, index=False)
+            ingest("b", DatasetParams.model_validate_json(params(source, "stream", args.epochs)))
+            prepared = child("prepare", params(source, "stream", args.epochs, args.chunk_rows), work)
+            trained = child("train", params(source, "stream", args.epochs), work)
+            on_disk = sum(p.stat().st_size for p in (work / "data/prepared/b").rglob("*") if p.is_file())
+            row = {
+                "scale": scale,
+                "rows": n,
+                "prepared_mib_on_disk": round(on_disk / 2**20, 1),
+                "prepare_rows_per_s": round(n / prepared["seconds"]),
+                "prepare_peak_mib": round(prepared["peak_mib"]),
+                "train_stream_rows_per_s": round(steady_rows_per_s(trained, prepared["sizes"]["train"])),
+                "train_stream_peak_mib": round(trained["peak_mib"]),
+            }
+            if scale == args.scales[0]:
+                memory = child("train", params(source, "memory", args.epochs), work)
+                row["train_memory_rows_per_s"] = round(steady_rows_per_s(memory, prepared["sizes"]["train"]))
+                row["train_memory_peak_mib"] = round(memory["peak_mib"])
+                row["stream_over_memory"] = round(row["train_stream_rows_per_s"] / row["train_memory_rows_per_s"], 2)
+            print(json.dumps(row), flush=True)
+            rows_out.append(row)
+        os.chdir(ROOT)
+    first, last = rows_out[0], rows_out[-1]
+    ratio = f"{last['scale']}x / {first['scale']}x"
+    print(f"prepare peak {ratio}: {last['prepare_peak_mib'] / first['prepare_peak_mib']:.2f}")
+    print(f"training peak {ratio}: {last['train_stream_peak_mib'] / first['train_stream_peak_mib']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
