@@ -128,6 +128,7 @@ sys.exit(code)
 _RUN_TASK = """
 import json, sys
 from prefect import flow
+from prefect.testing.utilities import prefect_test_harness
 from pipelines.orchestration.failures import StageFailed
 from pipelines.orchestration.stage_tasks import run_stage
 
@@ -135,20 +136,18 @@ from pipelines.orchestration.stage_tasks import run_stage
 def one_stage(stage: str, workdir: str) -> dict:
     return run_stage(stage, workdir)
 
-for stage in sys.argv[2:]:  # on the API of PREFECT_API_URL: the session's (the prefect_api fixture)
-    try:
-        print(json.dumps({"stage": stage, "result": one_stage(stage, sys.argv[1])["stage"]}))
-    except StageFailed as err:
-        print(json.dumps({"stage": stage, "failed": err.exit_code}))
+with prefect_test_harness(server_startup_timeout=120):
+    for stage in sys.argv[2:]:
+        try:
+            print(json.dumps({"stage": stage, "result": one_stage(stage, sys.argv[1])["stage"]}))
+        except StageFailed as err:
+            print(json.dumps({"stage": stage, "failed": err.exit_code}))
 """
 
 
 @pytest.mark.slow
-def test_the_stage_task_retries_a_transient_failure_and_not_bad_input(tmp_path, prefect_api):
-    """The real task under a real Prefect API (the session's, not one more started for this test): exit 75 then 0
-    is retried to success; exit 2 runs once."""
-    from prefect.settings import PREFECT_API_URL
-
+def test_the_stage_task_retries_a_transient_failure_and_not_bad_input(tmp_path):
+    """The real task under a real Prefect API: exit 75 then 0 is retried to success; exit 2 runs once."""
     from tests.conftest import BIN, ROOT, project_env
 
     (tmp_path / "stage.py").write_text(_FLAKY_STAGE)
@@ -158,12 +157,7 @@ def test_the_stage_task_retries_a_transient_failure_and_not_bad_input(tmp_path, 
         "train": {"foreach": ["flaky", "bad"], "do": {"cmd": "python stage.py ${item}", "outs": ["out-${item}.txt"]}}
     }
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
-    env = {
-        **project_env(),
-        "PYTHONPATH": str(ROOT),
-        "DL_PIPELINE_RETRY_BASE_SECONDS": "0.1",
-        "PREFECT_API_URL": PREFECT_API_URL.value(),
-    }
+    env = {**project_env(), "PYTHONPATH": str(ROOT), "DL_PIPELINE_RETRY_BASE_SECONDS": "0.1"}
     subprocess.run([str(BIN / "dvc"), "init", "--no-scm", "-q"], cwd=tmp_path, env=env, check=True)
     proc = subprocess.run(
         [str(BIN / "python"), "-c", _RUN_TASK, str(tmp_path), "train@flaky", "train@bad"],
