@@ -122,8 +122,8 @@ def first_tabular_run(tmp_path_factory, prefect_api) -> FirstRun:
     """The one training from scratch that several tests go on from (each on a `copy_of` it, never on this one).
 
     The flow in-process on a fresh copy of the project with `one_fnn_params`: every stage runs, the outputs are
-    pushed to the copy's default remote. test_dvc_remote_local checks that run; test_register_runs and
-    test_outage_flow go on from copies of it instead of training the same model again (~1 min each on 2 cores)."""
+    pushed to the copy's default remote. test_dvc_remote_local checks that run; test_register_runs,
+    test_outage_flow and test_dvc_remote_s3 go on from copies of it instead of each training the same model again."""
     from dvc.repo import Repo
 
     from pipelines.orchestration.flow import training_pipeline
