@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,54 @@ def small_params(datasets: tuple[str, ...] = ("tabular",), **train_overrides) ->
     for ds in params["datasets"].values():
         ds["train"].update({"epochs": 4, **train_overrides})
     return params
+
+
+def one_fnn_params() -> dict:
+    """The default table (breast cancer) with its ReLU FNN only, 2 epochs: the cheapest run of the default pipeline."""
+    params = small_params(("tabular",), epochs=2)
+    candidates = params["datasets"]["tabular"]["train"]["candidates"]
+    params["datasets"]["tabular"]["train"]["candidates"] = {"fnn-relu": candidates["fnn-relu"]}
+    return params
+
+
+@dataclass(frozen=True)
+class FirstRun:
+    """A fresh project's first flow run (`one_fnn_params`), as the session's `first_tabular_run` left it."""
+
+    project: Path
+    result: dict  # what training_pipeline returned
+    remote_url: str  # the copy's default remote `local`, as DVC read it before the run
+    remote_existed: bool  # whether that remote's directory existed before the run
+
+
+def copy_of(first: FirstRun, dest: Path) -> Path:
+    """A copy of the first run's project (its git repo, DVC cache and outputs) and of its DVC remote, to go on from.
+
+    The copy's default remote `local` is repointed at its own copy of the remote (local_remote_dir(dest))."""
+    shutil.copytree(first.project, dest, symlinks=True)
+    if local_remote_dir(first.project).exists():
+        shutil.copytree(local_remote_dir(first.project), local_remote_dir(dest), symlinks=True)
+    point_local_remote(dest, local_remote_dir(dest))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def first_tabular_run(tmp_path_factory, prefect_api) -> FirstRun:
+    """The one training from scratch that several tests go on from (each on a `copy_of` it, never on this one).
+
+    The flow in-process on a fresh copy of the project with `one_fnn_params`: every stage runs, the outputs are
+    pushed to the copy's default remote. test_dvc_remote_local checks that run; test_register_runs,
+    test_outage_flow and test_dvc_remote_s3 go on from copies of it instead of each training the same model again."""
+    from dvc.repo import Repo
+
+    from pipelines.orchestration.flow import training_pipeline
+
+    project = copy_project(tmp_path_factory.mktemp("first-run") / "project", one_fnn_params())
+    with Repo(str(project)) as repo:
+        remote_url = repo.config["remote"]["local"]["url"]
+    remote_existed = local_remote_dir(project).exists()
+    result = training_pipeline(workdir=str(project))
+    return FirstRun(project, result, remote_url, remote_existed)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, ROOT, copy_project, local_remote_dir, point_local_remote, project_env, run, small_params
+from tests.conftest import BIN, ROOT, copy_of, local_remote_dir, point_local_remote, project_env, run
 
 GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
 
@@ -26,26 +26,26 @@ def test_the_committed_default_remote_is_a_directory_under_the_users_home():
 
 
 @pytest.mark.slow
-def test_the_flow_pushes_to_the_default_remote_and_a_clone_pulls_and_reproduces(tmp_path, prefect_api):
-    from dvc.repo import Repo
-
+def test_the_flow_pushes_to_the_default_remote_and_a_clone_pulls_and_reproduces(tmp_path, first_tabular_run):
+    """The session's first run (conftest.first_tabular_run: the flow on a fresh copy, one FNN on the default table);
+    the clone is made from a copy of it, so the tests that go on from that run see it as the flow left it."""
     from pipelines.orchestration.dvc_ops import default_remote
-    from pipelines.orchestration.flow import training_pipeline
 
     env, dvc = project_env(), str(BIN / "dvc")
-    project = copy_project(tmp_path / "a", small_params(("tabular",), epochs=2))
-    remote = local_remote_dir(project)
-    with Repo(str(project)) as repo:  # the copy's default remote is the temp dir, not ~/.local/share
-        assert repo.config["remote"]["local"]["url"] == str(remote)
-    assert default_remote(str(project)) == "local" and not remote.exists()
+    first = first_tabular_run
+    remote = local_remote_dir(first.project)
+    # The copy's default remote was the temp dir, not ~/.local/share, and did not exist before the run.
+    assert first.remote_url == str(remote) and not first.remote_existed
+    assert default_remote(str(first.project)) == "local"
 
     # The first run ever: nothing on the remote yet (pull --allow-missing), everything there after it.
-    result = training_pipeline(workdir=str(project))
-    assert not any(s["skipped"] for s in result["stages"])
+    assert not any(s["skipped"] for s in first.result["stages"])
     objects = [p for p in (remote / "files" / "md5").rglob("*") if p.is_file()]
     assert len(objects) > 10, objects  # raw and prepared data, checkpoints, plots, metrics, the register record
-    assert "in sync" in run(project, dvc, "status", "--cloud", env=env)
+    assert "in sync" in run(first.project, dvc, "status", "--cloud", env=env)
 
+    project = copy_of(first, tmp_path / "a")  # committed below: the first run's own project stays as it was
+    remote = local_remote_dir(project)
     run(project, *GIT, "add", "-A", env=env)
     run(project, *GIT, "commit", "-qm", "a run", env=env)
     clone = tmp_path / "b"

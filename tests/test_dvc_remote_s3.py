@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import BIN, copy_project, project_env, run, small_params
+from tests.conftest import BIN, copy_of, project_env, run
 
 sys.path.insert(0, str(Path(__file__).parent))
 from s3_server import start_server  # noqa: E402
@@ -16,8 +16,11 @@ from s3_server import start_server  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-def test_the_flow_pushes_to_s3_and_a_fresh_clone_pulls_and_reproduces_the_run(tmp_path, monkeypatch, prefect_api):
-    """One training serves both halves: the flow (pull first, push after, saved as an experiment), then a clone."""
+def test_the_flow_pushes_to_s3_and_a_fresh_clone_pulls_and_reproduces_the_run(tmp_path, monkeypatch, first_tabular_run):
+    """One training serves both halves: the flow (pull first, push after, saved as an experiment), then a clone.
+
+    The training is the session's first run of the default table (conftest.first_tabular_run), copied: its
+    outputs are not on S3 yet, and its model not in the S3 registry."""
     from pipelines.orchestration.flow import training_pipeline
 
     with start_server(bucket="ml-pipeline") as s3:
@@ -30,9 +33,10 @@ def test_the_flow_pushes_to_s3_and_a_fresh_clone_pulls_and_reproduces_the_run(tm
         }.items():
             monkeypatch.setenv(var, value)
         env = project_env()
-        params = small_params(("tabular",), epochs=2)
+        project = copy_of(first_tabular_run, tmp_path / "a")
+        params = yaml.safe_load((project / "params.yaml").read_text())
         params["register"]["registry"] = "s3://ml-pipeline/models"
-        project = copy_project(tmp_path / "a", params)
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         dvc, git = str(BIN / "dvc"), ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
         run(project, dvc, "remote", "add", "-d", "storage", "s3://ml-pipeline/dvc", env=env)
         run(project, *git, "commit", "-qam", "remote", env=env)

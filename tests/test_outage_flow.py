@@ -1,7 +1,8 @@
 """A run from the command line when the DVC remote or the S3 registry is down (a moto server started, then stopped;
 a remote under a regular file): what is retried, what goes on, the exit code and the last line.
 
-One training serves every case; the runs after it only pull, skip, register or push.
+One training serves every case (the session's first run of the default table, conftest.first_tabular_run, which
+other tests go on from too); the runs here only pull, skip, register or push.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import pytest
 import yaml
 from s3_server import CREDENTIALS, start_server
 
-from tests.conftest import BIN, copy_project, point_local_remote, run
-from tests.test_run_lifecycle import flow_command, flow_env, one_candidate_params
+from tests.conftest import BIN, copy_of, point_local_remote, run
+from tests.test_run_lifecycle import flow_command, flow_env
 
 pytestmark = pytest.mark.slow
 RETRIED = 2  # the flow's tasks: one attempt and, here, 1 retry (DL_PIPELINE_RETRIES; 3 by default)
@@ -39,12 +40,14 @@ def final_state():
         return client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0].state
 
 
-def test_a_remote_or_registry_that_is_down_is_retried_named_and_exits_75(tmp_path, prefect_api):
+def test_a_remote_or_registry_that_is_down_is_retried_named_and_exits_75(tmp_path, first_tabular_run):
     from prefect.settings import PREFECT_API_URL
 
     with start_server(bucket="gone") as server:
         dead = server.endpoint  # stopped below: nothing answers on its port
-    project = copy_project(tmp_path / "p", one_candidate_params({"tabular": "sklearn:breast_cancer"}, epochs=1))
+    # A copy of the session's first run of the default table (conftest.first_tabular_run): its model is trained and
+    # registered, its outputs recorded in dvc.lock; the runs below pull, skip, register or push.
+    project = copy_of(first_tabular_run, tmp_path / "p")
     env = {
         **flow_env(),
         **CREDENTIALS,

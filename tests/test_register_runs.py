@@ -17,17 +17,10 @@ from pipelines.config import PipelineParams
 from pipelines.orchestration.failures import StageFailed
 from pipelines.paths import DatasetPaths
 from pipelines.registry.local import open_registry
-from tests.conftest import copy_project, small_params
+from tests.conftest import copy_of, one_fnn_params
 
 pytestmark = pytest.mark.slow
 WHERE = DatasetPaths("tabular")
-
-
-def default_params() -> dict:
-    params = small_params(("tabular",), epochs=2)
-    candidates = params["datasets"]["tabular"]["train"]["candidates"]
-    params["datasets"]["tabular"]["train"]["candidates"] = {"fnn-relu": candidates["fnn-relu"]}
-    return params
 
 
 def with_changes(params: dict, **tabular: dict) -> PipelineParams:
@@ -41,19 +34,23 @@ def registered(project) -> dict:
     return json.loads((project / WHERE.registered_file).read_text())
 
 
-def test_register_run_after_run(tmp_path, prefect_api):
+def test_register_run_after_run(tmp_path, first_tabular_run):
     from prefect.artifacts import Artifact
 
     from pipelines.orchestration.flow import training_pipeline
 
-    params = default_params()
-    project = copy_project(tmp_path / "project", params)
+    params = one_fnn_params()
+    # The default table's first run (conftest.first_tabular_run, the flow on a fresh copy with these params),
+    # copied: this test goes on from it.
+    first = first_tabular_run.result
+    project = copy_of(first_tabular_run, tmp_path / "project")
+    assert yaml.safe_load((project / "params.yaml").read_text()) == params
     registry = open_registry(project / "data" / "registry")
 
     def run(p: PipelineParams | None = None) -> dict:
         return training_pipeline(params=p, datasets=["tabular"], workdir=str(project))
 
-    first = run()
+    assert not any(s["skipped"] for s in first["stages"])  # it trained from scratch
     assert registered(project)["version"] == 1 and registry.aliases("tabular-fnn") == {"production": 1}
     v1 = registry.get_card("tabular-fnn", 1)
     assert v1["signature"]["task"] == "binary" and len(v1["signature"]["inputs"]) == 30

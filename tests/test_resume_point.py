@@ -84,13 +84,14 @@ def test_a_resume_point_on_s3_reads_back_through_a_local_copy(tmp_path, s3_env):
     assert stored_resume_point(run) == ({}, None, None)
 
 
+EPOCHS = 6  # the signal comes after epoch 3: the rerun resumes with epochs left to train (each costs seconds)
 FIT_IN_PROCESS = """
 import sys, numpy as np
 from pathlib import Path
 from pipelines.handoffs.splits import write_split
 from pipelines.training import fit
 from pipelines.training.job import Scaling, TrainJob
-data, storage = Path(sys.argv[1]), sys.argv[2]
+data, storage, epochs = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 rng = np.random.default_rng(0)
 x = rng.normal(size=(20000, 32)).astype(np.float32)
 y = (x[:, 0] > 0).astype(np.int64)
@@ -99,8 +100,8 @@ write_split(data / "val", x[16000:], y[16000:])
 spec = {"family": "fnn", "input_shape": [32], "out_features": 2, "hidden": [256, 256], "activation": "relu",
     "dropout": 0.0}
 job = TrainJob(candidate="ds/fnn", model_spec=spec, optim={"optimizer": "adam", "lr": 1e-3}, task="multiclass",
-    loss="cce", n_classes=2, data_dir=str(data), seed=0, epochs=12, batch_size=32, monitor="val/loss", mode="min",
-    patience=12)
+    loss="cce", n_classes=2, data_dir=str(data), seed=0, epochs=epochs, batch_size=32, monitor="val/loss", mode="min",
+    patience=epochs)
 out = fit.fit(job, Scaling(num_workers=1, cpus_per_worker=1, in_process=True), storage, "run", keep=1)
 print("history", len(out.history), flush=True)
 """
@@ -110,13 +111,13 @@ print("history", len(out.history), flush=True)
 @pytest.mark.parametrize("signum, exit_code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_stops_local_mode_training_with_its_exit_code_and_a_rerun_resumes(tmp_path, signum, exit_code):
     """Lightning would turn SIGTERM into exit 0 and Ctrl-C into exit 1 when it trains in the main thread."""
-    command = [sys.executable, "-c", FIT_IN_PROCESS, str(tmp_path), str(tmp_path / "storage")]
+    command = [sys.executable, "-c", FIT_IN_PROCESS, str(tmp_path), str(tmp_path / "storage"), str(EPOCHS)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        if "] epoch 3/12" in line:
+        if f"] epoch 3/{EPOCHS}" in line:
             proc.send_signal(signum)  # to this process alone, not its group: as `kill`, `timeout` or a supervisor
             break
     proc.stdout.read()
@@ -126,7 +127,7 @@ def test_a_signal_stops_local_mode_training_with_its_exit_code_and_a_rerun_resum
 
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    trained = [int(n) for n in re.findall(r"\] epoch (\d+)/12", again.stdout)]
+    trained = [int(n) for n in re.findall(rf"\] epoch (\d+)/{EPOCHS}", again.stdout)]
     # Resumed after the last epoch saved before the stop (epoch 2's or 3's: the line prints before the save).
-    assert trained and trained[0] >= 3 and trained[-1] == 12, trained
-    assert "history 12" in again.stdout  # one unbroken learning curve, the epochs before the stop included
+    assert trained and trained[0] >= 3 and trained[-1] == EPOCHS, trained
+    assert f"history {EPOCHS}" in again.stdout  # one unbroken learning curve, the epochs before the stop included

@@ -160,40 +160,50 @@ def test_a_run_whose_processes_and_server_died_is_marked_crashed_and_the_automat
         assert f"No heartbeat for {CRASHED_AFTER} s" in state["message"]
         # At most the silence allowed after the last heartbeat, plus the server's 5 s proactive checks.
         assert took < HEARTBEAT + CRASHED_AFTER + 15
+
+        # This `make serve` is stopped as a terminal stops it (SIGTERM to its group): the case "to-the-group" of
+        # test_serve_exits_within_10_s_of_sigterm_and_leaves_no_process, checked here so as not to start one
+        # more serve.py and server for it.
+        assert_sigterm_stops_serve(again, server_gone=False)
     finally:
-        again.proc.send_signal(signal.SIGTERM)
-        again.proc.wait(15)
+        again.kill()
+
+
+def assert_sigterm_stops_serve(serve: Serve, server_gone: bool) -> None:
+    """SIGTERM stops serve.py within 10 s and leaves no process: sent to its process group (as `kill -TERM -PGID`,
+    or Ctrl-C in the terminal) while its server runs, or to serve.py alone after its server was killed."""
+    tree = serve.tree()
+    server = [pid for pid in tree if "prefect server start" in _processes().get(pid, (0, 0, ""))[2]]
+    assert len(server) == 1 and len(tree) >= 2
+    if server_gone:
+        # What took 70 s: the server stopped first, the runner retried pausing the schedules.
+        os.kill(server[0], signal.SIGKILL)
+        wait_for("the server to go", lambda: not _alive(server), timeout=10, every=0.2)
+    sent = time.monotonic()
+    if server_gone:
+        serve.proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(serve.proc.pid, signal.SIGTERM)  # as `kill -TERM -PGID`, or Ctrl-C in the terminal
+    code = serve.proc.wait(30)
+    took = time.monotonic() - sent
+    print(f"SIGTERM -> exit {code} in {took:.1f} s")
+    assert took < 10, serve.log()[-3000:]
+    wait_for("no process left", lambda: not _alive(tree), timeout=3, every=0.2)
+    if server_gone:
+        assert code == 75 and "no answer while pausing the schedules" in serve.log()
+    else:
+        assert code == 0 and "All deployments have been paused" in serve.log()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("server_gone", [False, True], ids=["to-the-group", "server-already-gone"])
-def test_serve_exits_within_10_s_of_sigterm_and_leaves_no_process(tmp_path, server_gone):
+def test_serve_exits_within_10_s_of_sigterm_and_leaves_no_process(tmp_path):
+    """The case "server-already-gone"; the case "to-the-group" ends the test above."""
     project = copy_project(tmp_path / "project")
     home = tmp_path / "home"
     home.mkdir()
     serve = Serve(project, home, free_port())
     try:
-        tree = serve.tree()
-        server = [pid for pid in tree if "prefect server start" in _processes().get(pid, (0, 0, ""))[2]]
-        assert len(server) == 1 and len(tree) >= 2
-        if server_gone:
-            # What took 70 s: the server stopped first, the runner retried pausing the schedules.
-            os.kill(server[0], signal.SIGKILL)
-            wait_for("the server to go", lambda: not _alive(server), timeout=10, every=0.2)
-        sent = time.monotonic()
-        if server_gone:
-            serve.proc.send_signal(signal.SIGTERM)
-        else:
-            os.killpg(serve.proc.pid, signal.SIGTERM)  # as `kill -TERM -PGID`, or Ctrl-C in the terminal
-        code = serve.proc.wait(30)
-        took = time.monotonic() - sent
-        print(f"SIGTERM -> exit {code} in {took:.1f} s")
-        assert took < 10, serve.log()[-3000:]
-        wait_for("no process left", lambda: not _alive(tree), timeout=3, every=0.2)
-        if server_gone:
-            assert code == 75 and "no answer while pausing the schedules" in serve.log()
-        else:
-            assert code == 0 and "All deployments have been paused" in serve.log()
+        assert_sigterm_stops_serve(serve, server_gone=True)
     finally:
         serve.kill()
 
