@@ -15,7 +15,6 @@ A state written before typed columns (features, mean, std only) reads as all-num
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -259,7 +258,7 @@ class TablePreprocessor:
 
         with fetched(source) as local:
             table = read_table(local, source)
-        x = self._inputs(table, source, 0)
+        x = self._inputs(table, source)
         self._say_unseen(self.unseen(table))
         return x, table
 
@@ -272,26 +271,22 @@ class TablePreprocessor:
         first_row = 0
         with fetched(source) as local:
             for table in read_table_chunks(local, source, chunk_rows):
+                # the file's row numbers as the index: an error names the row of the file (columns.row_number)
                 table.index = pd.RangeIndex(first_row, first_row + len(table))
-                yield self._inputs(table, source, first_row), table
+                yield self._inputs(table, source), table
                 unseen.update(self.unseen(table))
                 first_row += len(table)
         self._say_unseen(dict(unseen))
 
-    def _inputs(self, table: pd.DataFrame, source: str, first_row: int) -> np.ndarray:
-        """The model's inputs of rows `first_row`.. of the source (errors count rows from the file's first)."""
+    def _inputs(self, table: pd.DataFrame, source: str) -> np.ndarray:
+        """The model's inputs of the table's rows (errors name rows by the table's index)."""
         table.rename(columns=lambda c: str(c).strip(), inplace=True)
         absent = [c for c in self.features if c not in table.columns]
         if absent:
             raise PipelineInputError(
                 f"{source}: missing feature column(s) {', '.join(absent)} that the model was trained on"
             )
-        try:
-            return self.transform(table, source)
-        except PipelineInputError as err:
-            if not first_row:
-                raise
-            raise PipelineInputError(_shift_rows(str(err), first_row)) from None
+        return self.transform(table, source)
 
     @staticmethod
     def _say_unseen(unseen: dict[str, int]) -> None:
@@ -334,8 +329,3 @@ class TablePreprocessor:
     @classmethod
     def from_state(cls, state: dict) -> TablePreprocessor:
         return cls(state["features"], state["mean"], state["std"], state.get("columns"), state.get("target"))
-
-
-def _shift_rows(message: str, first_row: int) -> str:
-    """An error about row N of a chunk, as row first_row + N of the file."""
-    return re.sub(r"row (\d+)", lambda m: f"row {int(m.group(1)) + first_row}", message, count=1)
