@@ -35,8 +35,10 @@ def register_small(
     from models.checkpoint import save_checkpoint
     from pipelines.config import load_params
     from pipelines.handoffs import PreparedMeta
+    from pipelines.handoffs.splits import read_split, split_rows
     from pipelines.modalities import module_for
     from pipelines.registry.local import open_registry
+    from pipelines.stages.prepare import SPLITS
 
     params = load_params(ROOT / "params.yaml").datasets[dataset]
     params = params.model_copy(update={"ingest": params.ingest.model_copy(update=ingest or {})})
@@ -46,17 +48,19 @@ def register_small(
         raw = Path(tmp)
         module = module_for(params.modality)
         info = module.ingest(params.ingest, raw)
-        arrays, meta = module.prepare(raw, params.ingest, prepare_params, info)
+        prepared = raw / "prepared"
+        meta = module.prepare(raw, params.ingest, prepare_params, info, prepared)  # writes the splits' shards
         typed = PreparedMeta(
             dataset=dataset,
             modality=params.modality,
             task=info["task"],
             **meta,
-            sizes={split: int(len(arrays[split][0])) for split in ("train", "val", "test")},
+            sizes={split: split_rows(prepared / split) for split in SPLITS},
             seed=prepare_params.seed,
         )
         cand_name, cand = next(iter(params.train.candidates.items()))
-        net, checkpoint_info = train_small(dataset, cand_name, cand, typed.dump(), *arrays["train"], epochs, seed)
+        x, y = read_split(prepared / "train")
+        net, checkpoint_info = train_small(dataset, cand_name, cand, typed.dump(), x, y, epochs, seed)
         spec = checkpoint_info["model_spec"]
         checkpoint = raw / "model.pt"
         save_checkpoint(checkpoint, net.state_dict(), checkpoint_info)
