@@ -24,40 +24,10 @@ import pandas as pd
 
 from pipelines.errors import PipelineInputError
 from pipelines.modalities.tables.columns import convert, row_number
+from pipelines.modalities.tables.entries import DATE_PARTS, dense_entries, embedding_dim, target_values
 from pipelines.modalities.tables.fit_stats import EntryStats, Moments, two_passes
 
 UNKNOWN, MISSING = "<unknown>", "<missing>"
-DATE_PARTS = ("year", "month", "dayofweek", "dayofyear")
-
-
-def embedding_dim(cardinality: int) -> int:
-    """fastai's rule of thumb, capped small: tables rarely need wide embeddings."""
-    return int(min(16, max(2, round(1.6 * cardinality**0.56))))
-
-
-def _raw(spec: dict[str, Any], values: pd.Series) -> np.ndarray:
-    """The column's dense entries before filling (NaN where missing): (rows, width) float64."""
-    kind = spec["type"]
-    if kind in ("number", "log_number"):
-        x = values.to_numpy(np.float64)
-        x = np.sign(x) * np.log1p(np.abs(x)) if kind == "log_number" else x
-        return x.reshape(-1, 1)
-    if kind == "binary":
-        x = np.where(values == spec["positive"], 1.0, np.where(values == spec["negative"], 0.0, np.nan))
-        return x.reshape(-1, 1)  # a third value (at predict) counts as missing
-    dates = values.dt
-    parts = [dates.year, dates.month, dates.dayofweek, dates.dayofyear]
-    return np.column_stack([p.to_numpy(np.float64, na_value=np.nan) for p in parts])
-
-
-def target_values(y: np.ndarray, scaling: str) -> np.ndarray:
-    """Regression labels as the target's statistics see them (log1p first for `log`)."""
-    y = np.asarray(y, np.float64)
-    if scaling == "log":
-        if (y <= -1).any():
-            raise PipelineInputError("prepare.target_scaling: log needs label values above -1")
-        y = np.log1p(y)
-    return y
 
 
 class TablePreprocessor:
@@ -124,7 +94,7 @@ class TablePreprocessor:
         def entries(chunk: pd.DataFrame) -> list[np.ndarray]:
             out: list[np.ndarray] = []
             for spec, _ in numeric:
-                out += list(_raw(spec, convert("train", spec["name"], spec["type"], chunk[spec["name"]])).T)
+                out += list(dense_entries(spec, convert("train", spec["name"], spec["type"], chunk[spec["name"]])).T)
             return out
 
         def levels_of(chunk: pd.DataFrame) -> None:
@@ -209,7 +179,7 @@ class TablePreprocessor:
                 else:
                     dense.append(np.eye(len(spec["levels"]), dtype=np.float32)[code])
                 continue
-            raw = _raw(spec, values)
+            raw = dense_entries(spec, values)
             gaps = np.isnan(raw)
             if "fill" not in spec and gaps.any():
                 row = int(gaps.nonzero()[0][0])
@@ -263,7 +233,8 @@ class TablePreprocessor:
         return x, table
 
     def read_input_chunks(self, source: str, chunk_rows: int) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
-        """read_inputs, `chunk_rows` rows at a time (tables larger than memory): the same inputs and rows."""
+        """read_inputs, `chunk_rows` rows at a time (tables larger than memory): the same inputs and rows; each chunk
+        is indexed by its rows in the file, so an error names the row of the file (`columns.row_number`)."""
         from pipelines.modalities.sources import fetched
         from pipelines.modalities.tables.chunks import read_table_chunks
 
@@ -271,7 +242,6 @@ class TablePreprocessor:
         first_row = 0
         with fetched(source) as local:
             for table in read_table_chunks(local, source, chunk_rows):
-                # the file's row numbers as the index: an error names the row of the file (columns.row_number)
                 table.index = pd.RangeIndex(first_row, first_row + len(table))
                 yield self._inputs(table, source), table
                 unseen.update(self.unseen(table))

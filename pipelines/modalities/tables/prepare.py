@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 from pipelines.config import IngestParams, PrepareParams
 from pipelines.handoffs.splits import SplitWriter
 from pipelines.modalities.common import shuffled_split
-from pipelines.modalities.tables.encoding import TablePreprocessor, target_values
+from pipelines.modalities.tables.encoding import TablePreprocessor
+from pipelines.modalities.tables.entries import target_values
 from pipelines.modalities.tables.fit_stats import Moments
 from pipelines.modalities.tables.ingest import RAW_TABLE
 
