@@ -148,15 +148,11 @@ def cluster_of_two(hidden: Path | None = None):
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_train_stage_joins_the_cluster_and_trains_on_both_nodes(tmp_path, two_node_cluster):
-    params = small_params(("digits",), epochs=2)
-    params["datasets"]["digits"]["train"]["candidates"] = {"cnn": {"family": "cnn", "filters": [8, 16], "dense": [32]}}
-    params["train"]["placement_strategy"] = "STRICT_SPREAD"  # one worker per node
-    project = copy_project(tmp_path / "project", params)
-    env = two_node_cluster["env"]
+def run_stages(project, dataset: str, env: dict[str, str]) -> None:
+    """ingest, prepare and train of `dataset` as `dvc repro` runs them, joined to the cluster through `env`."""
     for stage in ("ingest", "prepare", "train"):
         proc = subprocess.run(
-            [str(BIN / "python"), "-m", f"pipelines.stages.{stage}", "digits"],
+            [str(BIN / "python"), "-m", f"pipelines.stages.{stage}", dataset],
             cwd=project,
             env=env,
             capture_output=True,
@@ -164,6 +160,15 @@ def test_train_stage_joins_the_cluster_and_trains_on_both_nodes(tmp_path, two_no
             timeout=600,
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_train_stage_joins_the_cluster_and_trains_on_both_nodes(tmp_path, two_node_cluster):
+    params = small_params(("digits",), epochs=2)
+    params["datasets"]["digits"]["train"]["candidates"] = {"cnn": {"family": "cnn", "filters": [8, 16], "dense": [32]}}
+    params["train"]["placement_strategy"] = "STRICT_SPREAD"  # one worker per node
+    project = copy_project(tmp_path / "project", params)
+    env = two_node_cluster["env"]
+    run_stages(project, "digits", env)
 
     summary = yaml.safe_load((project / "data/train/digits/summary.json").read_text())
     workers = summary["candidates"]["cnn"]["workers"]
@@ -185,16 +190,7 @@ def test_streamed_training_needs_no_shared_prepared_folder(tmp_path):
     (project / "data/prepared").mkdir(parents=True, exist_ok=True)
     with cluster_of_two(hidden=project / "data/prepared") as cluster:
         env = cluster["env"]
-        for stage in ("ingest", "prepare", "train"):
-            proc = subprocess.run(
-                [str(BIN / "python"), "-m", f"pipelines.stages.{stage}", "tabular"],
-                cwd=project,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
-            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        run_stages(project, "tabular", env)
         summary = yaml.safe_load((project / "data/train/tabular/summary.json").read_text())
         assert summary["data_loading"] == "stream"
         cluster_nodes = set(alive_nodes(env))
