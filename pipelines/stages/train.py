@@ -56,8 +56,10 @@ def run_search(dataset, name, params, compute, meta, job, spec, scaling, storage
 def export_candidate(out: Path, where: DatasetPaths, name: str, job, outcome, meta: dict, searched: dict | None):
     """The candidate's best weights as a model checkpoint, and its learning curve."""
     from models.checkpoint import net_state_from_lightning, save_checkpoint
+    from pipelines.training.fit import local_checkpoint
 
-    state, extra = net_state_from_lightning(outcome.best_checkpoint_dir / "checkpoint.ckpt")
+    with local_checkpoint(outcome.best_checkpoint_uri) as ckpt:
+        state, extra = net_state_from_lightning(ckpt)
     cand_dir = out / name
     cand_dir.mkdir()
     info = CandidateInfo(

@@ -23,6 +23,8 @@ Two kinds of checkpoint, for two purposes:
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ class FitOutcome:
 
     candidate: str
     status: str
-    best_checkpoint_dir: Path | None  # holds checkpoint.ckpt (a full Lightning checkpoint)
+    best_checkpoint_uri: str | None  # a full Lightning checkpoint under the run's storage (local path or s3://)
     best_metrics: dict[str, float]
     history: list[dict[str, float]]
     placement: list[dict[str, Any]] = field(default_factory=list)  # per rank: Ray node id, host, pid
@@ -105,16 +107,25 @@ def collect(run: str, candidate: str, score: str | None = None) -> FitOutcome:
         )
     best = kept[0]  # kept is ordered best first, by the score the worker ranked on
     uri = f"{where}/epoch_{best['epoch']}/checkpoint.ckpt"
-    local = store.download(uri, Path(tempfile.mkdtemp(prefix="best-")) / "checkpoint.ckpt")
     return FitOutcome(
         candidate=candidate,
         status="stopped" if state["status"] == "running" else state["status"],  # e.g. a trial ASHA cut short
-        best_checkpoint_dir=local.parent,
+        best_checkpoint_uri=uri,
         best_metrics={k: float(v) for k, v in best["metrics"].items()},
         history=state.get("history", []),
         placement=placement,
         best_epoch=int(best["epoch"]),
     )
+
+
+@contextmanager
+def local_checkpoint(uri: str) -> Iterator[Path]:
+    """A local path to read the checkpoint at uri; a remote one is downloaded and removed afterwards."""
+    if "://" not in uri:
+        yield Path(uri)
+        return
+    with tempfile.TemporaryDirectory(prefix="best-") as tmp:
+        yield store.download(uri, Path(tmp) / "checkpoint.ckpt")
 
 
 def placement_records(storage_path: str, run_name: str, candidate: str) -> list[dict[str, Any]]:
