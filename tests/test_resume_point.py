@@ -12,7 +12,13 @@ import pytest
 from s3_server import moto_s3, s3_env  # noqa: F401  (fixtures)
 
 from pipelines.training import store
-from pipelines.training.progress import LIGHTNING_CKPT, RESUME_DIR, save_resume_point, stored_resume_point
+from pipelines.training.progress import (
+    LIGHTNING_CKPT,
+    RESUME_DIR,
+    discard_resume_copy,
+    save_resume_point,
+    stored_resume_point,
+)
 from tests.conftest import ROOT
 
 
@@ -33,7 +39,11 @@ def test_a_run_resumes_from_the_last_resume_point_written(tmp_path):
     assert (finished, current, ckpt.read_bytes()) == ({}, "ds/a", b"epoch 2")
     # Only the checkpoint progress.json names is kept (one per run, not one per epoch).
     kept = sorted(p.name for p in (tmp_path / "storage" / "run" / RESUME_DIR).iterdir())
-    assert kept == [ckpt.name, "progress.json"], kept
+    assert len(kept) == 2 and kept[0].startswith("checkpoint-") and kept[1] == "progress.json", kept
+    # What the worker got is a private copy: removing it after the fit leaves the stored point, and no folder behind.
+    discard_resume_copy(ckpt)
+    assert not ckpt.parent.exists()
+    assert stored_resume_point(run)[2].read_bytes() == b"epoch 2"
 
     # Between candidates: one done, none in flight, no checkpoint.
     saved(tmp_path, run, None, {"ds/a": {"status": "finished"}}, None)
@@ -80,6 +90,7 @@ def test_a_resume_point_on_s3_reads_back_through_a_local_copy(tmp_path, s3_env):
     finished, current, ckpt = stored_resume_point(run)
     assert finished == {"ds/a": {"status": "finished"}} and current == "ds/b"
     assert ckpt.exists() and ckpt.read_bytes() == b"weights"
+    discard_resume_copy(ckpt)
     store.delete_dir(run)
     assert stored_resume_point(run) == ({}, None, None)
 
@@ -112,7 +123,9 @@ print("history", len(out.history), flush=True)
 def test_a_signal_stops_local_mode_training_with_its_exit_code_and_a_rerun_resumes(tmp_path, signum, exit_code):
     """Lightning would turn SIGTERM into exit 0 and Ctrl-C into exit 1 when it trains in the main thread."""
     command = [sys.executable, "-c", FIT_IN_PROCESS, str(tmp_path), str(tmp_path / "storage"), str(EPOCHS)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    temp = tmp_path / "tmp"  # the runs' temporary folders: empty again after each run
+    temp.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(temp)}
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines = []
     for line in proc.stdout:
@@ -124,6 +137,7 @@ def test_a_signal_stops_local_mode_training_with_its_exit_code_and_a_rerun_resum
     assert proc.wait(timeout=60) == exit_code, "".join(lines)[-3000:]
     _, current, ckpt = stored_resume_point(store.run_uri(str(tmp_path / "storage"), "run"))
     assert current == "ds/fnn" and ckpt is not None
+    discard_resume_copy(ckpt)
 
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
@@ -131,3 +145,4 @@ def test_a_signal_stops_local_mode_training_with_its_exit_code_and_a_rerun_resum
     # Resumed after the last epoch saved before the stop (epoch 2's or 3's: the line prints before the save).
     assert trained and trained[0] >= 3 and trained[-1] == EPOCHS, trained
     assert f"history {EPOCHS}" in again.stdout  # one unbroken learning curve, the epochs before the stop included
+    assert list(temp.iterdir()) == []  # the resume point's private copy is gone with the run

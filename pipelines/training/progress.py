@@ -39,10 +39,13 @@ def resume_point(checkpoint) -> tuple[dict[str, Any], str | None, Path | None]:
     """(finished candidates -> their status, the candidate in flight, its Lightning checkpoint) from Ray's latest."""
     if checkpoint is None:
         return {}, None, None
-    local = Path(checkpoint.to_directory())  # a private copy: it outlives this call
+    local = Path(checkpoint.to_directory())  # a private copy: the caller removes it (`discard_resume_copy`)
     progress = store.read_json(str(local / PROGRESS), {"finished": {}, "current": None})
     ckpt = local / LIGHTNING_CKPT
-    return progress["finished"], progress["current"], ckpt if ckpt.exists() else None
+    if not ckpt.exists():
+        shutil.rmtree(local, ignore_errors=True)
+        return progress["finished"], progress["current"], None
+    return progress["finished"], progress["current"], ckpt
 
 
 def stored_resume_point(run: str) -> tuple[dict[str, Any], str | None, Path | None]:
@@ -53,9 +56,18 @@ def stored_resume_point(run: str) -> tuple[dict[str, Any], str | None, Path | No
         return {}, None, None
     ckpt = None
     if progress.get("checkpoint"):
-        local = Path(tempfile.mkdtemp(prefix="resume-")) / LIGHTNING_CKPT
-        ckpt = store.download(f"{where}/{progress['checkpoint']}", local)
+        uri, ckpt = f"{where}/{progress['checkpoint']}", Path(tempfile.mkdtemp(prefix="resume-")) / LIGHTNING_CKPT
+        if "://" in uri:
+            store.download(uri, ckpt)
+        else:  # a private copy as from Ray's checkpoint, so the caller may remove it alike
+            shutil.copyfile(uri, ckpt)
     return progress["finished"], progress["current"], ckpt
+
+
+def discard_resume_copy(ckpt: Path | None) -> None:
+    """Remove the private copy a resume point was read into (its folder holds nothing else)."""
+    if ckpt is not None:
+        shutil.rmtree(ckpt.parent, ignore_errors=True)
 
 
 def save_resume_point(

@@ -78,7 +78,7 @@ def train_worker(config: dict[str, Any]) -> None:
     import ray.train
 
     from pipelines.training.callbacks import StageProgress
-    from pipelines.training.progress import report
+    from pipelines.training.progress import discard_resume_copy, report
     from pipelines.training.ray_logging import quiet
 
     quiet()  # Ray Train configures its loggers after the setup hook ran
@@ -89,19 +89,23 @@ def train_worker(config: dict[str, Any]) -> None:
     finished, current, ckpt = runtime.resume_point()
     jobs = [TrainJob(**fields) for fields in config["jobs"]]
     stage = StageProgress([job.epochs for job in jobs])
-    for index, job in enumerate(jobs):
-        if job.candidate in finished:
+    try:
+        for index, job in enumerate(jobs):
+            if job.candidate in finished:
+                stage.candidate_done(job.epochs)
+                continue  # trained before a restart: its outcome is on storage already
+            if rank == 0:
+                line = f"[{job.candidate}] candidate {index + 1} of {len(jobs)}, up to {job.epochs} epochs\n"
+                sys.__stdout__.write(line)
+                sys.__stdout__.flush()
+            resume = ckpt if job.candidate == current else None
+            finished[job.candidate] = _train_candidate(job, index, config, runtime, finished, resume, fence, stage)
             stage.candidate_done(job.epochs)
-            continue  # trained before a restart: its outcome is on storage already
-        if rank == 0:
-            sys.__stdout__.write(f"[{job.candidate}] candidate {index + 1} of {len(jobs)}, up to {job.epochs} epochs\n")
-            sys.__stdout__.flush()
-        resume = ckpt if job.candidate == current else None
-        finished[job.candidate] = _train_candidate(job, index, config, runtime, finished, resume, fence, stage)
-        stage.candidate_done(job.epochs)
-        # The resume point between candidates: this one is done, none is in flight.
-        metrics = {"candidate_index": index, "candidate_done": 1}
-        report(metrics, finished, None, rank, keep_resume=runtime.keep_resume_point, fence=fence)
+            # The resume point between candidates: this one is done, none is in flight.
+            metrics = {"candidate_index": index, "candidate_done": 1}
+            report(metrics, finished, None, rank, keep_resume=runtime.keep_resume_point, fence=fence)
+    finally:
+        discard_resume_copy(ckpt)
 
 
 def _train_candidate(
