@@ -16,9 +16,12 @@ def train_rows(prepared_train: Path) -> int:
     return split_rows(prepared_train)
 
 
-def assert_ranks_in_step(summary: dict[str, Any], rows: int, world: int = 2) -> None:
+def assert_ranks_in_step(
+    summary: dict[str, Any], rows: int, world: int = 2, resumed_at: dict[str, int] | None = None
+) -> None:
     """Every candidate: all ranks end with the same state_dict bits, having iterated, in every epoch, disjoint
-    equal shards that with the epoch's left-over rows (rows % world) make up the whole training split."""
+    equal shards that with the epoch's left-over rows (rows % world) make up the whole training split.
+    resumed_at: candidate -> the first epoch (from 0) its ranks trained after a resume; their shard log starts there."""
     whole = index_digest(np.arange(rows))
     for name, candidate in summary["candidates"].items():
         workers = candidate["workers"]
@@ -26,7 +29,8 @@ def assert_ranks_in_step(summary: dict[str, Any], rows: int, world: int = 2) -> 
         assert len({w["state_sha256"] for w in workers}) == 1, (name, [w["state_sha256"] for w in workers])
         assert {w["split_rows"] for w in workers} == {rows}, name
         epochs = [[s["epoch"] for s in w["shards"]] for w in workers]
-        assert epochs == [list(range(candidate["epochs_run"]))] * world, name
+        start = (resumed_at or {}).get(name, 0)
+        assert epochs == [list(range(start, candidate["epochs_run"]))] * world, name
         for shards in zip(*(w["shards"] for w in workers)):
             left_out = shards[0]["left_out"]
             assert all(s["left_out"] == left_out for s in shards) and len(left_out) == rows % world
