@@ -104,8 +104,11 @@ def report(
     """
     import ray.train
 
-    tmp = Path(tempfile.mkdtemp(prefix="progress-"))
+    # Named before it exists, made inside the try: a signal that lands while the folder is being made
+    # (the stop a user sends right after an epoch's line) cannot leave it behind.
+    tmp = Path(tempfile.gettempdir()) / f"progress-{uuid.uuid4().hex}"
     try:
+        tmp.mkdir(mode=0o700)
         if save is not None:
             save(tmp / LIGHTNING_CKPT)
         checkpoint = None
