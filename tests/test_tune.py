@@ -75,11 +75,12 @@ def test_tune_search_runs_concurrent_trials_stops_weak_ones_and_exports_the_best
     from pipelines.training import cluster
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # Ray's worker processes import this checkout's pipelines
-    epochs = 4
+    epochs = 3  # ASHA rungs at epochs 1 and 2
     base = PipelineParams().datasets["digits"].model_dump(mode="json")
     base["train"].update(
         epochs=epochs,
         early_stopping={"patience": 100},  # only ASHA stops trials early here
+        data_loading="stream",  # each trial streams its splits through Ray Data, as the stage's other candidates would
         candidates={"cnn": {"family": "cnn", "filters": [8, 16], "dense": [32]}},
         search={
             "enabled": True,
@@ -103,6 +104,7 @@ def test_tune_search_runs_concurrent_trials_stops_weak_ones_and_exports_the_best
     finally:
         cluster.shutdown_ray()
 
+    assert summary["data_loading"] == "stream"
     found = summary["candidates"]["cnn"]["searched"]
     trials = found["trials"]
     assert len(trials) == 4 and not [t for t in trials if t["error"]], trials

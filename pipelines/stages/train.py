@@ -31,7 +31,7 @@ def write_history(path: Path, rows: list[dict[str, float]]) -> None:
         writer.writerows(rows)
 
 
-def run_search(dataset, name, params, compute, meta, job, spec, scaling, storage, data_hash):
+def run_search(dataset, name, params, compute, meta, job, spec, scaling, storage, data_hash, loading):
     """The searched candidate: its own Tune run; returns (outcome, the best trial's job, searched info, run names)."""
     from pipelines.training import search as tune_search
 
@@ -42,7 +42,9 @@ def run_search(dataset, name, params, compute, meta, job, spec, scaling, storage
         flush=True,
     )
     make = partial(searched_job, dataset, name, params.train.candidates[name], params, compute, meta, job.data_dir)
-    found = tune_search.search(make, spec, scaling, storage, run_name, keep=compute.checkpoints_to_keep)
+    found = tune_search.search(
+        make, spec, scaling, storage, run_name, keep=compute.checkpoints_to_keep, loading=loading
+    )
     searched = {
         "knobs": found.best_knobs,
         "trial": found.best_trial_id,
@@ -159,7 +161,7 @@ def train(dataset: str, params: DatasetParams, compute: ComputeParams) -> dict:
     if search is not None:
         name = search.candidate
         outcome, jobs[name], searched[name], runs = run_search(
-            dataset, name, params, compute, meta, jobs[name], spec, plan.scaling(compute), storage, data_hash
+            dataset, name, params, compute, meta, jobs[name], spec, plan.scaling(compute), storage, data_hash, loading
         )
         outcomes[name] = outcome
         finished_runs.extend(runs)

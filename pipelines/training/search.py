@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.training.data import data_of
 from pipelines.training.fit import FitOutcome, _torch_trainer, collect
 from pipelines.training.job import Scaling, TrainJob
 from pipelines.training.runtime import runtime_of
@@ -86,8 +87,10 @@ def _trial_driver(
     keep: int,
     max_failures: int,
     score: tuple[str, str],
+    loading: str = "memory",
 ) -> None:
-    """One Tune trial: build this trial's job from its knobs and fit it with its own TorchTrainer."""
+    """One Tune trial: build this trial's job from its knobs and fit it with its own TorchTrainer, its data read as
+    the stage's (`loading`: memory, or streamed through Ray Data datasets opened by this trial)."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -111,6 +114,7 @@ def _trial_driver(
             callbacks=[TuneReportCallback()],
             score=score,
             worker_resources=workers,
+            data=data_of(loading, job.data_dir, job.seed),
         )
         trainer.fit()
 
@@ -123,12 +127,14 @@ def search(
     run_name: str,
     keep: int = 2,
     max_failures: int = 2,
+    loading: str = "memory",
 ) -> SearchOutcome:
-    """Ray Tune + ASHA over `spec.space`; each trial is a distributed fit of make_job(knobs).
+    """Ray Tune + ASHA over `spec.space`; each trial is a distributed fit of make_job(knobs), its data in memory or
+    streamed (`loading`, as the stage's other candidates).
 
     Returns the best trial (by spec.metric over all its epochs) with its best checkpoint.
     """
-    grid = _tuner(make_job, spec, scaling, storage_path, run_name, keep, max_failures).fit()
+    grid = _tuner(make_job, spec, scaling, storage_path, run_name, keep, max_failures, loading).fit()
     trials, best_row, best_result = _read_trials(grid, spec)
     if best_row is None:
         raise RuntimeError(f"{run_name}: no search trial reported {spec.metric!r}")
@@ -157,6 +163,7 @@ def _tuner(
     run_name: str,
     keep: int,
     max_failures: int,
+    loading: str,
 ):
     """The Tuner: ASHA over the space, each trial a driver that runs one distributed fit."""
     from ray import tune
@@ -173,6 +180,7 @@ def _tuner(
         keep=keep,
         max_failures=max_failures,
         score=(spec.metric, spec.mode),
+        loading=loading,
     )
     tune_name = f"{run_name}-tune"
     tuner = tune.Tuner(
