@@ -1,7 +1,11 @@
 """Fused steps under DDP (training.fused): 2 Ray workers, K minibatch updates per Lightning step, still all-reduce
 every update. Each rank trains on its own half of every epoch, yet both end bit-identical, and with the weights
 (and BatchNorm buffers) of the same fit trained one Lightning step per minibatch, to the bit: the same averaged
-gradients at the same updates, in the same order."""
+gradients at the same updates, in the same order.
+
+Checked by hand (2026-12-04): without the strategy's pre_backward in FusedTaskModule._backward (no all-reduce
+at fused updates) the fused ranks end with two different digests, neither the unfused one; without
+`_broadcast_buffers`, fused rank 0 still matches the unfused fit but rank 1's BatchNorm stats differ."""
 
 from __future__ import annotations
 
