@@ -60,7 +60,7 @@ def profile_lightning(data, spec: dict, batch: int, threads: int, fused: bool = 
         num_sanity_val_steps=0,
         callbacks=[EpochHistory(), FiniteLoss("bench/fnn", 1e-3)],
     )
-    group = updates_per_step(trainer, macs, world=1) if fused else 1
+    group = updates_per_step(trainer, macs) if fused else 1
     if group > 1:
         module = fuse(module)
     train = TensorBatches(x, y, batch, shuffle=True, group=group)

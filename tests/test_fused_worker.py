@@ -80,7 +80,7 @@ def default_group_sizes(dataset: str) -> dict[str, int]:
     for name, cand in params.train.candidates.items():
         job = make_job(dataset, name, cand, params, compute, meta)
         module = TaskModule(job.model_spec, job.optim, job.task, job.loss, job.n_classes)
-        sizes[name] = fused.updates_per_step(trainer, step_macs(job, module, job.batch_size), world=1)
+        sizes[name] = fused.updates_per_step(trainer, step_macs(job, module, job.batch_size))
     return sizes
 
 

@@ -195,6 +195,7 @@ def _train_candidate(
         split_rows=train.rows,
         data_loading=data.kind,
         shards=shards.epochs,
+        updates_per_step=train.group,  # K (training.fused): 1 is one Lightning step per minibatch
     )
     if rank == 0:
         reporter.write_state("finished")
@@ -227,7 +228,7 @@ def _module_and_batches(
     macs = step_macs(job, module, per_worker)
     if not job.use_gpu:
         _use_reserved_cpus(cpus, small_step=macs < SMALL_STEP_MACS)
-    group = updates_per_step(trainer, macs, world)
+    group = updates_per_step(trainer, macs)
     if group > 1:
         module = fuse(module)  # its training batches are groups of `group` minibatches
     if channels_last:
