@@ -1,6 +1,7 @@
 """The model server under concurrent clients, against batch predict and onnxruntime on the same rows.
 
     python -m bench.serve [--seconds 30] [--clients 16] [--batch-rows 256] [--batch-clients 4] [--registry R]
+                          [--server-args "--replicas 2 --batch-wait-ms 5"]
     make bench ARGS="serve --seconds 10"
 
 Starts `python -m pipelines.serving` (a local Ray instance and Ray Serve, as a user would) on a free port
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -185,6 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-clients", type=int, default=4)
     parser.add_argument("--predict-rows", type=int, default=50_000, help="rows of the file batch predict scores")
     parser.add_argument("--registry", default=None, help="serve tabular-fnn and digits-cnn from here")
+    parser.add_argument(
+        "--server-args", default="", help='more flags for `python -m pipelines.serving`, e.g. "--replicas 2"'
+    )
     args = parser.parse_args(argv)
 
     from bench.small_models import raw_rows, register_small
@@ -200,9 +205,11 @@ def main(argv: list[str] | None = None) -> None:
                 raw[dataset] = small_raw(dataset, raw_rows)
         port = free_port()
         started = time.perf_counter()
-        proc = start_server(registry, [f"{n}:production" for n in MODELS.values()], port, tmp / "server.log")
+        refs, extra = [f"{n}:production" for n in MODELS.values()], shlex.split(args.server_args)
+        proc = start_server(registry, refs, port, tmp / "server.log", extra)
         print(
-            f"server: ready in {time.perf_counter() - started:.1f} s (Ray, Serve, 2 models); clients on the same cores"
+            f"server: ready in {time.perf_counter() - started:.1f} s (Ray, Serve, 2 models{', ' if extra else ''}"
+            f"{' '.join(extra)}); clients on the same cores"
         )
         try:
             report(args, proc, port, registry, raw, tmp)

@@ -85,9 +85,12 @@ def preprocessor_of(info: CandidateInfo) -> Preprocessor:
 
 
 @torch.no_grad()
-def score(net: nn.Module, info: CandidateInfo, prep: Preprocessor, x, frame: pd.DataFrame, top_k: int = 3) -> None:
+def score(
+    net: nn.Module, info: CandidateInfo, prep: Preprocessor, x, frame: pd.DataFrame | dict, top_k: int = 3
+) -> None:
     """Run the network on model inputs `x` (in batches of SCORE_BATCH rows) and add the task's prediction columns
-    to `frame` (one row per input row). Shared by predict and the online endpoint (pipelines/serving)."""
+    to `frame` (one row per input row; a dict takes them as well: the online endpoint's small batches).
+    Shared by predict and the online endpoint (pipelines/serving)."""
     from models.tasks import predict
 
     batches = range(0, len(x), SCORE_BATCH)

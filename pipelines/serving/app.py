@@ -20,7 +20,7 @@ from typing import Any
 
 from ray import serve
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
 from pipelines.serving.model import ServedModel, resolve_version
 from pipelines.serving.protocol import (
@@ -30,11 +30,16 @@ from pipelines.serving.protocol import (
     parse_instances,
     predict_response,
     status_response,
+    to_json,
 )
 
 logger = logging.getLogger("ray.serve")
 INDEX_APP = "models-index"
 DEFAULTS = {"poll_s": 10.0, "max_batch_size": 64, "batch_wait_s": 0.01, "threads": 1}
+
+
+def json_response(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(to_json(body), status, media_type="application/json")
 
 
 def fixed_version(ref: str) -> bool:
@@ -77,17 +82,17 @@ class ModelServer:
     def status(self) -> dict[str, Any]:
         return status_response(self.model.name, self.model.version, self.ref) | {"replica": dict(self.counts)}
 
-    async def __call__(self, request: Request) -> JSONResponse:
+    async def __call__(self, request: Request) -> Response:
         if request.method != "POST":
-            return JSONResponse(error_body(f'use POST {request.url.path} with {{"instances": [...]}}'), 405)
+            return json_response(error_body(f'use POST {request.url.path} with {{"instances": [...]}}'), 405)
         try:
             instances = parse_instances(await request.body())
             name, version, result = await self.predict_batch(instances)
             if isinstance(result, BadRequest):
                 raise result
         except BadRequest as err:
-            return JSONResponse(error_body(str(err)), err.status)
-        return JSONResponse(predict_response(name, version, result))
+            return json_response(error_body(str(err)), err.status)
+        return json_response(predict_response(name, version, result))
 
     @serve.batch(max_batch_size=DEFAULTS["max_batch_size"], batch_wait_timeout_s=DEFAULTS["batch_wait_s"])
     async def predict_batch(self, requests: list[list[Any]]) -> list[tuple[str, int, Any]]:
@@ -104,19 +109,19 @@ class ModelIndex:
     def __init__(self, models: list[str]):
         self.models = list(models)
 
-    async def __call__(self, request: Request) -> JSONResponse:
+    async def __call__(self, request: Request) -> Response:
         rest = request.url.path[len(MODELS_PREFIX) :].strip("/")
         if not rest and request.method == "GET":
-            return JSONResponse({"models": [await self._status(name) for name in self.models]})
+            return json_response({"models": [await self._status(name) for name in self.models]})
         name, _, verb = rest.partition(":")
         if name not in self.models:
             served = ", ".join(self.models)
-            return JSONResponse(error_body(f"no model {name!r} is served here; served: {served}"), 404)
+            return json_response(error_body(f"no model {name!r} is served here; served: {served}"), 404)
         if verb or request.method != "GET":
-            return JSONResponse(
+            return json_response(
                 error_body(f"use POST {MODELS_PREFIX}/{name}:predict or GET {MODELS_PREFIX}/{name}"), 405
             )
-        return JSONResponse(await self._status(name))
+        return json_response(await self._status(name))
 
     async def _status(self, name: str) -> dict[str, Any]:
         return await serve.get_app_handle(name).status.remote()

@@ -19,6 +19,18 @@ from pipelines.registry.errors import RegistryError
 from pipelines.serving.protocol import MODELS_PREFIX, predict_route
 
 DEFAULT_ALIAS = "production"
+# Ray Serve's per-request path, set on a Ray instance this process starts (its proxy, controller and replicas
+# inherit the environment), each only where the user has not set it. Measured on 2 cores (BENCHMARKS.md,
+# "Issue 21"): the proxy and the replica each spent ~4 ms of CPU on a one-row request, more than the model.
+SERVE_ENV = {
+    # The proxy sends a request to the replica over gRPC instead of as pickled ASGI messages through Ray actor
+    # calls (Ray's own "throughput optimized" setting); the handles of the index and of this process follow.
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+    "RAY_SERVE_PROXY_USE_GRPC": "1",
+    # The replica runs our handler on its own event loop instead of handing each request to a second thread.
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+}
+QUIET = {"enable_access_log": False}  # a log line per request costs more than a small model's forward pass
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -113,6 +125,11 @@ def main(argv: list[str] | None = None) -> None:
     raise SystemExit(code)
 
 
+def serve_env() -> dict[str, str]:
+    """SERVE_ENV, the user's own values winning."""
+    return {k: os.environ.get(k, v) for k, v in SERVE_ENV.items()}
+
+
 def serve_models(refs: list[str], versions: dict[str, int], args: argparse.Namespace) -> None:
     from ray import serve
 
@@ -120,9 +137,11 @@ def serve_models(refs: list[str], versions: dict[str, int], args: argparse.Names
     from pipelines.training.cluster import ensure_ray
 
     started = time.perf_counter()
+    if not os.environ.get("RAY_ADDRESS"):  # a cluster joined keeps its own settings (set them on its nodes)
+        os.environ.update(serve_env())
     ensure_ray()
     stop_on_signals()
-    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.start(http_options={"host": args.host, "port": args.port}, logging_config=QUIET)  # the proxy's log
     options = {
         "registry": args.registry,
         "replicas": args.replicas,
@@ -132,12 +151,11 @@ def serve_models(refs: list[str], versions: dict[str, int], args: argparse.Names
         "max_batch_size": args.max_batch_size,
         "batch_wait_s": args.batch_wait_ms / 1000,
     }
-    quiet = {"enable_access_log": False}  # a log line per request costs more than a small model's forward pass
     targets = [
-        serve.RunTarget(model_app({"ref": ref, **options}), name, predict_route(name), quiet)
+        serve.RunTarget(model_app({"ref": ref, **options}), name, predict_route(name), QUIET)
         for ref, name in ((ref, ref.partition(":")[0]) for ref in refs)
     ]
-    targets.append(serve.RunTarget(index_app({"models": list(versions)}), INDEX_APP, MODELS_PREFIX, quiet))
+    targets.append(serve.RunTarget(index_app({"models": list(versions)}), INDEX_APP, MODELS_PREFIX, QUIET))
     serve.run_many(targets)  # the applications start side by side
     base = f"http://{args.host}:{args.port}"
     for ref in refs:

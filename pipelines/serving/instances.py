@@ -29,15 +29,20 @@ from pipelines.errors import PipelineInputError
 
 SOURCE = "request"  # how error messages name the request, where the CLI names the input file
 SCALARS = (str, int, float, bool, type(None))
+SCALAR_TYPES = set(SCALARS)  # exact types (JSON's): a set test per column instead of isinstance per value
 MAX_WORDS = 200  # a completion longer than this is refused: one request must not hold a replica for long
 
 
 @dataclass
 class Unit:
-    """Model inputs `x` and the output table `frame` score() fills; `owner[r]`: the instance of frame row r."""
+    """Model inputs `x` and the output table `frame` score() fills; `owner[r]`: the instance of frame row r.
+
+    `frame` is a DataFrame where the inputs bring columns of their own (a series' timestamps, a text's prompts),
+    else a dict that takes score()'s columns: a DataFrame's column insertions cost more than a small batch's
+    forward pass."""
 
     x: np.ndarray
-    frame: pd.DataFrame
+    frame: pd.DataFrame | dict[str, Any]
     owner: np.ndarray
 
 
@@ -66,7 +71,7 @@ def predictions(task: str, unit: Unit) -> dict[int, dict[str, Any]]:
 
     Column by column, not row by row: a 256-row request spent more time in per-row pandas indexing than in
     the network."""
-    frame, owner = unit.frame, unit.owner.tolist()
+    frame, owner = unit.frame, unit.owner.tolist()  # DataFrame and dict alike: frame[name], `in`, iterating the names
     if task == "forecast":  # one row per step past the end of each history
         values, out = frame["prediction"].astype(float).tolist(), {}
         times = frame["timestamp"].tolist() if "timestamp" in frame else None
@@ -76,21 +81,20 @@ def predictions(task: str, unit: Unit) -> dict[int, dict[str, Any]]:
             if times is not None:
                 pred["timestamps"].append(None if pd.isna(times[row]) else pd.Timestamp(times[row]).isoformat())
         return out
-    points = frame["prediction"].tolist()
+    points = list(frame["prediction"])
     if task in ("binary", "multiclass"):
-        columns = [c for c in frame.columns if c.startswith("p_")]
+        columns = [c for c in frame if c.startswith("p_")]
         names = [c.removeprefix("p_") for c in columns]
-        probs = frame[columns].to_numpy(np.float64).tolist()
+        probs = np.column_stack([np.asarray(frame[c], np.float64) for c in columns]).tolist()
         return {
             i: {"class": str(p), "probabilities": dict(zip(names, row, strict=True))}
             for i, p, row in zip(owner, points, probs, strict=True)
         }
     if task == "regression":
         return {i: {"value": float(p)} for i, p in zip(owner, points, strict=True)}
-    top = next(c for c in frame.columns if c.startswith("top"))  # next_word
+    top = next(c for c in frame if c.startswith("top"))  # next_word
     return {
-        i: {"next_word": str(p), top: str(t).split()}
-        for i, p, t in zip(owner, points, frame[top].tolist(), strict=True)
+        i: {"next_word": str(p), top: str(t).split()} for i, p, t in zip(owner, points, list(frame[top]), strict=True)
     }
 
 
@@ -98,22 +102,32 @@ def predictions(task: str, unit: Unit) -> dict[int, dict[str, Any]]:
 
 
 def _table(prep: Any, instances: list[Any]) -> Prepared:
+    """The rows taken apart by column (a list of values per feature) and encoded column by column: no
+    DataFrame, and number columns straight to NumPy (`TablePreprocessor.transform_columns`)."""
+    if not all(type(row) is dict for row in instances):  # (the check per row only when one is not a plain dict)
+        for i, row in enumerate(instances):
+            if not isinstance(row, dict):
+                raise PipelineInputError(
+                    f"instances[{i}]: expected an object of column values, e.g. {{{json_key(prep.features[0])}: ...}}"
+                )
+    # Missing keys are missing values (NaN/None), filled or refused as training decided; other keys are ignored.
+    columns = {f: [row.get(f) for row in instances] for f in prep.features}
+    if not all(set(map(type, values)) <= SCALAR_TYPES for values in columns.values()):
+        _refuse_non_scalar(prep, instances)
+    x = prep.transform_columns(columns, SOURCE)
+    return Prepared(len(instances), [Unit(x, {}, np.arange(len(instances)))])
+
+
+def _refuse_non_scalar(prep: Any, instances: list[dict]) -> None:
+    """The first row (and in it, the first key) whose feature value is not a scalar, named."""
     features = set(prep.features)
     for i, row in enumerate(instances):
-        if not isinstance(row, dict):
-            raise PipelineInputError(
-                f"instances[{i}]: expected an object of column values, e.g. {{{json_key(prep.features[0])}: ...}}"
-            )
         for name, value in row.items():
             if not isinstance(value, SCALARS) and name in features:
                 raise PipelineInputError(
                     f"instances[{i}]: column '{name}': expected a number, string, true/false or null, "
                     f"got {type(value).__name__}"
                 )
-    # Missing keys are missing values (NaN/None), filled or refused as training decided; other keys are ignored.
-    frame = pd.DataFrame({f: [row.get(f) for row in instances] for f in prep.features})  # by column: faster
-    x = prep.transform(frame, SOURCE)
-    return Prepared(len(instances), [Unit(x, frame, np.arange(len(instances)))])
 
 
 def json_key(name: str) -> str:
@@ -125,8 +139,7 @@ def json_key(name: str) -> str:
 
 def _images(prep: Any, instances: list[Any]) -> Prepared:
     xs = [_image(prep, i, item) for i, item in enumerate(instances)]
-    frame = pd.DataFrame(index=range(len(xs)))
-    return Prepared(len(xs), [Unit(np.concatenate(xs), frame, np.arange(len(xs)))])
+    return Prepared(len(xs), [Unit(np.concatenate(xs), {}, np.arange(len(xs)))])
 
 
 def _image(prep: Any, i: int, item: Any) -> np.ndarray:

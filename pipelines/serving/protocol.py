@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 PREDICT_SUFFIX = ":predict"
 MODELS_PREFIX = "/v1/models"
 
@@ -27,17 +29,29 @@ def predict_route(name: str) -> str:
 
 
 def parse_instances(body: bytes) -> list[Any]:
-    """The `instances` list of a predict request body; BadRequest naming what is missing or malformed."""
+    """The `instances` list of a predict request body; BadRequest naming what is missing or malformed.
+
+    orjson first (a 256-row body decodes several times faster); what it refuses goes through the standard
+    library, which also takes what Python's json.dumps writes but JSON does not have (NaN, Infinity) and
+    words its errors as before."""
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BadRequest(f'request body: not JSON ({err}); expected {{"instances": [...]}}') from None
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise BadRequest(f'request body: not JSON ({err}); expected {{"instances": [...]}}') from None
     if not isinstance(payload, dict) or "instances" not in payload:
         raise BadRequest('request body: missing "instances" (a list of inputs, one per prediction)')
     instances = payload["instances"]
     if not isinstance(instances, list) or not instances:
         raise BadRequest(f'request body: "instances" must be a non-empty list, got {json.dumps(instances)[:80]}')
     return instances
+
+
+def to_json(body: dict[str, Any]) -> bytes:
+    """A response body as JSON bytes (orjson: NaN and infinities become null, NumPy scalars and arrays are taken)."""
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def predict_response(name: str, version: int, predictions: list[Any]) -> dict[str, Any]:

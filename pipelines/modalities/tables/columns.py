@@ -28,6 +28,8 @@ IDENTIFIER_MIN_ROWS = 10  # ...in a column of at least this many values (a tiny 
 TEXT_WORDS = 4  # mean words per value from which strings are free text
 DATE = re.compile(r"^(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2})?)?|\d{1,2}[-/.]\d{1,2}[-/.]\d{4})$")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+PLAIN_NUMBERS = {float, int, bool, type(None)}  # what a number column's JSON values are (bool: 0/1, as pandas reads it)
+NUMBER_KINDS = ("number", "log_number")
 
 
 def canonical(value: Any) -> str:
@@ -65,11 +67,13 @@ def _numbers(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return converted.astype("float64"), (converted.isna() & values.notna()).to_numpy()
 
 
-def row_number(values: pd.Series, position: int) -> int:
+def row_number(values: pd.Series | list, position: int) -> int:
     """The 1-based data row of `values`' position: a chunk of a large table (or its training rows) keeps the
-    table's row numbers as its index, so a message names the row of the file, not of the chunk."""
-    index = values.index
-    return int(index[position]) + 1 if pd.api.types.is_integer_dtype(index) else position + 1
+    table's row numbers as its index, so a message names the row of the file, not of the chunk. A plain list
+    (a request's rows) counts from 1."""
+    if isinstance(values, pd.Series) and pd.api.types.is_integer_dtype(values.index):
+        return int(values.index[position]) + 1
+    return position + 1
 
 
 def not_a_number(src: str, col: str, values: pd.Series, bad: np.ndarray, why: str) -> PipelineInputError:
@@ -105,6 +109,26 @@ def infer_type(src: str, col: str, values: pd.Series) -> tuple[str, str]:
             f"(set ingest.columns.{col}: category to keep it)"
         )
     return "category", ""
+
+
+def as_series(values: pd.Series | list) -> pd.Series:
+    return values if isinstance(values, pd.Series) else pd.Series(values)
+
+
+def number_array(src: str, col: str, kind: str, values: pd.Series | list) -> np.ndarray:
+    """A number column as float64, NaN where missing: `convert`'s result, for a Series or a plain list of values.
+
+    A list of plain numbers and None (JSON rows taken apart by column, at the endpoint) goes straight through
+    NumPy: no pandas Series per column, which cost more than the network for a one-row request. Anything else
+    (strings to parse, a value out of float32's range) goes through `convert`, with its messages."""
+    if isinstance(values, list) and set(map(type, values)) <= PLAIN_NUMBERS:
+        try:
+            x = np.array(values, np.float64)  # None -> NaN
+        except OverflowError:  # an integer beyond float64: convert names it
+            x = None
+        if x is not None and (np.isnan(x) | (np.abs(x) <= FLOAT32_MAX)).all():
+            return x
+    return convert(src, col, kind, as_series(values)).to_numpy(np.float64)
 
 
 def convert(src: str, col: str, kind: str, values: pd.Series) -> pd.Series:

@@ -16,18 +16,20 @@ A state written before typed columns (features, mean, std only) reads as all-num
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipelines.errors import PipelineInputError
-from pipelines.modalities.tables.columns import convert, row_number
+from pipelines.modalities.tables.columns import NUMBER_KINDS, as_series, convert, number_array, row_number
 from pipelines.modalities.tables.entries import DATE_PARTS, dense_entries, embedding_dim, target_values
 from pipelines.modalities.tables.fit_stats import EntryStats, Moments, two_passes
 
 UNKNOWN, MISSING = "<unknown>", "<missing>"
+# Feature name -> its values: a DataFrame, or a dict of lists (rows taken apart by column).
+Columns = pd.DataFrame | Mapping[str, pd.Series | list]
 
 
 class TablePreprocessor:
@@ -166,12 +168,16 @@ class TablePreprocessor:
 
     # ---------------------------------------------------------------- applying (any rows)
 
-    def _encode(self, frame: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray]:
+    def _encode(self, columns: Columns, source: str) -> tuple[np.ndarray, np.ndarray]:
         """(dense entries before scaling, embedding codes) as float32 arrays."""
         dense: list[np.ndarray] = []
         codes: list[np.ndarray] = []
         for spec in self.columns:
-            values = convert(source, spec["name"], spec["type"], frame[spec["name"]])
+            column = columns[spec["name"]]
+            if spec["type"] in NUMBER_KINDS:
+                values = number_array(source, spec["name"], spec["type"], column)
+            else:
+                values = convert(source, spec["name"], spec["type"], as_series(column))
             if spec["type"] == "category":
                 code = self._codes(spec, values)
                 if spec["embedding"]:
@@ -184,13 +190,13 @@ class TablePreprocessor:
             if "fill" not in spec and gaps.any():
                 row = int(gaps.nonzero()[0][0])
                 raise PipelineInputError(
-                    f"{source}: row {row_number(values, row)}, column '{spec['name']}': missing or not a number"
+                    f"{source}: row {row_number(column, row)}, column '{spec['name']}': missing or not a number"
                 )
             raw = np.where(gaps, np.asarray(spec.get("fill", 0.0)), raw)
             dense.append(raw)
             if spec.get("indicator"):
                 dense.append(gaps.any(axis=1, keepdims=True).astype(np.float64))
-        n = len(frame)
+        n = len(columns) if isinstance(columns, pd.DataFrame) else len(next(iter(columns.values()), ()))
         as32 = [np.asarray(d).astype(np.float32) for d in dense]
         return (np.hstack(as32) if as32 else np.zeros((n, 0), np.float32)), (
             np.hstack(codes) if codes else np.zeros((n, 0), np.float32)
@@ -204,7 +210,15 @@ class TablePreprocessor:
 
     def transform(self, frame: pd.DataFrame, source: str = "input") -> np.ndarray:
         """Rows of the typed table (or a user's raw table) -> (rows, entries + codes) float32."""
-        dense, codes = self._encode(frame, source)
+        return self.transform_columns(frame, source)
+
+    def transform_columns(self, columns: Columns, source: str = "input") -> np.ndarray:
+        """The feature columns -> (rows, entries + codes) float32, column by column: each a table's Series or
+        a plain list of values (the online endpoint's JSON rows taken apart: no DataFrame built).
+
+        A list of plain numbers goes straight to NumPy (`columns.number_array`); any other column goes through
+        the conversion a file's column does, with the same fills, levels and messages naming the row."""
+        dense, codes = self._encode(columns, source)
         mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
         return np.hstack([((dense - mean) / std).astype(np.float32), codes])
 

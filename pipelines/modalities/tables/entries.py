@@ -19,11 +19,12 @@ def embedding_dim(cardinality: int) -> int:
     return int(min(16, max(2, round(1.6 * cardinality**0.56))))
 
 
-def dense_entries(spec: dict[str, Any], values: pd.Series) -> np.ndarray:
-    """The column's dense entries before filling (NaN where missing): (rows, width) float64."""
+def dense_entries(spec: dict[str, Any], values: pd.Series | np.ndarray) -> np.ndarray:
+    """The column's dense entries before filling (NaN where missing): (rows, width) float64. A number column
+    may come as a float array (`columns.number_array`)."""
     kind = spec["type"]
     if kind in ("number", "log_number"):
-        x = values.to_numpy(np.float64)
+        x = np.asarray(values, np.float64)
         x = np.sign(x) * np.log1p(np.abs(x)) if kind == "log_number" else x
         return x.reshape(-1, 1)
     if kind == "binary":
