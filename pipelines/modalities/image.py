@@ -140,13 +140,10 @@ def prepare_photos(raw_dir: Path, params: ImagePrepare, out: Path) -> dict:
     with tempfile.TemporaryFile(dir=out) as scratch:  # unnamed: gone when closed, whatever happens
         counts = photos.decode_into(scratch, membership == codes["train"])
         prep.fit_statistics(*counts.mean_std(), normalize=params.normalize)
-        writers = {name: SplitWriter(out / name) for name in codes}
-        for start, pixels, y in photos.decoded(scratch):
-            x = prep.transform(pixels.astype(np.float32))
-            where = membership[start : start + len(pixels)]
-            for name, code in codes.items():
-                if (rows := where == code).any():
-                    writers[name].write(x[rows], y[rows])
+        writers = {code: SplitWriter(out / name) for name, code in codes.items()}
+        scaled = np.empty((photos.chunk, *photos.input_shape), np.float32)  # reused, as the chunks' pixels are
+        for code, pixels, y in photos.decoded(scratch, membership):
+            writers[code].write(prep.transform(pixels, out=scaled[: len(pixels)]), y)
     for writer in writers.values():
         writer.close()
     return {"input_shape": photos.input_shape, "classes": photos.classes, "preprocessing": prep.state}
@@ -184,10 +181,16 @@ class ImagePreprocessor:
         self.mean, self.std = mean.tolist(), std.tolist()  # float32 values: exact through JSON
         return self
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) pixels -> scaled float32."""
+    def transform(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(N, C, H, W) pixels -> scaled float32 (into `out`, of x's shape, when given)."""
         mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
-        return ((x - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
+        # A float32 copy, then scaled in place: one array of the batch's size, not three.
+        scaled = x.astype(np.float32) if out is None else out
+        if out is not None:
+            np.copyto(out, x)
+        scaled -= mean[None, :, None, None]
+        scaled /= std[None, :, None, None]
+        return scaled
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
         return y  # class ids: nothing to undo

@@ -31,7 +31,7 @@ from pipelines.loop_progress import reported
 from pipelines.modalities.image_files import INTEGER_LABEL, RAW_INDEX, decode, pick_geometry
 
 CHUNK_BYTES = 16 * 2**20  # a chunk's photos as float32, when prepare.chunk_images is not set
-INDEX_ROWS = 65536  # index rows read at a time before the geometry (and so the chunk) is known
+INDEX_ROWS = 8192  # index rows read at a time before the geometry (and so the chunk) is known: ~2 MiB
 _INDEX_TYPES = {"file": str, "path": str, "label": str, "width": int, "height": int, "gray": bool}
 _PIXEL_VALUES = np.arange(256)
 _COUNT_SLICE = 1 << 20  # pixels bincount takes at a time (it works on a copy as 8-byte integers)
@@ -44,11 +44,15 @@ def chunk_size(input_shape: list[int], chunk_images: int | None) -> int:
     return max(1, CHUNK_BYTES // (4 * int(np.prod(input_shape))))
 
 
-def index_chunks(raw_dir: Path, rows: int) -> Iterator[pd.DataFrame]:
-    """The raw index `rows` at a time: file (a full path), path (as shown in messages), label (stripped text)."""
-    for frame in pd.read_csv(raw_dir / RAW_INDEX, dtype=_INDEX_TYPES, keep_default_na=False, chunksize=rows):
-        frame["file"] = [raw_dir / f for f in frame["file"]]
-        frame["label"] = frame["label"].str.strip()
+def index_chunks(raw_dir: Path, rows: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    """The raw index `rows` at a time (`columns` of it, or all): file (a full path), path (as shown in
+    messages), label (stripped text), width, height, gray."""
+    read = pd.read_csv(raw_dir / RAW_INDEX, dtype=_INDEX_TYPES, keep_default_na=False, chunksize=rows, usecols=columns)
+    for frame in read:
+        if "file" in frame:
+            frame["file"] = [raw_dir / f for f in frame["file"]]
+        if "label" in frame:
+            frame["label"] = frame["label"].str.strip()
         yield frame
 
 
@@ -91,7 +95,7 @@ class PhotoChunks:
     ) -> None:
         self.raw_dir = raw_dir
         self.n, labels, gray, sizes = 0, set(), True, {}
-        for frame in index_chunks(raw_dir, INDEX_ROWS):  # pass 1
+        for frame in index_chunks(raw_dir, INDEX_ROWS, ["path", "label", "width", "height", "gray"]):  # pass 1
             self.n += len(frame)
             labels.update(frame["label"])
             gray = gray and bool(frame["gray"].all())
@@ -101,7 +105,7 @@ class PhotoChunks:
             raise PipelineInputError(f"{raw_dir / RAW_INDEX}: the index lists no images; run ingest again")
         self.channels, self.size = pick_geometry(gray, sizes, channels, size)
         self.input_shape = [self.channels, *self.size]
-        self.chunk = chunk_size(self.input_shape, chunk_images)
+        self.chunk = min(self.n, chunk_size(self.input_shape, chunk_images))
         # Integers when every label is one (so classes sort 2 before 10), as image_files.list_csv reads them.
         numeric = all(INTEGER_LABEL.fullmatch(v) for v in labels)
         values = sorted({int(v) for v in labels}) if numeric else sorted(labels)
@@ -116,10 +120,11 @@ class PhotoChunks:
     def decode_into(self, scratch: BinaryIO, counted: np.ndarray) -> PixelCounts:
         """Pass 2: decode every photo, a chunk at a time, into `scratch`; count the pixels of those `counted`."""
         counts = PixelCounts(self.channels)
+        buffer = np.empty((self.chunk, *self.input_shape), np.uint8)
         start = 0
         chunks = reported(index_chunks(self.raw_dir, self.chunk), "decoding images (chunks)", -(-self.n // self.chunk))
         for frame in chunks:
-            pixels = np.empty((len(frame), *self.input_shape), np.uint8)
+            pixels = buffer[: len(frame)]
             for i, (file, shown) in enumerate(zip(frame["file"], frame["path"], strict=True)):
                 pixels[i] = decode(file, self.channels, self.size, shown)
             scratch.write(memoryview(pixels).cast("B"))
@@ -127,13 +132,24 @@ class PhotoChunks:
             start += len(frame)
         return counts
 
-    def decoded(self, scratch: BinaryIO) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Pass 3: (first row, uint8 pixels, class ids) a chunk at a time, in the index's order."""
+    def decoded(self, scratch: BinaryIO, membership: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Pass 3: (split code, uint8 pixels, class ids) of each chunk's photos of one split, in the index's order;
+        `membership` holds each photo's split code. The pixels are a view of a buffer the next chunk reuses:
+        one allocation for the whole pass (chunks allocated anew fragment the heap, and the peak creeps up)."""
         scratch.seek(0)
+        buffer, ordered = (np.empty((self.chunk, *self.input_shape), np.uint8) for _ in range(2))
+        codes = np.unique(membership)
         start = 0
         for frame in index_chunks(self.raw_dir, self.chunk):
-            pixels = np.empty((len(frame), *self.input_shape), np.uint8)
+            pixels = buffer[: len(frame)]
             if scratch.readinto(memoryview(pixels).cast("B")) != pixels.nbytes:
                 raise OSError("the scratch file of decoded images ended early")
-            yield start, pixels, self.codes(frame["label"])
+            where = membership[start : start + len(frame)]
+            order = np.argsort(where, kind="stable")  # by split, in the index's order within one
+            np.take(pixels, order, axis=0, out=ordered[: len(frame)])
+            y = self.codes(frame["label"])[order]
+            bounds = np.searchsorted(where[order], codes, side="left"), np.searchsorted(where[order], codes, "right")
+            for code, lo, hi in zip(codes, *bounds, strict=True):
+                if hi > lo:
+                    yield int(code), ordered[lo:hi], y[lo:hi]
             start += len(frame)
