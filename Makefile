@@ -41,7 +41,8 @@ test-fast: $(VENV)/.installed-dev
 # make bench [ARGS="--rows 100000"]   the framework-overhead benchmark (bench/fnn.py)
 # make bench ARGS=pipeline             where a default `make run` spends its time (bench/pipeline.py)
 # make bench ARGS=serve                the model server under concurrent clients (bench/serve.py)
-# make bench ARGS=stream               prepare and train through Ray Data at growing sizes (bench/stream.py)
+# make bench ARGS=stream               prepare and train through Ray Data at growing sizes (bench/stream.py;
+#                                      ARGS="stream --only images": prepare of PNG folders)
 BENCH_NAMED := pipeline serve stream
 bench: $(VENV)/.installed $(if $(filter serve,$(firstword $(ARGS))),$(VENV)/.installed-serve)
 	$(RUN) $(BIN)/python -m $(if $(filter $(BENCH_NAMED),$(firstword $(ARGS))),bench.$(firstword $(ARGS)) $(wordlist 2,99,$(ARGS)),bench.fnn $(ARGS))

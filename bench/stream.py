@@ -1,6 +1,7 @@
 """Data bigger than memory: prepare in chunks and training streamed through Ray Data, at growing sizes.
 
     make bench ARGS="stream [--rows 100000] [--scales 1 4 16] [--epochs 3] [--chunk-rows 65536]"
+    make bench ARGS="stream --only images [--images 12500 50000] [--chunk-images N]"
 
 For a generated table (20 numeric and 5 categorical columns, a binary label) at each scale:
 
@@ -10,6 +11,10 @@ For a generated table (20 numeric and 5 categorical columns, a binary label) at 
   (Ray Data's read tasks run in Ray's worker processes and are not counted);
 
 and, on the 1x table, the same training with `data_loading: memory`: the streamed/in-memory throughput ratio.
+
+For a folder of generated 28x28 grayscale PNGs (scikit-learn's digits, enlarged, each under its own noise, in
+ten class subfolders) at each count in `--images`: prepare's images/s and peak resident memory (photos are
+decoded and resized in chunks of `prepare.chunk_images`).
 
 Each measurement runs in a fresh child process so its peak memory is its own. Ingest is not measured: it
 still reads a source whole (docs/data-loading.md).
@@ -38,7 +43,7 @@ step, params = sys.argv[1], DatasetParams.model_validate_json(sys.argv[2])
 started = time.perf_counter()
 if step == "prepare":
     from pipelines.stages.prepare import prepare
-    out = {"sizes": prepare("b", params)["sizes"]}
+    out = {"sizes": prepare(sys.argv[3] if len(sys.argv) > 3 else "b", params)["sizes"]}
 else:
     from pipelines.stages.train import train
     summary = train("b", params, ComputeParams(storage_path=str(Path("ray").resolve())))
@@ -82,10 +87,10 @@ def params(source: Path, loading: str, epochs: int, chunk_rows: int = 65536) -> 
     ).model_dump_json()
 
 
-def child(step: str, dataset_json: str, cwd: Path) -> dict:
+def child(step: str, dataset_json: str, cwd: Path, dataset: str = "b") -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, step, dataset_json], cwd=cwd, env=env, capture_output=True, text=True
+        [sys.executable, "-c", CHILD, step, dataset_json, dataset], cwd=cwd, env=env, capture_output=True, text=True
     )
     if proc.returncode:
         raise SystemExit(f"{step} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -97,49 +102,113 @@ def steady_rows_per_s(result: dict, train_rows: int) -> float:
     return train_rows / (sum(steady) / len(steady))
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=100_000, help="rows of the 1x table")
-    parser.add_argument("--scales", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--chunk-rows", type=int, default=65536, help="prepare.chunk_rows (below the 1x rows)")
-    args = parser.parse_args(argv)
+def write_pngs(root: Path, count: int, seed: int = 0) -> None:
+    """`count` 28x28 grayscale PNGs under root/<digit>/: the digits enlarged, each with its own noise."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    big = np.stack([np.asarray(Image.fromarray(im).resize((28, 28))) for im in (digits.images * 15).astype(np.uint8)])
+    rng = np.random.default_rng(seed)
+    for label in range(10):
+        (root / str(label)).mkdir(parents=True)
+    for i in range(count):
+        k = i % len(big)
+        noisy = np.clip(big[k] + rng.normal(0, 12, (28, 28)), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(root / str(digits.target[k]) / f"{i:06d}.png")
+
+
+def image_params(source: Path, chunk_images: int | None) -> str:
+    from pipelines.config import DatasetParams
+
+    return DatasetParams(
+        modality="image",
+        ingest={"source": str(source)},
+        prepare={"chunk_images": chunk_images},
+        train={"candidates": {"cnn": {"family": "cnn"}}},
+        register={"model_name": "bench-stream-images"},
+    ).model_dump_json()
+
+
+def bench_images(counts: list[int], chunk_images: int | None, work: Path) -> None:
+    """Prepare of a folder of PNGs at each count: images/s and peak memory (ingest is not measured)."""
     from pipelines.config import DatasetParams
     from pipelines.stages.ingest import ingest
 
     rows_out = []
-    with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
-        work = Path(tmp)
-        os.chdir(work)
-        for scale in args.scales:
-            n = args.rows * scale
-            source = work / f"table{scale}.parquet"
-            table(n).to_parquet(source, index=False)
-            ingest("b", DatasetParams.model_validate_json(params(source, "stream", args.epochs)))
-            prepared = child("prepare", params(source, "stream", args.epochs, args.chunk_rows), work)
-            trained = child("train", params(source, "stream", args.epochs), work)
-            on_disk = sum(p.stat().st_size for p in (work / "data/prepared/b").rglob("*") if p.is_file())
-            row = {
-                "scale": scale,
-                "rows": n,
-                "prepared_mib_on_disk": round(on_disk / 2**20, 1),
-                "prepare_rows_per_s": round(n / prepared["seconds"]),
-                "prepare_peak_mib": round(prepared["peak_mib"]),
-                "train_stream_rows_per_s": round(steady_rows_per_s(trained, prepared["sizes"]["train"])),
-                "train_stream_peak_mib": round(trained["peak_mib"]),
-            }
-            if scale == args.scales[0]:
-                memory = child("train", params(source, "memory", args.epochs), work)
-                row["train_memory_rows_per_s"] = round(steady_rows_per_s(memory, prepared["sizes"]["train"]))
-                row["train_memory_peak_mib"] = round(memory["peak_mib"])
-                row["stream_over_memory"] = round(row["train_stream_rows_per_s"] / row["train_memory_rows_per_s"], 2)
-            print(json.dumps(row), flush=True)
-            rows_out.append(row)
-        os.chdir(ROOT)
+    for count in counts:
+        folder = work / f"pngs{count}"
+        write_pngs(folder, count)
+        name = f"img{count}"
+        ingest(name, DatasetParams.model_validate_json(image_params(folder, chunk_images)))
+        prepared = child("prepare", image_params(folder, chunk_images), work, name)
+        on_disk = sum(p.stat().st_size for p in (work / "data/prepared" / name).rglob("*") if p.is_file())
+        row = {
+            "images": count,
+            "prepared_mib_on_disk": round(on_disk / 2**20, 1),
+            "prepare_images_per_s": round(count / prepared["seconds"]),
+            "prepare_peak_mib": round(prepared["peak_mib"]),
+        }
+        print(json.dumps(row), flush=True)
+        rows_out.append(row)
+    first, last = rows_out[0], rows_out[-1]
+    ratio = last["prepare_peak_mib"] / first["prepare_peak_mib"]
+    print(f"image prepare peak {last['images']} / {first['images']} images: {ratio:.2f}")
+
+
+def bench_tables(args: argparse.Namespace, work: Path) -> None:
+    from pipelines.config import DatasetParams
+    from pipelines.stages.ingest import ingest
+
+    rows_out = []
+    for scale in args.scales:
+        n = args.rows * scale
+        source = work / f"table{scale}.parquet"
+        table(n).to_parquet(source, index=False)
+        ingest("b", DatasetParams.model_validate_json(params(source, "stream", args.epochs)))
+        prepared = child("prepare", params(source, "stream", args.epochs, args.chunk_rows), work)
+        trained = child("train", params(source, "stream", args.epochs), work)
+        on_disk = sum(p.stat().st_size for p in (work / "data/prepared/b").rglob("*") if p.is_file())
+        row = {
+            "scale": scale,
+            "rows": n,
+            "prepared_mib_on_disk": round(on_disk / 2**20, 1),
+            "prepare_rows_per_s": round(n / prepared["seconds"]),
+            "prepare_peak_mib": round(prepared["peak_mib"]),
+            "train_stream_rows_per_s": round(steady_rows_per_s(trained, prepared["sizes"]["train"])),
+            "train_stream_peak_mib": round(trained["peak_mib"]),
+        }
+        if scale == args.scales[0]:
+            memory = child("train", params(source, "memory", args.epochs), work)
+            row["train_memory_rows_per_s"] = round(steady_rows_per_s(memory, prepared["sizes"]["train"]))
+            row["train_memory_peak_mib"] = round(memory["peak_mib"])
+            row["stream_over_memory"] = round(row["train_stream_rows_per_s"] / row["train_memory_rows_per_s"], 2)
+        print(json.dumps(row), flush=True)
+        rows_out.append(row)
     first, last = rows_out[0], rows_out[-1]
     ratio = f"{last['scale']}x / {first['scale']}x"
     print(f"prepare peak {ratio}: {last['prepare_peak_mib'] / first['prepare_peak_mib']:.2f}")
     print(f"training peak {ratio}: {last['train_stream_peak_mib'] / first['train_stream_peak_mib']:.2f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=["tables", "images"], help="one of the two benchmarks (default: both)")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows of the 1x table")
+    parser.add_argument("--scales", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--chunk-rows", type=int, default=65536, help="prepare.chunk_rows (below the 1x rows)")
+    parser.add_argument("--images", type=int, nargs="+", default=[12_500, 50_000], help="PNGs in each folder")
+    parser.add_argument("--chunk-images", type=int, default=None, help="prepare.chunk_images (default: 16 MiB)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
+        work = Path(tmp)
+        os.chdir(work)
+        if args.only != "images":
+            bench_tables(args, work)
+        if args.only != "tables":
+            bench_images(args.images, args.chunk_images, work)
+        os.chdir(ROOT)
 
 
 if __name__ == "__main__":

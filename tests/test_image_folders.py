@@ -2,6 +2,7 @@
 read with Pillow, resized, normalized per channel; unreadable files refused or skipped; predict on a folder."""
 
 import subprocess
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,9 @@ from pipelines.config.modalities import ImagePrepare
 from pipelines.errors import PipelineInputError
 from pipelines.modalities import preprocessor_from_state
 from pipelines.modalities.common import shuffled_split
+from pipelines.modalities.image import ImagePreprocessor
+from pipelines.modalities.image_chunks import PhotoChunks, chunk_size
+from pipelines.modalities.image_files import decode_all
 from pipelines.paths import DatasetPaths
 from pipelines.stages.ingest import ingest
 from pipelines.stages.prepare import load_split, prepare
@@ -165,6 +169,39 @@ def test_arrays_keep_their_size_unless_asked_and_then_match_at_predict(in_tmp):
     assert meta["input_shape"] == [3, 4, 5]
     x, _ = preprocessor_from_state(meta["preprocessing"]).read_inputs(str(in_tmp / "imgs.npz"))
     np.testing.assert_allclose(x[shuffled_split(40, ImagePrepare())["test"]], load_split("npz", "test")[0])
+
+
+def test_photos_are_prepared_in_bounded_chunks_the_same_as_in_one(in_tmp):
+    folder = write_stripes(in_tmp / "photos", per_class=10, color_every=4)  # RGB: three channels counted
+    ingest("photos", dataset(folder))
+    whole = prepare("photos", dataset(folder, chunk_images=10**6))
+    arrays = {split: load_split("photos", split) for split in ("train", "val", "test")}
+    assert prepare("photos", dataset(folder, chunk_images=7)) == whole  # 30 photos in chunks of 7: the same
+    for split, (x, y) in arrays.items():
+        chunked_x, chunked_y = load_split("photos", split)
+        np.testing.assert_array_equal(chunked_x, x)
+        np.testing.assert_array_equal(chunked_y, y)
+
+    # The statistics are exact counts; the in-memory float32 fit they replace agrees within its rounding.
+    raw = DatasetPaths("photos").raw_dir
+    files = sorted((raw / "files").iterdir())
+    pixels = decode_all(files, 3, (16, 16), [f.name for f in files]).astype(np.float32)
+    in_memory = ImagePreprocessor([3, 16, 16]).fit(pixels[shuffled_split(len(files), ImagePrepare())["train"]])
+    np.testing.assert_allclose(whole["preprocessing"]["mean"], in_memory.mean, rtol=1e-5)
+    np.testing.assert_allclose(whole["preprocessing"]["std"], in_memory.std, rtol=1e-5)
+
+    photos = PhotoChunks(raw, None, None, 7)
+    with tempfile.TemporaryFile() as scratch:
+        photos.decode_into(scratch, np.ones(photos.n, bool))
+        sizes = [len(chunk) for _, chunk, _ in photos.decoded(scratch, np.zeros(photos.n, np.int8))]
+    assert sizes == [7, 7, 7, 7, 2]  # never more than a chunk decoded at once
+    assert chunk_size([1, 28, 28], None) == 16 * 2**20 // (4 * 784) and chunk_size([3, 4096, 4096], None) == 1
+
+    files[5].write_bytes(b"not a png")  # damaged after ingest: prepare names it, and keeps the last prepare
+    shown = pd.read_csv(raw / "images.csv")["path"][5]
+    with pytest.raises(PipelineInputError, match=rf"{shown}: not a readable image"):
+        prepare("photos", dataset(folder, chunk_images=7))
+    np.testing.assert_array_equal(load_split("photos", "train")[0], arrays["train"][0])
 
 
 @pytest.mark.slow

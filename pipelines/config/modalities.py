@@ -137,6 +137,12 @@ class ImagePrepare(PrepareParams):
     channels: Literal[1, 3] | None = Field(
         None, description="1 (grayscale) or 3 (RGB); null: 1 when every image is grayscale, else 3"
     )
+    chunk_images: int | None = Field(
+        None,
+        ge=1,
+        description="Photos prepare decodes, resizes and writes at a time: its memory is bounded by this, not the "
+        "folder's size; null: as many as take 16 MiB as float32 at the prepared size",
+    )
 
     @property
     def size(self) -> tuple[int, int] | None:

@@ -8,6 +8,7 @@ original files and their index (image_files.RAW_INDEX); prepare decodes and resi
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pandas as pd
 
 from pipelines.config.modalities import ImageIngest, ImagePrepare
 from pipelines.errors import PipelineInputError
+from pipelines.handoffs.splits import SplitWriter
 from pipelines.modalities.common import encode_classes, shuffled_split, write_splits
 from pipelines.modalities.image_arrays import (  # noqa: F401  (read_idx, read_idx_folder: re-exported)
     adapt_arrays,
@@ -24,6 +26,7 @@ from pipelines.modalities.image_arrays import (  # noqa: F401  (read_idx, read_i
     read_idx_folder,
     validate_images,
 )
+from pipelines.modalities.image_chunks import PhotoChunks
 from pipelines.modalities.image_files import (
     IMAGE_SUFFIXES,
     RAW_INDEX,
@@ -31,9 +34,7 @@ from pipelines.modalities.image_files import (
     decode_all,
     is_photo_source,
     list_for_predict,
-    pick_geometry,
     read_photos,
-    read_raw,
     write_raw,
 )
 
@@ -91,13 +92,8 @@ def ingest_photos(params: ImageIngest, out_dir: Path) -> dict:
     }
 
 
-def _raw_pixels(raw_dir: Path, params: ImagePrepare) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
-    """(float32 pixels, labels, predefined split or None, the preprocessor's geometry) from the raw folder."""
-    if (raw_dir / RAW_INDEX).exists():  # photos: decoded, converted and resized here, as predict will
-        index = read_raw(raw_dir)
-        channels, size = pick_geometry(index, params.channels, params.size)
-        x = decode_all(list(index["file"]), channels, size, list(index["path"])).astype(np.float32)
-        return x, np.asarray(index["label"].tolist()), None, {"image_size": list(size), "channels": channels}
+def _raw_arrays(raw_dir: Path, params: ImagePrepare) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+    """(float32 pixels, labels, predefined split or None, the preprocessor's geometry) of an images.npz."""
     with np.load(raw_dir / RAW_IMAGES) as raw:
         x, labels = raw["x"].astype(np.float32), raw["y"]
         predefined = raw["split"] if "split" in raw.files else None
@@ -107,7 +103,9 @@ def _raw_pixels(raw_dir: Path, params: ImagePrepare) -> tuple[np.ndarray, np.nda
 
 
 def prepare(raw_dir: Path, ingest: ImageIngest, params: ImagePrepare, info: dict, out: Path) -> dict:
-    x, labels, predefined, geometry = _raw_pixels(raw_dir, params)
+    if (raw_dir / RAW_INDEX).exists():  # photos: decoded, converted and resized here, as predict will
+        return prepare_photos(raw_dir, params, out)
+    x, labels, predefined, geometry = _raw_arrays(raw_dir, params)
     y, classes = encode_classes(labels)
     if info.get("class_names") and len(info["class_names"]) == len(classes):
         classes = [info["class_names"][int(c)] for c in classes]
@@ -126,8 +124,29 @@ def prepare(raw_dir: Path, ingest: ImageIngest, params: ImagePrepare, info: dict
     prep = ImagePreprocessor(list(x.shape[1:]), **geometry).fit(x[splits["train"]], params.normalize)
     arrays = {name: (prep.transform(x[idx]), y[idx]) for name, idx in splits.items()}
     meta = {"input_shape": list(x.shape[1:]), "classes": classes, "preprocessing": prep.state}
-    write_splits(out, arrays)  # held in memory whole: a source of this kind is read whole
+    write_splits(out, arrays)  # held in memory whole: np.load reads an .npz member whole
     return meta
+
+
+def prepare_photos(raw_dir: Path, params: ImagePrepare, out: Path) -> dict:
+    """Photos in chunks of `prepare.chunk_images` (image_chunks.py): the same splits, statistics (exact) and
+    shards as a prepare holding them all, in memory bounded by the chunk."""
+    photos = PhotoChunks(raw_dir, params.channels, params.size, params.chunk_images)
+    codes = {"train": 0, "val": 1, "test": 2}
+    membership = np.empty(photos.n, np.int8)  # each photo's split
+    for name, idx in shuffled_split(photos.n, params).items():
+        membership[idx] = codes[name]
+    prep = ImagePreprocessor(photos.input_shape, image_size=list(photos.size), channels=photos.channels)
+    with tempfile.TemporaryFile(dir=out) as scratch:  # unnamed: gone when closed, whatever happens
+        counts = photos.decode_into(scratch, membership == codes["train"])
+        prep.fit_statistics(*counts.mean_std(), normalize=params.normalize)
+        writers = {code: SplitWriter(out / name) for name, code in codes.items()}
+        scaled = np.empty((photos.chunk, *photos.input_shape), np.float32)  # reused, as the chunks' pixels are
+        for code, pixels, y in photos.decoded(scratch, membership):
+            writers[code].write(prep.transform(pixels, out=scaled[: len(pixels)]), y)
+    for writer in writers.values():
+        writer.close()
+    return {"input_shape": photos.input_shape, "classes": photos.classes, "preprocessing": prep.state}
 
 
 class ImagePreprocessor:
@@ -151,17 +170,27 @@ class ImagePreprocessor:
         self.image_size, self.channels = image_size, channels
 
     def fit(self, train_x: np.ndarray, normalize: bool = True) -> ImagePreprocessor:
-        channels = train_x.shape[1]
-        mean = train_x.mean(axis=(0, 2, 3)) if normalize else np.zeros(channels, np.float32)
-        std = train_x.std(axis=(0, 2, 3)) if normalize else np.ones(channels, np.float32)
+        return self.fit_statistics(train_x.mean(axis=(0, 2, 3)), train_x.std(axis=(0, 2, 3)), normalize)
+
+    def fit_statistics(self, mean: np.ndarray, std: np.ndarray, normalize: bool = True) -> ImagePreprocessor:
+        """The training split's per-channel mean and standard deviation (kept as float32), or 0 and 1."""
+        channels = len(mean)
+        mean = np.asarray(mean, np.float32) if normalize else np.zeros(channels, np.float32)
+        std = np.asarray(std, np.float32) if normalize else np.ones(channels, np.float32)
         std = np.where(std < 1e-8, 1.0, std).astype(np.float32)
         self.mean, self.std = mean.tolist(), std.tolist()  # float32 values: exact through JSON
         return self
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) pixels -> scaled float32."""
+    def transform(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(N, C, H, W) pixels -> scaled float32 (into `out`, of x's shape, when given)."""
         mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
-        return ((x - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
+        # A float32 copy, then scaled in place: one array of the batch's size, not three.
+        scaled = x.astype(np.float32) if out is None else out
+        if out is not None:
+            np.copyto(out, x)
+        scaled -= mean[None, :, None, None]
+        scaled /= std[None, :, None, None]
+        return scaled
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
         return y  # class ids: nothing to undo

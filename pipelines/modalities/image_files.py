@@ -24,7 +24,7 @@ RAW_INDEX = "images.csv"  # beside the copied originals in data/raw/<dataset>/
 RAW_FILES = "files"
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 SHOWN_SKIPS = 20  # the skipped files named in the raw info (all of them are counted)
-_INTEGER = re.compile(r"-?\d+")
+INTEGER_LABEL = re.compile(r"-?\d+")
 
 
 def is_image_file(path: Path) -> bool:
@@ -62,7 +62,7 @@ def list_folder(root: Path) -> list[tuple[Path, str, str]]:
 def _labels(values: pd.Series) -> list:
     """CSV labels as written; integers when every label is one (so classes sort 2 before 10)."""
     text = values.str.strip()
-    return [int(v) for v in text] if text.map(lambda v: bool(_INTEGER.fullmatch(v))).all() else list(text)
+    return [int(v) for v in text] if text.map(lambda v: bool(INTEGER_LABEL.fullmatch(v))).all() else list(text)
 
 
 def list_csv(csv: Path, missing: str) -> tuple[list[tuple[Path, str, object]], list[dict]]:
@@ -167,28 +167,21 @@ def write_raw(photos: pd.DataFrame, out_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def read_raw(raw_dir: Path) -> pd.DataFrame:
-    """The index ingest wrote, with `file` as a full path."""
-    index = pd.read_csv(raw_dir / RAW_INDEX, dtype={"file": str, "path": str, "label": str})
-    index["label"] = _labels(index["label"])
-    index["file"] = [raw_dir / f for f in index["file"]]
-    return index
-
-
 def pick_geometry(
-    index: pd.DataFrame, channels: int | None, size: tuple[int, int] | None
+    gray: bool, sizes: dict[tuple[int, int], str], channels: int | None, size: tuple[int, int] | None
 ) -> tuple[int, tuple[int, int]]:
-    """Channels (given, or 1 when every image is grayscale, else 3) and (height, width) (given, or the one size)."""
-    channels = channels or (1 if index["gray"].all() else 3)
+    """Channels (given, or 1 when every image is `gray`, else 3) and (height, width) (given, or the one size);
+    `sizes`: each (height, width) found, with the first image of that size (named when sizes differ)."""
+    channels = channels or (1 if gray else 3)
     if size is None:
-        sizes = index.groupby(["height", "width"])["path"].first()
         if len(sizes) > 1:
-            (h1, w1), (h2, w2) = sizes.index[:2]
+            (h1, w1), (h2, w2) = sorted(sizes)[:2]
             raise PipelineInputError(
-                f"images differ in size ({sizes.iloc[0]} is {w1}x{h1}, {sizes.iloc[1]} is {w2}x{h2}; "
+                f"images differ in size ({sizes[h1, w1]} is {w1}x{h1}, {sizes[h2, w2]} is {w2}x{h2}; "
                 f"{len(sizes)} sizes in all): set prepare.image_size, e.g. [{h1}, {w1}]"
             )
-        size = (int(sizes.index[0][0]), int(sizes.index[0][1]))
+        (h, w) = next(iter(sizes))
+        size = (int(h), int(w))
     return channels, size
 
 
