@@ -13,15 +13,16 @@ buffer, and any node (or S3) can read one shard without the others. A shard is w
 appended to, so DVC tracks the split folder as before.
 
 Every reader of a prepared split goes through here: `read_split` (all rows, in memory), `iter_split` and
-`iter_targets` (bounded chunks), `split_parts` (the files, for Ray Data); `split_rows` and `split_nbytes`
-come from the shards' footers without reading any data.
+`iter_targets` (bounded chunks; `SplitChunks`, the same again on every pass), `split_parts` (the files, for
+Ray Data); `split_rows` and `split_nbytes` come from the shards' footers without reading any data.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +155,8 @@ def split_nbytes(folder: Path) -> int:
 
 
 def iter_split(folder: Path, rows: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The split in order, in chunks of at most `rows` samples (memory: a row group, ROW_GROUP_BYTES)."""
+    """The split in order, in chunks of `rows` samples, the last one what is left (memory: two chunks, or a row
+    group, ROW_GROUP_BYTES)."""
     x_shape, y_shape = split_shapes(folder)
     for batch in _batches(folder, rows, ["x", "y"]):
         yield _array(batch.column("x"), x_shape), _array(batch.column("y"), y_shape)
@@ -168,11 +170,50 @@ def iter_targets(folder: Path, rows: int = 65536) -> Iterator[np.ndarray]:
 
 
 def _batches(folder: Path, rows: int, columns: list[str]) -> Iterator[pa.Table]:
+    """Chunks of exactly `rows` rows across the shards (the last one: what is left), so a chunk's rows do not
+    depend on where prepare cut the shards (evaluate's network sees the batches a whole-split read would)."""
+    held = None  # rows read but not yet yielded: less than a chunk, and the batch just read
     for part in split_parts(folder):
         # On this thread, without read-ahead: pyarrow's reader threads and buffers hold more than a row group.
         shard = pq.ParquetFile(part, pre_buffer=False, buffer_size=1 << 20)
         for batch in shard.iter_batches(batch_size=rows, columns=columns, use_threads=False):
-            yield pa.Table.from_batches([batch])
+            table = pa.Table.from_batches([batch])
+            held = table if held is None else pa.concat_tables([held, table])  # no copy: chunks side by side
+            while held.num_rows >= rows:
+                yield held.slice(0, rows)
+                held = held.slice(rows)
+    if held is not None and held.num_rows:
+        yield held
+
+
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class SplitChunks:
+    """A prepared split as (x, y) chunks of `rows` samples, read again from its shards on every pass."""
+
+    folder: Path
+    rows: int = 65536
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return iter_split(self.folder, self.rows)
+
+    def targets(self) -> Iterator[np.ndarray]:
+        return iter_targets(self.folder, self.rows)
+
+    @property
+    def samples(self) -> int:
+        """The split's rows, from the footers."""
+        return split_rows(self.folder)
+
+
+SplitData = Arrays | SplitChunks  # a split whole in memory, or read in chunks
+
+
+def chunks_of(split: SplitData) -> Iterable[Arrays]:
+    """A split's (x, y) chunks: one when it is held in memory."""
+    return [split] if isinstance(split, tuple) else split
 
 
 def read_split(folder: Path) -> tuple[np.ndarray, np.ndarray]:
