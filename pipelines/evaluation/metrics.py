@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 import torchmetrics.functional as tmf
-from torchmetrics.text import Perplexity
 
 TOP_K = 5
 
@@ -65,19 +64,41 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -
 
 def next_word_metrics(logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     """Perplexity (exp of the mean cross-entropy) and top-1 / top-k accuracy of the next word."""
+    return next_word_scores(next_word_rows(logits, target))
+
+
+def next_word_rows(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(n, 3) float64: each row's target probability, whether the target is the top word, and whether it is among
+    the top k. A split is scored from these, chunk by chunk, never holding its (rows x vocabulary) logits; the
+    numbers are torchmetrics' Perplexity and micro top-k accuracy, step for step (tests/test_evaluate_chunks.py)."""
     logits, target = logits.double(), target.long().view(-1)
-    vocab = logits.shape[-1]
-    kw = {"task": "multiclass", "num_classes": vocab, "average": "micro"}
+    probs = torch.softmax(logits, dim=1)[torch.arange(len(target)), target]
+    top1 = logits.argmax(dim=1) == target
+    topk = (logits.topk(min(TOP_K, logits.shape[-1]), dim=1).indices == target[:, None]).any(dim=1)
+    return torch.stack([probs, top1.double(), topk.double()], dim=1)
+
+
+def next_word_scores(rows: torch.Tensor) -> dict[str, float]:
+    """next_word_metrics from next_word_rows (of every chunk, joined)."""
+    n = torch.tensor(len(rows))
+    hits = rows[:, 1:].sum(dim=0)  # whole numbers, exact in float64
     return {
-        "perplexity": float(Perplexity()(logits.unsqueeze(1), target.view(-1, 1))),
-        "accuracy": float(tmf.accuracy(logits, target, top_k=1, **kw)),
-        f"top{TOP_K}_accuracy": float(tmf.accuracy(logits, target, top_k=min(TOP_K, vocab), **kw)),
+        # Perplexity's own arithmetic: exp(-sum(log p) / n), the sum kept in its float32 state.
+        "perplexity": float(torch.exp((-rows[:, 0].contiguous().log().sum()).float() / n)),
+        # Accuracy's: hits / rows in float32.
+        "accuracy": float(hits[0].float() / n.float()),
+        f"top{TOP_K}_accuracy": float(hits[1].float() / n.float()),
     }
 
 
 def unigram_perplexity(train_targets: torch.Tensor, target: torch.Tensor, vocab_size: int) -> float:
     """The baseline a language model must beat: word frequencies of the training split (add-one smoothed)."""
-    counts = torch.bincount(train_targets.long().view(-1), minlength=vocab_size).double() + 1.0
+    return unigram_perplexity_of_counts(torch.bincount(train_targets.long().view(-1), minlength=vocab_size), target)
+
+
+def unigram_perplexity_of_counts(counts: torch.Tensor, target: torch.Tensor) -> float:
+    """unigram_perplexity from each word's training count (a split's chunks' counts, summed)."""
+    counts = counts.double() + 1.0
     log_p = (counts / counts.sum()).log()
     return float(math.exp(-log_p[target.long().view(-1)].mean()))
 
