@@ -8,6 +8,11 @@ baselines are a list of functions in BASELINES, each returning any number of nam
 a new one (e.g. a forecast's exponential smoothing) slots in beside the others.
 
 Whether any candidate beats each baseline is decided in comparison.py (no torch there: the flow reads it).
+
+A split is read in chunks (`SplitChunks`; (x, y) arrays held in memory work too): val and test are scored
+chunk by chunk like the candidates; the table baselines fit on at most TRAIN_ROWS training rows (all of them
+below that, as before; above, a seeded sample); the unigram counts and the Holt-Winters series are read from
+every training row, a few numbers per row.
 """
 
 from __future__ import annotations
@@ -20,13 +25,35 @@ import torch
 
 from models.class_weights import ClassWeighting, weights_for
 from models.task_kinds import get_task
-from pipelines.evaluation.metrics import unigram_perplexity
-from pipelines.evaluation.scoring import score
+from pipelines.evaluation.metrics import unigram_perplexity_of_counts
+from pipelines.evaluation.scoring import join_rows, rows_of, score_rows
 from pipelines.handoffs import metric_key
+from pipelines.handoffs.splits import Arrays, SplitData, chunks_of
 
-Arrays = tuple[np.ndarray, np.ndarray]
-# (dataset, prepared meta, {"train"|"val"|"test": (x, y)}) -> {baseline name: {`split/metric`: value}}
-BaselineFn = Callable[[str, dict, dict[str, Arrays]], dict[str, dict[str, float]]]
+# (dataset, prepared meta, {"train"|"val"|"test": split}) -> {baseline name: {`split/metric`: value}}
+BaselineFn = Callable[[str, dict, dict[str, SplitData]], dict[str, dict[str, float]]]
+
+# The table baselines fit on at most this many training rows (a seeded sample of them above it): a linear model
+# and gradient boosting have long converged there, and the rows fit in memory (200k rows of 100 float64 features:
+# 160 MB). Every built-in dataset is far below it, and fits on all its rows as before.
+TRAIN_ROWS = 200_000
+
+
+def training_rows(train: SplitData, seed: int, cap: int = TRAIN_ROWS) -> Arrays:
+    """The training split in memory, in its order, when it has at most `cap` rows; else `cap` rows drawn
+    uniformly (seeded), in the split's order, read chunk by chunk."""
+    total = len(train[1]) if isinstance(train, tuple) else train.samples
+    keep = None if total <= cap else np.sort(np.random.default_rng(seed).choice(total, cap, replace=False))
+    xs, ys, start = [], [], 0
+    for x, y in chunks_of(train):
+        end = start + len(y)
+        if keep is not None:
+            mine = keep[np.searchsorted(keep, start) : np.searchsorted(keep, end)] - start
+            x, y = x[mine], y[mine]
+        xs.append(x)
+        ys.append(y)
+        start = end
+    return np.concatenate(xs), np.concatenate(ys)
 
 
 def _scalars(split: str, scores: dict[str, Any]) -> dict[str, float]:
@@ -39,11 +66,12 @@ def _scalars(split: str, scores: dict[str, Any]) -> dict[str, float]:
 
 
 def _scored(meta: dict, outputs: Callable[[np.ndarray], torch.Tensor], loss: str, splits: dict) -> dict[str, float]:
-    """A fitted model's val and test scores through the candidates' scorer (`outputs`: x -> logits or values)."""
+    """A fitted model's val and test scores through the candidates' scorer (`outputs`: x -> logits or values),
+    chunk by chunk."""
     scores: dict[str, float] = {}
     for split in ("val", "test"):
-        x, y = splits[split]
-        split_scores, _ = score(meta, outputs(x), loss, x, y)
+        rows = join_rows([rows_of(meta, outputs(x), loss, x, y) for x, y in chunks_of(splits[split])])
+        split_scores, _ = score_rows(meta, rows)
         scores.update(_scalars(split, split_scores))
     return scores
 
@@ -76,30 +104,32 @@ SINGLE_THREAD_ROWS = 50_000
 
 
 def table_baselines(
-    dataset: str, meta: dict, splits: dict[str, Arrays], weighting: ClassWeighting = "none"
+    dataset: str, meta: dict, splits: dict[str, SplitData], weighting: ClassWeighting = "none"
 ) -> dict[str, dict[str, float]]:
     """A linear model and histogram gradient boosting on the prepared table, seeded by the dataset's seed.
 
     weighting: balanced fits the classifiers with the candidates' class weights (the same numbers, from the same
-    training split), named `<baseline>_balanced`."""
+    training rows), named `<baseline>_balanced`."""
     from threadpoolctl import threadpool_limits
 
-    threads = 1 if len(splits["train"][0]) < SINGLE_THREAD_ROWS else None
+    seed = int(meta.get("seed", 0))
+    train = training_rows(splits["train"], seed)
+    threads = 1 if len(train[0]) < SINGLE_THREAD_ROWS else None
     with threadpool_limits(limits=threads, user_api="openmp"):
         if weighting == "none":
-            return _fit_tables(meta, splits)
-        y_train = np.asarray(splits["train"][1]).reshape(-1).astype(np.int64)
+            return _fit_tables(meta, train, splits)
+        y_train = np.asarray(train[1]).reshape(-1).astype(np.int64)
         counts = np.bincount(y_train, minlength=len(meta["classes"])).tolist()
         weights = weights_for(weighting, counts) or [1.0] * len(counts)
         # scikit-learn takes weights for the classes it sees in y only.
-        fitted = _fit_tables(meta, splits, {c: w for c, w in enumerate(weights) if counts[c]})
+        fitted = _fit_tables(meta, train, splits, {c: w for c, w in enumerate(weights) if counts[c]})
         return {f"{name}_{weighting}": scores for name, scores in fitted.items()}
 
 
 def _fit_tables(
-    meta: dict, splits: dict[str, Arrays], class_weight: dict[int, float] | None = None
+    meta: dict, train: Arrays, splits: dict[str, SplitData], class_weight: dict[int, float] | None = None
 ) -> dict[str, dict[str, float]]:
-    x_train, y_train = splits["train"]
+    x_train, y_train = train
     seed = int(meta.get("seed", 0))
     out: dict[str, dict[str, float]] = {}
     if get_task(meta["task"]).real_valued:
@@ -124,20 +154,26 @@ def _fit_tables(
     return out
 
 
-def unigram_baseline(dataset: str, meta: dict, splits: dict[str, Arrays]) -> dict[str, dict[str, float]]:
-    """The baseline a language model must beat: training word frequencies (add-one smoothed)."""
-    train_y = torch.from_numpy(splits["train"][1])
+def unigram_baseline(dataset: str, meta: dict, splits: dict[str, SplitData]) -> dict[str, dict[str, float]]:
+    """The baseline a language model must beat: training word frequencies (add-one smoothed), counted over every
+    training row chunk by chunk."""
+    counts = sum(
+        torch.bincount(torch.from_numpy(y).long().view(-1), minlength=meta["vocab_size"])
+        for _, y in chunks_of(splits["train"])
+    )
+
+    def targets(split: str) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate([y.reshape(-1) for _, y in chunks_of(splits[split])]))
+
     return {
         "unigram": {
-            metric_key(split, "perplexity"): unigram_perplexity(
-                train_y, torch.from_numpy(splits[split][1]), meta["vocab_size"]
-            )
+            metric_key(split, "perplexity"): unigram_perplexity_of_counts(counts, targets(split))
             for split in ("val", "test")
         }
     }
 
 
-def forecast_baselines(dataset: str, meta: dict, splits: dict[str, Arrays]) -> dict[str, dict[str, float]]:
+def forecast_baselines(dataset: str, meta: dict, splits: dict[str, SplitData]) -> dict[str, dict[str, float]]:
     """Holt-Winters at the same horizon, from the same val and test origins as the candidates."""
     from pipelines.evaluation.forecast_baselines import exponential_smoothing
     from pipelines.evaluation.scoring import inverse_of
@@ -164,7 +200,7 @@ WEIGHTED_BASELINES: dict[str, list[Callable[..., dict[str, dict[str, float]]]]] 
 
 
 def compute_baselines(
-    dataset: str, meta: dict, splits: dict[str, Arrays], weightings: Iterable[str] = ()
+    dataset: str, meta: dict, splits: dict[str, SplitData], weightings: Iterable[str] = ()
 ) -> dict[str, dict[str, float]]:
     """Every baseline of the dataset's task: {name: {`split/metric`: value}} (empty when the task has none).
 

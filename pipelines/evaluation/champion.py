@@ -13,10 +13,13 @@ preprocessing (from its checkpoint) has encoded this run's test inputs:
 
 A champion of another model line, or whose input shape differs (another window, image size or context
 length), cannot be scored on these inputs: the record says why, and register follows promote_policy.
+
+The test split is read and re-encoded chunk by chunk, and scored as the candidates are (scoring.score_chunks).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -24,37 +27,61 @@ import pandas as pd
 import torch
 
 from pipelines.handoffs import CandidateInfo, PreparedMeta
+from pipelines.handoffs.splits import SplitChunks
 from pipelines.modalities import preprocessor_from_state
 from pipelines.paths import DatasetPaths
 from pipelines.registry.base import ModelRegistry
 from pipelines.registry.model_line import describe, same_line, signature_of
 
 
-def _table_inputs(where: DatasetPaths, run: Any, champ: Any, x: np.ndarray, y: np.ndarray, task: str):
-    rows = pd.read_parquet(where.test_inputs)
+def _table_inputs(raw: tuple[pd.DataFrame, str], run: Any, champ: Any, x: np.ndarray, y: np.ndarray, task: str):
+    rows, source = raw
     y_champ = champ.scale_target(run.inverse(y.reshape(-1))).astype(np.float32) if task == "regression" else y
-    return champ.transform(rows, str(where.test_inputs)), y_champ.reshape(y.shape)
+    return champ.transform(rows, source), y_champ.reshape(y.shape)
 
 
-def _image_inputs(where: DatasetPaths, run: Any, champ: Any, x: np.ndarray, y: np.ndarray, task: str):
+def _image_inputs(raw: None, run: Any, champ: Any, x: np.ndarray, y: np.ndarray, task: str):
     mean, std = np.asarray(run.mean, np.float32), np.asarray(run.std, np.float32)
     pixels = x * std[None, :, None, None] + mean[None, :, None, None]
     return champ.transform(pixels), y
 
 
-def _series_inputs(where: DatasetPaths, run: Any, champ: Any, x: np.ndarray, y: np.ndarray, task: str):
+def _series_inputs(raw: None, run: Any, champ: Any, x: np.ndarray, y: np.ndarray, task: str):
     return champ.transform(run.inverse(x)), champ.transform(run.inverse(y))
 
 
-def _text_inputs(where: DatasetPaths, run: Any, champ: Any, x: np.ndarray, y: np.ndarray, task: str):
+def _text_inputs(raw: None, run: Any, champ: Any, x: np.ndarray, y: np.ndarray, task: str):
     def again(ids: np.ndarray) -> np.ndarray:
         return champ.transform(run.inverse(ids.reshape(-1).tolist())).reshape(ids.shape)
 
     return again(x), again(y)
 
 
-# This run's test inputs and targets in the champion's preprocessing, per modality.
+# A chunk of this run's test inputs and targets in the champion's preprocessing, per modality (tables: from the
+# chunk's raw rows, and the file they came from).
 RE_ENCODE = {"table": _table_inputs, "image": _image_inputs, "series": _series_inputs, "text": _text_inputs}
+
+
+def _raw_rows(dataset: str, modality: str, test: SplitChunks) -> Iterator[tuple[pd.DataFrame, str] | None]:
+    """The test split's raw rows in the split's chunks (tables: test_inputs.parquet holds them in its order)."""
+    from pipelines.modalities.tables.chunks import read_table_chunks
+
+    if modality != "table":
+        while True:
+            yield None
+    path = DatasetPaths(dataset).test_inputs
+    start = 0
+    for rows in read_table_chunks(path, str(path), test.rows):
+        rows.index = pd.RangeIndex(start, start + len(rows))  # an error names the row of the file
+        start += len(rows)
+        yield rows, str(path)
+
+
+def _re_encoded(dataset: str, modality: str, task: str, run: Any, champ: Any, test: SplitChunks) -> Iterator[tuple]:
+    for (x, y), raw in zip(test, _raw_rows(dataset, modality, test)):
+        if raw is not None and len(raw[0]) != len(y):  # both read in chunks of test.rows: never, unless a file is cut
+            raise ValueError(f"{raw[1]}: a chunk of {len(raw[0])} rows beside {len(y)} test samples")
+        yield RE_ENCODE[modality](raw, run, champ, x, y, task)
 
 
 def not_comparable_reason(held: dict[str, Any] | None, wanted: dict[str, Any]) -> str | None:
@@ -75,14 +102,14 @@ def score_champion(
     registry: ModelRegistry,
     name: str,
     alias: str,
-    test: tuple[np.ndarray, np.ndarray],
+    test: SplitChunks,
     batch_size: int = 1024,
 ) -> dict[str, Any] | None:
     """{version, alias, comparable, test/<metric>...} for the version `alias` points to; None when it is unset.
 
     Not comparable: {version, alias, comparable: False, reason}."""
     from models.checkpoint import load_checkpoint
-    from pipelines.evaluation.scoring import score
+    from pipelines.evaluation.scoring import score_chunks
 
     number = registry.aliases(name).get(alias) if name in registry.list_models() else None
     if number is None:
@@ -95,11 +122,10 @@ def score_champion(
     champ_meta = CandidateInfo.model_validate(info).data_meta.dump()
     run_prep = preprocessor_from_state(run_meta.preprocessing.model_dump())
     champ_prep = preprocessor_from_state(champ_meta["preprocessing"])
-    x, y = RE_ENCODE[run_meta.modality](DatasetPaths(dataset), run_prep, champ_prep, *test, run_meta.task)
-    logits = torch.cat([net(torch.from_numpy(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
+    chunks = _re_encoded(dataset, run_meta.modality, run_meta.task, run_prep, champ_prep, test)
     # The scale of "a naive forecast's error" is this run's data's (MASE compares on the same series).
     scored_meta = champ_meta | {"mase_scale": run_meta.mase_scale}
-    scores, _ = score(scored_meta, logits, info["loss"], x, y)
+    scores, *_ = score_chunks(scored_meta, net, info["loss"], chunks, batch_size)
     scalar = {k: v for k, v in scores.items() if isinstance(v, float | int) and not isinstance(v, bool)}
     tested = {f"test/{k}": float(v) for k, v in scalar.items()}
     return record | {"comparable": True} | tested

@@ -4,6 +4,7 @@ Fitted once on the training part of the series (additive trend; multiplicative o
 whichever has the lower AIC, multiplicative only for a positive series), then run with those parameters,
 without refitting, over the whole series: its level, trend and season at each forecast origin depend on the
 values up to that origin only, and give the forecast of the next H steps from there. Seconds, not minutes.
+The series is read back from the windows chunk by chunk (one value a window), never holding the windows whole.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.modalities.series.windows import series_from_windows
+from pipelines.handoffs.splits import SplitData, chunks_of
 
 SPLITS = ("train", "val", "test")
 
@@ -65,20 +66,32 @@ def forecasts_from_origins(
     return point * phase if seasonal == "mul" else point + phase
 
 
-def exponential_smoothing(meta: dict, parts: dict[str, tuple[np.ndarray, np.ndarray]], inverse) -> dict[str, float]:
+def _series(parts: dict[str, SplitData]) -> tuple[np.ndarray, dict[str, int], int]:
+    """The series back from the windows of every split, in order (windows.series_from_windows: the first window,
+    each later window's last value, the last window's targets); the windows of each split; the horizon."""
+    first, lasts, tail, counts = None, [], None, dict.fromkeys(SPLITS, 0)
+    for split in SPLITS:
+        for x, y in chunks_of(parts[split]):
+            first = x[0].copy() if first is None else first  # copies: the chunk is let go
+            lasts.append(x[:, -1].copy())
+            tail = np.reshape(y[-1], -1).copy()
+            counts[split] += len(x)
+    return np.concatenate([first, np.concatenate(lasts)[1:], tail]), counts, len(tail)
+
+
+def exponential_smoothing(meta: dict, parts: dict[str, SplitData], inverse) -> dict[str, float]:
     """val/ and test/ rmse, mae and mase of Holt-Winters forecasts from the split's forecast origins."""
-    x = np.concatenate([parts[s][0] for s in SPLITS])
-    y = np.concatenate([parts[s][1].reshape(len(parts[s][1]), -1) for s in SPLITS])
-    series = np.asarray(inverse(series_from_windows(x, y).astype(np.float64)), dtype=np.float64)
-    window, season, horizon = meta["window"], meta["season_length"], y.shape[1]
-    n_train = len(parts["train"][0])
+    values, counts, horizon = _series(parts)
+    series = np.asarray(inverse(values.astype(np.float64)), dtype=np.float64)
+    window, season = meta["window"], meta["season_length"]
+    n_train = counts["train"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # statsmodels' convergence and initialization chatter
         fitted, seasonal = fit_training_part(series[: n_train - 1 + window + horizon], season)
         out: dict[str, float] = {}
         start = n_train
         for split in SPLITS[1:]:
-            origins = np.arange(start, start + len(parts[split][0])) + window - 1
+            origins = np.arange(start, start + counts[split]) + window - 1
             start += len(origins)
             pred = forecasts_from_origins(series, fitted, seasonal, season, origins, horizon)
             err = pred - series[origins[:, None] + np.arange(1, horizon + 1)]

@@ -1,11 +1,15 @@
 """Stage 4, evaluate: torchmetrics on val and test for every candidate of a dataset; DVC metrics and plots.
 
+The splits are read in chunks of CHUNK_BYTES (`handoffs.splits.SplitChunks`), never whole: of each chunk only
+what the scorer and the plots need is kept (scoring.score_chunks), so a test split larger than memory is scored.
+
 python -m pipelines.stages.evaluate <dataset>
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -21,13 +25,28 @@ from pipelines.evaluation.baselines import compute_baselines
 from pipelines.evaluation.comparison import comparison_table, log_lines, unbeaten
 from pipelines.evaluation.horizon import horizon_frame
 from pipelines.evaluation.metrics import confusion_matrix
-from pipelines.evaluation.scoring import inverse_of, score
+from pipelines.evaluation.scoring import inverse_of, score, score_chunks  # noqa: F401  (score: re-exported)
 from pipelines.handoffs import EvaluationReport, TrainSummary, flat_key, metric_key
+from pipelines.handoffs.splits import SplitChunks, split_nbytes, split_rows
 from pipelines.paths import DatasetPaths
 from pipelines.stages.cli import pipeline_and_dataset
-from pipelines.stages.prepare import load_split, read_meta
+from pipelines.stages.prepare import read_meta
 
 PLOT_KINDS = ("learning", "confusion", "predictions")  # one directory each, declared as DVC plots
+CHUNK_BYTES = 64 * 2**20  # of a split's samples read at once (a prepared shard's size, handoffs.splits.SHARD_BYTES)
+
+
+def chunk_rows(folder: Path, batch_size: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """Rows of a split read at once: whole batches (the network sees a whole-split run's batches), at least one."""
+    sample = max(1, split_nbytes(folder) // max(1, split_rows(folder)))
+    return max(1, chunk_bytes // sample // batch_size) * batch_size
+
+
+class PlotInputs(NamedTuple):
+    """What the test plots read of the split's inputs (never the whole x)."""
+
+    kept: np.ndarray | None  # scoring.Rows.inputs: a forecast's last and seasonal-naive values per window
+    last: np.ndarray  # the split's last input row: the history a horizon's forecast starts from
 
 
 @torch.no_grad()
@@ -43,7 +62,7 @@ def model_outputs(checkpoint: Path, x: np.ndarray, batch_size: int = 1024) -> tu
     return torch.cat(out), info
 
 
-def _confusion_plot(meta: dict, name: str, pred: np.ndarray, x, y: np.ndarray, out: Path, scores: dict) -> None:
+def _confusion_plot(meta: dict, name: str, pred: np.ndarray, inputs, y: np.ndarray, out: Path, scores: dict) -> None:
     classes = meta["classes"]
     pd.DataFrame({"actual": [classes[i] for i in y], "predicted": [classes[i] for i in pred]}).to_csv(
         out / "confusion" / f"{name}.csv", index=False
@@ -54,20 +73,22 @@ def _confusion_plot(meta: dict, name: str, pred: np.ndarray, x, y: np.ndarray, o
     plots.confusion_matrix(cm, classes, title, out / "plots" / f"confusion_{name}.png")
 
 
-def _regression_plot(meta: dict, name: str, pred: np.ndarray, x, y: np.ndarray, out: Path, scores: dict) -> None:
+def _regression_plot(meta: dict, name: str, pred: np.ndarray, inputs, y: np.ndarray, out: Path, scores: dict) -> None:
     true = inverse_of(meta)(y.reshape(-1))  # targets are scaled in prepare; plots are in the label's units
     pd.DataFrame({"actual": true, "predicted": pred}).to_csv(out / "predictions" / f"{name}.csv", index=False)
     title = f"{meta['dataset']} / {name}: test predictions"
     plots.predicted_vs_true(true, pred, title, out / "plots" / f"predicted_vs_true_{name}.png")
 
 
-def _forecast_plot(meta: dict, name: str, pred: np.ndarray, x, y: np.ndarray, out: Path, scores: dict) -> None:
+def _forecast_plot(
+    meta: dict, name: str, pred: np.ndarray, inputs: PlotInputs, y: np.ndarray, out: Path, scores: dict
+) -> None:
     inverse = inverse_of(meta)
     if pred.ndim == 2:  # a horizon: the forecast from the last test origin, and the error per step
-        frame = horizon_frame(meta, pred, x, y, inverse)
+        frame = horizon_frame(meta, pred, inputs.last, y, inverse)
         frame.to_csv(out / "predictions" / f"{name}.csv", index=False)
         title = f"{meta['dataset']} / {name}: {len(frame)}-step forecast from the last test origin"
-        plots.horizon_forecast(inverse(x[-1]), frame, title, out / "plots" / f"forecast_{name}.png")
+        plots.horizon_forecast(inverse(inputs.last[-1]), frame, title, out / "plots" / f"forecast_{name}.png")
         steps = {"model": scores["rmse_per_step"], "seasonal naive": scores["seasonal_naive_rmse_per_step"]}
         title = f"{meta['dataset']} / {name}: test RMSE per forecast step"
         plots.per_step(
@@ -76,7 +97,7 @@ def _forecast_plot(meta: dict, name: str, pred: np.ndarray, x, y: np.ndarray, ou
             out / "plots" / f"rmse_per_step_{name}.png",
         )
         return
-    true, last = inverse(y.reshape(-1)), inverse(x[:, -1])
+    true, last = inverse(y.reshape(-1)), inverse(inputs.kept[:, 0])
     frame = pd.DataFrame({"step": np.arange(len(true)), "actual": true, "predicted": pred, "naive_last": last})
     frame.to_csv(out / "predictions" / f"{name}.csv", index=False)
     title = (
@@ -95,15 +116,15 @@ TEST_PLOTS = {
 
 
 def write_test_plots(
-    meta: dict, name: str, pred: np.ndarray, x: np.ndarray, y: np.ndarray, out: Path, scores: dict
+    meta: dict, name: str, pred: np.ndarray, inputs: PlotInputs, y: np.ndarray, out: Path, scores: dict
 ) -> None:
     """CSV for DVC plots under out/<kind>/, a PNG under out/plots/."""
     plot = TEST_PLOTS.get(meta["task"])
     if plot is not None:
-        plot(meta, name, pred, x, y, out, scores)
+        plot(meta, name, pred, inputs, y, out, scores)
 
 
-def champion_of(params: PipelineParams, dataset: str, test: tuple[np.ndarray, np.ndarray]) -> dict | None:
+def champion_of(params: PipelineParams, dataset: str, test: SplitChunks) -> dict | None:
     """The promote alias's current version scored on this run's test split.
 
     None: the alias is not set, or the registry did not answer (register, which needs it anyway, scores the
@@ -141,17 +162,24 @@ def selection(primary: str, mode: str, set_by: str, candidates: dict[str, dict])
 
 
 def evaluate(
-    dataset: str, params: EvaluateParams, champion_for=None, choice: DatasetEvaluateParams | None = None
+    dataset: str,
+    params: EvaluateParams,
+    champion_for=None,
+    choice: DatasetEvaluateParams | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> dict:
-    """Score every candidate and the baselines; `champion_for(test_split)` scores the alias's current version.
+    """Score every candidate and the baselines; `champion_for(test: SplitChunks)` scores the alias's current version.
 
     choice: the dataset's evaluate section (its primary metric; default: the task's)."""
+    from models.checkpoint import load_checkpoint
+
     where = DatasetPaths(dataset)
     meta = read_meta(dataset).dump()
     kind = get_task(meta["task"])
     summary = TrainSummary.model_validate(read_json(where.train_summary))
     primary, mode, set_by = primary_metric(dataset, kind.name, choice or DatasetEvaluateParams())
-    splits = {name: load_split(dataset, name) for name in ("val", "test")}
+    folders = {split: where.split_dir(split) for split in ("train", "val", "test")}
+    splits = {split: SplitChunks(f, chunk_rows(f, params.batch_size, chunk_bytes)) for split, f in folders.items()}
     candidates: dict[str, dict] = {}
     # A failed candidate (non-finite loss) has no checkpoint: listed, never scored nor ranked.
     failed = {n: c.error or "failed" for n, c in summary.candidates.items() if c.status == "failed"}
@@ -161,7 +189,7 @@ def evaluate(
         )
     # The baselines are fitted with every class weighting a scored candidate trained with: each beside its like.
     weightings = {c.class_weights.setting for n, c in summary.candidates.items() if n not in failed and c.class_weights}
-    baselines = compute_baselines(dataset, meta, {**splits, "train": load_split(dataset, "train")}, weightings)
+    baselines = compute_baselines(dataset, meta, splits, weightings)
     histories = {}
 
     # The whole data/evaluate/<dataset>/ appears at once: metrics.json, the PNGs
@@ -175,13 +203,12 @@ def evaluate(
         for k, name in enumerate(scored, start=1):
             if len(scored) > 1:
                 print(f"evaluate[{dataset}]: scoring {name} (candidate {k} of {len(scored)})", flush=True)
-            ckpt = where.candidate_checkpoint(name)
+            net, info = load_checkpoint(where.candidate_checkpoint(name))
             scores = {}
-            for split, (x, y) in splits.items():
-                logits, info = model_outputs(ckpt, x, params.batch_size)
-                split_scores, pred = score(meta, logits, info["loss"], x, y)
+            for split in ("val", "test"):
+                split_scores, pred, rows, last = score_chunks(meta, net, info["loss"], splits[split], params.batch_size)
                 if split == "test":
-                    write_test_plots(meta, name, pred, x, y, out, split_scores)
+                    write_test_plots(meta, name, pred, PlotInputs(rows.inputs, last), rows.y, out, split_scores)
                 scores.update({metric_key(split, k): v for k, v in split_scores.items()})
             candidates[name] = scores
             # history.csv columns are `split/metric` as logged (`val/loss`); dvc.yaml's learning plot

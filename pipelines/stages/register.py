@@ -17,7 +17,7 @@ from pipelines.registry.lineage import dvc_output_hash, git_commit, package_vers
 from pipelines.registry.local import ModelRegistry, ModelVersion, open_configured
 from pipelines.registry.model_line import signature_of
 from pipelines.stages.cli import pipeline_and_dataset
-from pipelines.stages.prepare import load_split, read_meta
+from pipelines.stages.prepare import read_meta
 
 
 def register(params: PipelineParams, dataset: str) -> ModelVersion:
@@ -105,8 +105,11 @@ def _champion(
     if current is None or (scored is not None and scored.get("version") == current):
         return scored if current is not None else None
     from pipelines.evaluation.champion import score_champion
+    from pipelines.handoffs.splits import SplitChunks
+    from pipelines.stages.evaluate import chunk_rows
 
-    test = load_split(dataset, "test")
+    folder = DatasetPaths(dataset).split_dir("test")
+    test = SplitChunks(folder, chunk_rows(folder, params.evaluate.batch_size))
     print(f"register[{dataset}]: {alias} is v{current}, not the version evaluate scored: scoring v{current}")
     return score_champion(dataset, read_meta(dataset), registry, name, alias, test, params.evaluate.batch_size)
 
