@@ -65,14 +65,20 @@ def _scalars(split: str, scores: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _scored(meta: dict, outputs: Callable[[np.ndarray], torch.Tensor], loss: str, splits: dict) -> dict[str, float]:
-    """A fitted model's val and test scores through the candidates' scorer (`outputs`: x -> logits or values),
-    chunk by chunk."""
-    scores: dict[str, float] = {}
+def _scored(
+    meta: dict, outputs: dict[str, Callable[[np.ndarray], torch.Tensor]], loss: str, splits: dict
+) -> dict[str, dict[str, float]]:
+    """Fitted models' val and test scores through the candidates' scorer (`outputs`: name -> x -> logits or
+    values), every model on each chunk in one pass over the split."""
+    scores: dict[str, dict[str, float]] = {name: {} for name in outputs}
     for split in ("val", "test"):
-        rows = join_rows([rows_of(meta, outputs(x), loss, x, y) for x, y in chunks_of(splits[split])])
-        split_scores, _ = score_rows(meta, rows)
-        scores.update(_scalars(split, split_scores))
+        parts: dict[str, list] = {name: [] for name in outputs}
+        for x, y in chunks_of(splits[split]):
+            for name, output in outputs.items():
+                parts[name].append(rows_of(meta, output(x), loss, x, y))
+        for name, rows in parts.items():
+            split_scores, _ = score_rows(meta, join_rows(rows))
+            scores[name].update(_scalars(split, split_scores))
     return scores
 
 
@@ -131,14 +137,14 @@ def _fit_tables(
 ) -> dict[str, dict[str, float]]:
     x_train, y_train = train
     seed = int(meta.get("seed", 0))
-    out: dict[str, dict[str, float]] = {}
+    outputs: dict[str, Callable[[np.ndarray], torch.Tensor]] = {}
     if get_task(meta["task"]).real_valued:
         for name, model in _regressors(seed).items():
             model.fit(_flat(x_train), np.asarray(y_train, np.float64).reshape(-1))
             # Predictions are in the prepared scale (a standardized target, when it is one): the
             # scorer takes them back to the data's units with the preprocessor's inverse.
-            out[name] = _scored(meta, lambda x, m=model: torch.from_numpy(m.predict(_flat(x))), "mse", splits)
-        return out
+            outputs[name] = lambda x, m=model: torch.from_numpy(m.predict(_flat(x)))
+        return _scored(meta, outputs, "mse", splits)
     n_classes = len(meta["classes"])
     for name, model in _classifiers(seed, class_weight).items():
         model.fit(_flat(x_train), np.asarray(y_train).reshape(-1))
@@ -150,8 +156,8 @@ def _fit_tables(
             probs[:, m.classes_.astype(int)] = m.predict_proba(_flat(x))
             return torch.from_numpy(np.log(np.clip(probs, 1e-12, None)))
 
-        out[name] = _scored(meta, log_probs, "cce", splits)
-    return out
+        outputs[name] = log_probs
+    return _scored(meta, outputs, "cce", splits)
 
 
 def unigram_baseline(dataset: str, meta: dict, splits: dict[str, SplitData]) -> dict[str, dict[str, float]]:
