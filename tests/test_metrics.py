@@ -8,7 +8,7 @@ import torch
 from sklearn import metrics as sk
 
 from pipelines.evaluation.metrics import confusion_matrix, unigram_perplexity
-from pipelines.stages.evaluate import score
+from pipelines.evaluation.scoring import score
 
 rng = np.random.default_rng(0)
 

@@ -95,8 +95,9 @@ def test_every_family_beats_its_stated_baseline(flow_run):
 
 
 def test_registered_models_reproduce_their_recorded_test_metrics(flow_run):
+    from pipelines.evaluation.scoring import score
     from pipelines.registry.local import LocalModelRegistry
-    from pipelines.stages.evaluate import model_outputs, score
+    from pipelines.stages.evaluate import model_outputs
 
     project, result = flow_run
     registry = LocalModelRegistry(project / REGISTRY)

@@ -25,7 +25,7 @@ from pipelines.evaluation.baselines import compute_baselines
 from pipelines.evaluation.comparison import comparison_table, log_lines, unbeaten
 from pipelines.evaluation.horizon import horizon_frame
 from pipelines.evaluation.metrics import confusion_matrix
-from pipelines.evaluation.scoring import inverse_of, score, score_chunks  # noqa: F401  (score: re-exported)
+from pipelines.evaluation.scoring import inverse_of, score_chunks
 from pipelines.handoffs import EvaluationReport, TrainSummary, flat_key, metric_key
 from pipelines.handoffs.splits import SplitChunks, split_nbytes, split_rows
 from pipelines.paths import DatasetPaths
