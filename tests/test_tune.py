@@ -64,28 +64,25 @@ def test_search_names_an_existing_candidate_and_is_off_by_default():
     assert all(d.train.search is None for d in PipelineParams().datasets.values())
 
 
-@pytest.mark.slow
-def test_tune_search_runs_concurrent_trials_stops_weak_ones_and_exports_the_best(in_tmp, monkeypatch):
-    from models.checkpoint import load_checkpoint
+def searched_digits(in_tmp, monkeypatch, loading: str, samples: int, epochs: int) -> dict:
+    """The digits train stage with a Tune search over its CNN (1 worker per trial: 2 trials on 2 CPUs at once)."""
     from pipelines.config import ComputeParams, DatasetParams, PipelineParams
-    from pipelines.paths import DatasetPaths
     from pipelines.stages.ingest import ingest
     from pipelines.stages.prepare import prepare
     from pipelines.stages.train import train
     from pipelines.training import cluster
 
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # Ray's worker processes import this checkout's pipelines
-    epochs = 3  # ASHA rungs at epochs 1 and 2
     base = PipelineParams().datasets["digits"].model_dump(mode="json")
     base["train"].update(
         epochs=epochs,
         early_stopping={"patience": 100},  # only ASHA stops trials early here
-        data_loading="stream",  # each trial streams its splits through Ray Data, as the stage's other candidates would
+        data_loading=loading,
         candidates={"cnn": {"family": "cnn", "filters": [8, 16], "dense": [32]}},
         search={
             "enabled": True,
             "candidate": "cnn",
-            "num_samples": 4,
+            "num_samples": samples,
             "max_concurrent_trials": 2,
             "grace_period": 1,
             "reduction_factor": 2,
@@ -96,15 +93,37 @@ def test_tune_search_runs_concurrent_trials_stops_weak_ones_and_exports_the_best
         },
     )
     params = DatasetParams.model_validate(base)
-    compute = ComputeParams(num_workers=1, storage_path=str(in_tmp / "ray"))  # 1 worker per trial: 2 trials on 2 CPUs
+    compute = ComputeParams(num_workers=1, storage_path=str(in_tmp / "ray"))
     ingest("digits", params)
     prepare("digits", params)
     try:
-        summary = train("digits", params, compute)
+        return train("digits", params, compute)
     finally:
         cluster.shutdown_ray()
 
+
+@pytest.mark.slow
+def test_a_streamed_datasets_trials_read_their_rows_through_ray_data(in_tmp, monkeypatch):
+    # Each trial streams its splits through Ray Data, as the stage's other candidates would (two trials, one
+    # epoch: a streamed trial's start-up, its Ray Data datasets, costs ~20 s here; the search itself is below).
+    summary = searched_digits(in_tmp, monkeypatch, "stream", samples=2, epochs=1)
     assert summary["data_loading"] == "stream"
+    trials = summary["candidates"]["cnn"]["searched"]["trials"]
+    assert len(trials) == 2 and not [t for t in trials if t["error"]], trials
+    # The best trial's worker read its rows through Ray Data (its placement record), not the split whole.
+    (worker,) = summary["candidates"]["cnn"]["workers"]
+    assert worker["data_loading"] == "stream" and worker["shards"], worker
+
+
+@pytest.mark.slow
+def test_tune_search_runs_concurrent_trials_stops_weak_ones_and_exports_the_best(in_tmp, monkeypatch):
+    from models.checkpoint import load_checkpoint
+    from pipelines.paths import DatasetPaths
+
+    epochs = 3  # ASHA rungs at epochs 1 and 2
+    summary = searched_digits(in_tmp, monkeypatch, "memory", samples=4, epochs=epochs)
+
+    assert summary["data_loading"] == "memory"
     found = summary["candidates"]["cnn"]["searched"]
     trials = found["trials"]
     assert len(trials) == 4 and not [t for t in trials if t["error"]], trials
