@@ -83,14 +83,14 @@ def evaluate_ready(modality: str, ingest: dict, prepare: dict, candidate: dict) 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_split_read_a_batch_at_a_time_gives_the_one_chunk_report(in_tmp, case):
-    from pipelines.handoffs.splits import split_rows
-    from pipelines.stages.evaluate import champion_of, chunk_rows, evaluate
+    from pipelines.handoffs.splits import SplitChunks, split_rows
+    from pipelines.stages.evaluate import champion_of, evaluate
     from tests.test_series_horizon import monthly
 
     monthly().to_csv(in_tmp / "sales.csv", index=False)
     params = evaluate_ready(*CASES[case])
     test = DatasetPaths(NAME).split_dir("test")
-    assert chunk_rows(test, 8, chunk_bytes=1) == 8 < split_rows(test)  # several chunks
+    assert SplitChunks.in_batches(test, 8, chunk_bytes=1).rows == 8 < split_rows(test)  # several chunks
     outputs = []
     for chunk_bytes in (1, 2**40):
         report = evaluate(NAME, params.evaluate, lambda t: champion_of(params, NAME, t), chunk_bytes=chunk_bytes)

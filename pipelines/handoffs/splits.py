@@ -202,6 +202,13 @@ class SplitChunks:
     def targets(self) -> Iterator[np.ndarray]:
         return iter_targets(self.folder, self.rows)
 
+    @classmethod
+    def in_batches(cls, folder: Path, batch_size: int, chunk_bytes: int = SHARD_BYTES) -> SplitChunks:
+        """Chunks of whole batches (a network then sees a whole-split run's batches) of about `chunk_bytes` of
+        samples (default: a shard's size), at least one batch."""
+        sample = max(1, split_nbytes(folder) // max(1, split_rows(folder)))
+        return cls(folder, max(1, chunk_bytes // sample // batch_size) * batch_size)
+
     @property
     def samples(self) -> int:
         """The split's rows, from the footers."""

@@ -1,7 +1,8 @@
 """Stage 4, evaluate: torchmetrics on val and test for every candidate of a dataset; DVC metrics and plots.
 
-The splits are read in chunks of CHUNK_BYTES (`handoffs.splits.SplitChunks`), never whole: of each chunk only
-what the scorer and the plots need is kept (scoring.score_chunks), so a test split larger than memory is scored.
+The splits are read in chunks of a shard's size (`handoffs.splits.SplitChunks.in_batches`), never whole: of each
+chunk only what the scorer and the plots need is kept (scoring.score_chunks), so a test split larger than memory is
+scored.
 
 python -m pipelines.stages.evaluate <dataset>
 """
@@ -27,19 +28,12 @@ from pipelines.evaluation.horizon import horizon_frame
 from pipelines.evaluation.metrics import confusion_matrix
 from pipelines.evaluation.scoring import inverse_of, score_chunks
 from pipelines.handoffs import EvaluationReport, TrainSummary, flat_key, metric_key
-from pipelines.handoffs.splits import SplitChunks, split_nbytes, split_rows
+from pipelines.handoffs.splits import SHARD_BYTES, SplitChunks
 from pipelines.paths import DatasetPaths
 from pipelines.stages.cli import pipeline_and_dataset
 from pipelines.stages.prepare import read_meta
 
 PLOT_KINDS = ("learning", "confusion", "predictions")  # one directory each, declared as DVC plots
-CHUNK_BYTES = 64 * 2**20  # of a split's samples read at once (a prepared shard's size, handoffs.splits.SHARD_BYTES)
-
-
-def chunk_rows(folder: Path, batch_size: int, chunk_bytes: int = CHUNK_BYTES) -> int:
-    """Rows of a split read at once: whole batches (the network sees a whole-split run's batches), at least one."""
-    sample = max(1, split_nbytes(folder) // max(1, split_rows(folder)))
-    return max(1, chunk_bytes // sample // batch_size) * batch_size
 
 
 class PlotInputs(NamedTuple):
@@ -166,7 +160,7 @@ def evaluate(
     params: EvaluateParams,
     champion_for=None,
     choice: DatasetEvaluateParams | None = None,
-    chunk_bytes: int = CHUNK_BYTES,
+    chunk_bytes: int = SHARD_BYTES,
 ) -> dict:
     """Score every candidate and the baselines; `champion_for(test: SplitChunks)` scores the alias's current version.
 
@@ -179,7 +173,7 @@ def evaluate(
     summary = TrainSummary.model_validate(read_json(where.train_summary))
     primary, mode, set_by = primary_metric(dataset, kind.name, choice or DatasetEvaluateParams())
     folders = {split: where.split_dir(split) for split in ("train", "val", "test")}
-    splits = {split: SplitChunks(f, chunk_rows(f, params.batch_size, chunk_bytes)) for split, f in folders.items()}
+    splits = {split: SplitChunks.in_batches(f, params.batch_size, chunk_bytes) for split, f in folders.items()}
     candidates: dict[str, dict] = {}
     # A failed candidate (non-finite loss) has no checkpoint: listed, never scored nor ranked.
     failed = {n: c.error or "failed" for n, c in summary.candidates.items() if c.status == "failed"}

@@ -106,10 +106,8 @@ def _champion(
         return scored if current is not None else None
     from pipelines.evaluation.champion import score_champion
     from pipelines.handoffs.splits import SplitChunks
-    from pipelines.stages.evaluate import chunk_rows
 
-    folder = DatasetPaths(dataset).split_dir("test")
-    test = SplitChunks(folder, chunk_rows(folder, params.evaluate.batch_size))
+    test = SplitChunks.in_batches(DatasetPaths(dataset).split_dir("test"), params.evaluate.batch_size)
     print(f"register[{dataset}]: {alias} is v{current}, not the version evaluate scored: scoring v{current}")
     return score_champion(dataset, read_meta(dataset), registry, name, alias, test, params.evaluate.batch_size)
 
