@@ -3,8 +3,8 @@
 A run whose processes and server are killed (SIGKILL: the machine died) is marked Crashed
 by Prefect's zombie-run automation once a server is back, from the heartbeats of the runner
 settings serve.py uses (shortened here: a heartbeat every 30 s, Prefect's minimum, and
-Crashed after 31 s of silence, the shortest accepted). serve.py stops within 10 s of SIGTERM, whether or not the
-server is still there, and leaves no process behind.
+Crashed after 31 s of silence, the shortest accepted). serve.py stops within 10 s of SIGTERM,
+whether or not the server is still there, and leaves no process behind.
 """
 
 from __future__ import annotations
