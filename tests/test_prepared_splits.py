@@ -22,6 +22,7 @@ from pipelines.config import DatasetParams
 from pipelines.errors import PipelineInputError
 from pipelines.handoffs.splits import iter_split, read_split, split_nbytes, split_parts, split_rows, write_split
 from pipelines.modalities.tables import TablePreprocessor
+from pipelines.modalities.tables.apply_columns import encode_columns
 from pipelines.paths import DatasetPaths
 from pipelines.stages.ingest import ingest as ingest_stage
 from pipelines.stages.prepare import prepare as prepare_stage
@@ -95,7 +96,7 @@ def test_a_fit_in_chunks_gives_the_whole_table_state(fill):
     size = train["size"].to_numpy()
     expected = {"median": np.median(size[~np.isnan(size)]), "mean": size[~np.isnan(size)].mean(), 0.5: 0.5}[fill]
     assert next(c for c in chunked.columns if c["name"] == "size")["fill"] == [pytest.approx(expected, rel=1e-12)]
-    dense, _ = chunked._encode(train, "train")
+    dense, _ = encode_columns(chunked.columns, train, "train")
     scaled = [not (e.startswith(("color=", "member")) or e.endswith("_missing")) for e in chunked.entries()]
     scaled = np.array(scaled[: dense.shape[1]])
     std = np.where(dense.std(axis=0) < 1e-8, 1.0, dense.std(axis=0))

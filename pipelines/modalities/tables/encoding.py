@@ -16,20 +16,17 @@ A state written before typed columns (features, mean, std only) reads as all-num
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipelines.errors import PipelineInputError
-from pipelines.modalities.tables.columns import NUMBER_KINDS, as_series, convert, number_array, row_number
+from pipelines.modalities.tables.apply_columns import MISSING, UNKNOWN, Columns, encode_columns
+from pipelines.modalities.tables.columns import convert
 from pipelines.modalities.tables.entries import DATE_PARTS, dense_entries, embedding_dim, target_values
 from pipelines.modalities.tables.fit_stats import EntryStats, Moments, two_passes
-
-UNKNOWN, MISSING = "<unknown>", "<missing>"
-# Feature name -> its values: a DataFrame, or a dict of lists (rows taken apart by column).
-Columns = pd.DataFrame | Mapping[str, pd.Series | list]
 
 
 class TablePreprocessor:
@@ -168,46 +165,6 @@ class TablePreprocessor:
 
     # ---------------------------------------------------------------- applying (any rows)
 
-    def _encode(self, columns: Columns, source: str) -> tuple[np.ndarray, np.ndarray]:
-        """(dense entries before scaling, embedding codes) as float32 arrays."""
-        dense: list[np.ndarray] = []
-        codes: list[np.ndarray] = []
-        for spec in self.columns:
-            column = columns[spec["name"]]
-            if spec["type"] in NUMBER_KINDS:
-                values = number_array(source, spec["name"], spec["type"], column)
-            else:
-                values = convert(source, spec["name"], spec["type"], as_series(column))
-            if spec["type"] == "category":
-                code = self._codes(spec, values)
-                if spec["embedding"]:
-                    codes.append(code.reshape(-1, 1).astype(np.float32))
-                else:
-                    dense.append(np.eye(len(spec["levels"]), dtype=np.float32)[code])
-                continue
-            raw = dense_entries(spec, values)
-            gaps = np.isnan(raw)
-            if "fill" not in spec and gaps.any():
-                row = int(gaps.nonzero()[0][0])
-                raise PipelineInputError(
-                    f"{source}: row {row_number(column, row)}, column '{spec['name']}': missing or not a number"
-                )
-            raw = np.where(gaps, np.asarray(spec.get("fill", 0.0)), raw)
-            dense.append(raw)
-            if spec.get("indicator"):
-                dense.append(gaps.any(axis=1, keepdims=True).astype(np.float64))
-        n = len(columns) if isinstance(columns, pd.DataFrame) else len(next(iter(columns.values()), ()))
-        as32 = [np.asarray(d).astype(np.float32) for d in dense]
-        return (np.hstack(as32) if as32 else np.zeros((n, 0), np.float32)), (
-            np.hstack(codes) if codes else np.zeros((n, 0), np.float32)
-        )
-
-    @staticmethod
-    def _codes(spec: dict[str, Any], values: pd.Series) -> np.ndarray:
-        index = {level: i for i, level in enumerate(spec["levels"])}
-        missing = index.get(MISSING, 0)  # a gap never seen in training: the unknown level
-        return np.array([missing if v is None else index.get(v, 0) for v in values], dtype=np.int64)
-
     def transform(self, frame: pd.DataFrame, source: str = "input") -> np.ndarray:
         """Rows of the typed table (or a user's raw table) -> (rows, entries + codes) float32."""
         return self.transform_columns(frame, source)
@@ -218,7 +175,7 @@ class TablePreprocessor:
 
         A list of plain numbers goes straight to NumPy (`columns.number_array`); any other column goes through
         the conversion a file's column does, with the same fills, levels and messages naming the row."""
-        dense, codes = self._encode(columns, source)
+        dense, codes = encode_columns(self.columns, columns, source)
         mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
         return np.hstack([((dense - mean) / std).astype(np.float32), codes])
 
