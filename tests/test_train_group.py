@@ -56,9 +56,12 @@ def test_all_candidates_of_a_stage_train_in_one_worker_group(two_workers, ray_in
     # (the instance ends with the run): two processes fewer per stage (pipelines/training/ray_private.py).
     from ray._private import state
 
-    started = {actor["ActorClassName"] for actor in state.actors().values()}
+    actors = [actor["ActorClassName"] for actor in state.actors().values()]
+    started = set(actors)
     assert "TrainController" in started and "RayTrainWorker" in started, started
     assert not started & {"DatasetManager", "PlacementGroupCleaner"}, started
+    # Ray Train's AutoscalingCoordinator is the one the stage started beside its fit (ray_private), not a second.
+    assert actors.count("_AutoscalingCoordinatorActor") == 1, actors
 
 
 def test_ddp_leaves_every_rank_bit_identical_after_training_on_disjoint_shards(two_workers):

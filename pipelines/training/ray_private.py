@@ -18,6 +18,10 @@ instead of a training run. What is used, and why:
   (`ray.train.torch.config._set_torch_distributed_env_vars`, `_setup_torch_process_group`,
   `_shutdown_torch`), with `ray.train._internal.utils.get_address_and_port`,
   `ray.train.v2._internal.constants.is_v2_enabled` and `ray.train.v2._internal.util.TrainingFramework`.
+- `get_or_create_autoscaling_coordinator` (ray.data._internal.cluster_autoscaler): Ray Train's controller
+  creates this detached actor (one per Ray instance) on its first fit and waits for it: a process start plus
+  its imports, ~2-3 s on the serial path to the workers. `start_autoscaling_coordinator` creates it without
+  waiting when a worker group's fit begins, so it starts beside the controller instead of after it.
 - The names of Ray Train's chatty internal loggers (`QUIET_LOGGERS`, for training.ray_logging).
 
 Nothing here imports Ray at module level: training.ray_logging reads QUIET_LOGGERS in every Ray worker
@@ -55,6 +59,7 @@ PRIVATE_NAMES = (
     ("ray.train.torch.config", "_setup_torch_process_group"),
     ("ray.train.torch.config", "_shutdown_torch"),
     ("ray.train.torch.config", "TorchConfigContextManager"),
+    ("ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator", "get_or_create_autoscaling_coordinator"),
     *((name, "logger") for name in (*QUIET_LOGGERS, PLACEMENT_GROUP_CLEANER_LOGGER)),
 )
 
@@ -91,6 +96,20 @@ def lean_torch_trainer() -> type:
             return [cb for cb in super()._create_default_callbacks() if not isinstance(cb, unused)]
 
     return LeanTorchTrainer
+
+
+def start_autoscaling_coordinator() -> None:
+    """Create Ray Train's AutoscalingCoordinator actor now, without waiting for it (a no-op when it exists).
+
+    Ray Train's controller gets the same named, detached actor on its first fit; started here, it is up by then.
+    """
+    import ray
+    from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+        get_or_create_autoscaling_coordinator,
+    )
+
+    if ray.is_initialized():  # else the fit starts (or joins) Ray itself, and Ray Train creates the actor as usual
+        get_or_create_autoscaling_coordinator()
 
 
 def torch_config(backend: str) -> Any:

@@ -104,6 +104,11 @@ class RayWorkerGroup(Runtime):
         return {LOCAL_CPUS: None}
 
     def driving(self) -> contextlib.AbstractContextManager[None]:
+        from pipelines.training.ray_private import start_autoscaling_coordinator
+
+        # Ray Train's controller waits for this actor's start on a fresh instance: started now, it comes up
+        # while the fit is built and the controller starts (2-3 s less to the first epoch; BENCHMARKS.md).
+        start_autoscaling_coordinator()
         return contextlib.nullcontext()  # the workers are other processes: Ray stops them
 
     def cpus(self) -> float:
