@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,42 @@ def test_a_stale_writer_cannot_overwrite_what_a_newer_attempt_wrote(tmp_path):
     state = store.read_json(f"{store.candidate_uri(run, 'ds/a')}/state.json")
     assert state["status"] == "finished"
     assert stored_resume_point(run) == ({"ds/a": {"status": "finished"}}, None, None)
+
+
+def test_a_worker_whose_raylet_died_writes_nothing(tmp_path):
+    """A killed driver takes its local Ray instance's raylet with it; the orphaned worker (a grandchild here, its
+    parent gone) is refused its next write, even though its attempt is still the run's current one."""
+    run = str(tmp_path / "run")
+    attempt = store.begin_attempt(run)
+    result = tmp_path / "result.txt"
+    orphan = f"""
+import os, sys, time
+from pipelines.training import store
+fence = store.Fence({run!r}, {attempt!r}, raylet=os.getppid())
+fence.check()  # its parent alive: allowed
+print("ready", flush=True)  # the parent exits once it reads this
+while os.getppid() == fence.raylet:
+    time.sleep(0.01)
+try:
+    fence.check()
+    message = "allowed"
+except store.StaleAttempt as err:
+    message = str(err)
+open({str(result)!r} + ".part", "w").write(message)
+os.replace({str(result)!r} + ".part", {str(result)!r})
+"""
+    parent = f"""
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", {orphan!r}], stdout=subprocess.PIPE, text=True, start_new_session=True)
+assert child.stdout.readline() == "ready\\n"
+"""  # exits once its child holds a fence: the child is reparented
+    subprocess.run([sys.executable, "-c", parent], check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.time() + 60
+    while not result.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    gone = r".*/run: this worker's raylet \(pid \d+\) is gone: it stops without writing"
+    assert re.fullmatch(gone, result.read_text()), result.read_text()
+    store.Fence(run, attempt, raylet=os.getppid()).check()  # a live parent: the attempt alone decides
 
 
 def test_a_resume_point_on_s3_reads_back_through_a_local_copy(tmp_path, s3_env):  # noqa: F811

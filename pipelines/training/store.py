@@ -16,6 +16,7 @@ the fence it could overwrite state.json or evict a checkpoint after the new atte
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import uuid
@@ -130,12 +131,22 @@ class Fence:
     `check()` reads attempt.json before each group of writes (an epoch's state and checkpoints): a stale
     worker stops with StaleAttempt before it writes. A new attempt reads what it resumes from only after
     its worker group started (seconds after `begin_attempt`), far longer than a check-then-write takes.
-    attempt None: an unfenced run (a job fitted by hand, a search trial in a folder of its own)."""
+    attempt None: an unfenced run (a job fitted by hand, a search trial in a folder of its own).
+
+    raylet: in a Ray worker, the pid of its node's raylet (the worker's parent). When a driver is killed with its
+    local Ray instance, the raylet dies at once but its workers notice only ~1.5 s later; trained on till then,
+    a fast candidate's last epochs could be reported and committed as if supervised. A worker whose parent
+    changed stops before its next write."""
 
     run: str
     attempt: str | None = None
+    raylet: int | None = None
 
     def check(self) -> None:
+        if self.raylet is not None and os.getppid() != self.raylet:
+            raise StaleAttempt(
+                f"{self.run}: this worker's raylet (pid {self.raylet}) is gone: it stops without writing"
+            )
         if self.attempt is None:
             return
         current = (read_json(f"{self.run}/{ATTEMPT_FILE}") or {}).get("attempt")

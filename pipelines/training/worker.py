@@ -85,7 +85,7 @@ def train_worker(config: dict[str, Any]) -> None:
     runtime = runtime_for(config)
     _use_reserved_cpus(runtime.cpus())
     rank = ray.train.get_context().get_world_rank()
-    fence = store.Fence(config["run_uri"], config.get("attempt"))
+    fence = store.Fence(config["run_uri"], config.get("attempt"), raylet=None if runtime.in_process else os.getppid())
     finished, current, ckpt = runtime.resume_point()
     jobs = [TrainJob(**fields) for fields in config["jobs"]]
     stage = StageProgress([job.epochs for job in jobs])
