@@ -5,6 +5,8 @@ When an upgrade of Ray removes or renames one, this fails naming it, before any 
 import subprocess
 import sys
 
+import pytest
+
 from pipelines.training import ray_private
 from tests.conftest import ROOT
 
@@ -39,3 +41,20 @@ def test_ray_and_the_project_use_one_lightning_package():
     sources = [p for folder in ("pipelines", "models", "bench") for p in (ROOT / folder).rglob("*.py")]
     offenders = [str(p.relative_to(ROOT)) for p in sources if "pytorch_lightning" in p.read_text()]
     assert not offenders, f"import lightning.pytorch, not pytorch_lightning, in {offenders}"
+
+
+@pytest.mark.slow
+def test_a_worker_group_fit_starts_ray_trains_autoscaling_coordinator_before_its_controller_asks(ray_instance):
+    """`RayWorkerGroup.driving()` creates the named, detached actor Ray Train's controller looks up, with no fit yet."""
+    import ray
+    from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+        get_or_create_autoscaling_coordinator,
+    )
+
+    from pipelines.training.runtime import RayWorkerGroup
+
+    with pytest.raises(ValueError):  # a fresh instance: none yet
+        ray.get_actor("AutoscalingCoordinator", namespace="AutoscalingCoordinator")
+    with RayWorkerGroup().driving():
+        started = ray.get_actor("AutoscalingCoordinator", namespace="AutoscalingCoordinator")
+    assert get_or_create_autoscaling_coordinator()._actor_id == started._actor_id  # the one Ray Train will use

@@ -115,6 +115,7 @@ assert child.stdout.readline() == "ready\\n"
     deadline = time.time() + 60
     while not result.exists() and time.time() < deadline:
         time.sleep(0.05)
+    assert result.exists(), "the orphaned process wrote no result within 60 s (it failed, or never saw its parent go)"
     gone = r".*/run: this worker's raylet \(pid \d+\) is gone: it stops without writing"
     assert re.fullmatch(gone, result.read_text()), result.read_text()
     store.Fence(run, attempt, raylet=os.getppid()).check()  # a live parent: the attempt alone decides
