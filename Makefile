@@ -28,15 +28,19 @@ run: $(VENV)/.installed
 	$(RUN) $(BIN)/python -m pipelines.orchestration.flow $(ARGS)
 
 # The linter and formatter check run first: a style slip fails CI like a failing test.
+# Two pytest-xdist workers, a test module per unit of work (tests/conftest.py: its scheduler): the slow tests wait on
+# subprocesses (Ray, Prefect, DVC) for much of their time, so two at once fill this 2-core machine.
+XDIST := -n 2 --no-loadscope-reorder
+
 test: lint
-	$(RUN) $(BIN)/python -m pytest $(ARGS)
+	$(RUN) $(BIN)/python -m pytest $(XDIST) $(ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 test-fast: $(VENV)/.installed-dev
-	$(RUN) $(BIN)/python -m pytest -m "not slow" $(ARGS)
+	$(RUN) $(BIN)/python -m pytest $(XDIST) -m "not slow" $(ARGS)
 
 # make bench [ARGS="--rows 100000"]   the framework-overhead benchmark (bench/fnn.py)
 # make bench ARGS=pipeline             where a default `make run` spends its time (bench/pipeline.py)

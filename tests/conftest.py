@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,53 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each pytest process (each xdist worker of `make test`) gets its own Prefect home, never the user's ~/.prefect.
+
+    A flow command run without the session's API (`flow_env()`, bench.fnn) starts its own temporary Prefect server
+    on $PREFECT_HOME/prefect.db: two such runs at once in one home would share one SQLite file."""
+    home = Path(tempfile.mkdtemp(prefix="pytest-prefect-home-"))
+    os.environ["PREFECT_HOME"] = str(home)
+    config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
+
+
+@functools.cache
+def work_unit(module: str) -> str:
+    """Under `make test` (pytest-xdist), the unit of work one worker takes whole: the test module `module` (a path
+    relative to the repo), so its module-scoped fixtures (a Ray instance, a trained project) start once, not once
+    per worker; and one unit for all the modules that go on from the session's `first_tabular_run`, so that run
+    trains once."""
+    return "first_tabular_run" if "first_tabular_run" in (ROOT / module).read_text() else module
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    # Not `--dist loadgroup`: pytest-xdist 3.8 marks a group by rewriting `item._nodeid`, which pytest 9 no longer
+    # reads, so its groups silently fall apart into single tests.
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByWorkUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid.split("::", 1)[0])
+
+    return ByWorkUnit(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, the units with the most slow tests come first (the scheduler keeps this order with
+    `--no-loadscope-reorder`): the long ones start early and short ones fill the gaps at the end, instead of a long
+    unit starting last while the other worker idles."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    unit_of = {item.nodeid: work_unit(item.nodeid.split("::", 1)[0]) for item in items}
+    slow_tests: dict[str, int] = {}
+    for item in items:
+        unit = unit_of[item.nodeid]
+        slow_tests[unit] = slow_tests.get(unit, 0) + bool(item.get_closest_marker("slow"))
+    # Stable: a unit's tests keep their order. The same slow count: by unit name, so a unit stays contiguous.
+    items.sort(key=lambda item: (-slow_tests[unit_of[item.nodeid]], unit_of[item.nodeid]))
 
 
 def project_env() -> dict[str, str]:
