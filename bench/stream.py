@@ -1,6 +1,6 @@
 """Data bigger than memory: prepare in chunks and training streamed through Ray Data, at growing sizes.
 
-    make bench ARGS="stream [--rows 100000] [--scales 1 4 16] [--epochs 3] [--chunk-rows 65536]"
+    make bench ARGS="stream [--rows 100000] [--scales 1 4 16] [--epochs 3] [--repeats 3] [--chunk-rows 65536]"
     make bench ARGS="stream --only images [--images 12500 50000] [--chunk-images N]"
 
 For a generated table (20 numeric and 5 categorical columns, a binary label) at each scale:
@@ -10,7 +10,8 @@ For a generated table (20 numeric and 5 categorical columns, a binary label) at 
   rows/s of the steady epochs (all but the first) and the peak resident memory of the training process
   (Ray Data's read tasks run in Ray's worker processes and are not counted);
 
-and, on the 1x table, the same training with `data_loading: memory`: the streamed/in-memory throughput ratio.
+and, on the 1x table, `--repeats` interleaved pairs of trainings with `data_loading: memory` and `stream`: the
+streamed/in-memory throughput ratio of each pair, reported as the median with min and max.
 
 For a folder of generated 28x28 grayscale PNGs (scikit-learn's digits, enlarged, each under its own noise, in
 ten class subfolders) at each count in `--images`: prepare's images/s and peak resident memory (photos are
@@ -156,6 +157,30 @@ def bench_images(counts: list[int], chunk_images: int | None, work: Path) -> Non
     print(f"image prepare peak {last['images']} / {first['images']} images: {ratio:.2f}")
 
 
+def spread(values: list[float], digits: int = 2) -> str:
+    """median [min-max]"""
+    return f"{np.median(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
+
+
+def compare_loading(source: Path, train_rows: int, args: argparse.Namespace, work: Path) -> None:
+    """`memory` and `stream` trainings of one table, interleaved in pairs (so a busy spell of a shared machine
+    hits both sides alike): steady rows/s of each side and the stream/memory ratio of each pair."""
+    memory, stream, ratios = [], [], []
+    for _ in range(args.repeats):
+        pair = {}
+        for loading in ("memory", "stream"):
+            pair[loading] = steady_rows_per_s(child("train", params(source, loading, args.epochs), work), train_rows)
+        memory.append(pair["memory"])
+        stream.append(pair["stream"])
+        ratios.append(pair["stream"] / pair["memory"])
+        print(json.dumps({k: round(v) for k, v in pair.items()} | {"stream_over_memory": round(ratios[-1], 2)}))
+    print(
+        f"{train_rows} training rows, batch 256, {args.repeats} interleaved pairs, median [min-max]: "
+        f"memory {spread(memory, 0)} rows/s, stream {spread(stream, 0)} rows/s, stream/memory {spread(ratios)}",
+        flush=True,
+    )
+
+
 def bench_tables(args: argparse.Namespace, work: Path) -> None:
     from pipelines.config import DatasetParams
     from pipelines.stages.ingest import ingest
@@ -178,13 +203,10 @@ def bench_tables(args: argparse.Namespace, work: Path) -> None:
             "train_stream_rows_per_s": round(steady_rows_per_s(trained, prepared["sizes"]["train"])),
             "train_stream_peak_mib": round(trained["peak_mib"]),
         }
-        if scale == args.scales[0]:
-            memory = child("train", params(source, "memory", args.epochs), work)
-            row["train_memory_rows_per_s"] = round(steady_rows_per_s(memory, prepared["sizes"]["train"]))
-            row["train_memory_peak_mib"] = round(memory["peak_mib"])
-            row["stream_over_memory"] = round(row["train_stream_rows_per_s"] / row["train_memory_rows_per_s"], 2)
         print(json.dumps(row), flush=True)
         rows_out.append(row)
+        if scale == args.scales[0]:
+            compare_loading(source, prepared["sizes"]["train"], args, work)
     first, last = rows_out[0], rows_out[-1]
     ratio = f"{last['scale']}x / {first['scale']}x"
     print(f"prepare peak {ratio}: {last['prepare_peak_mib'] / first['prepare_peak_mib']:.2f}")
@@ -197,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=100_000, help="rows of the 1x table")
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved memory/stream pairs on the 1x table")
     parser.add_argument("--chunk-rows", type=int, default=65536, help="prepare.chunk_rows (below the 1x rows)")
     parser.add_argument("--images", type=int, nargs="+", default=[12_500, 50_000], help="PNGs in each folder")
     parser.add_argument("--chunk-images", type=int, default=None, help="prepare.chunk_images (default: 16 MiB)")
