@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -219,6 +220,23 @@ def ray_instance():
             os.environ["PYTHONPATH"] = old
 
 
+def install_chromium() -> None:
+    """Debian's chromium and chromium-driver, installed with apt-get when missing."""
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        # A failure, not a skip: a UI test that did not run must not read as passed.
+        pytest.fail(
+            "the UI tests need Debian's chromium and chromium-driver, which are not installed and cannot be "
+            "installed here (needs root and apt-get): run `sudo apt-get install chromium chromium-driver`"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True, env=env, capture_output=True
+    )
+
+
 @pytest.fixture
 def chromium():
     """Debian's chromium and chromedriver (installed with apt-get when missing; no browser download).
@@ -226,14 +244,10 @@ def chromium():
     One browser per test, quit after it: a headless chromium left on a Prefect UI page keeps a core busy
     (its GPU process redraws the live page), which slowed every test after it by 2-3x when it lived as long
     as the session."""
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        if os.geteuid() != 0 or not shutil.which("apt-get"):
-            pytest.skip("chromium and chromium-driver are not installed and apt-get cannot install them here")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True, env=env, capture_output=True
-        )
+    # Under `make test` two xdist workers may both get here first: apt-get holds dpkg's lock, so one installs and
+    # the other waits, then finds it installed.
+    with FileLock(Path(tempfile.gettempdir()) / "dl-pipeline-tests-chromium.lock"):
+        install_chromium()
     from selenium import webdriver  # a dev dependency: `make test` installs it
     from selenium.webdriver.chrome.service import Service
 
