@@ -59,11 +59,11 @@ class Server:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def request(self, path: str, body: bytes | dict | None = None) -> tuple[int, dict]:
+    def request(self, path: str, body: bytes | dict | None = None, timeout: float = 60) -> tuple[int, dict]:
         data = json.dumps(body).encode() if isinstance(body, dict) else body
         req = urllib.request.Request(self.url(path), data=data, method="POST" if data is not None else "GET")
         try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read())
@@ -76,15 +76,15 @@ class Server:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 180) -> None:
+    def wait_ready(self, timeout: float = 420) -> None:  # six replicas starting beside another test's training
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"the server exited {self.proc.returncode}:\n{self.output()[-3000:]}"
             try:
-                status, body = self.request("/v1/models")
+                status, body = self.request("/v1/models", timeout=10)
                 if status == 200 and all(m["ready"] for m in body["models"]):
                     return
-            except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
+            except (urllib.error.URLError, OSError, json.JSONDecodeError):  # not listening yet, or a slow answer
                 pass
             time.sleep(0.5)
         raise AssertionError(f"not ready in {timeout} s:\n{self.output()[-3000:]}")

@@ -19,6 +19,8 @@ import threading
 from typing import Any
 
 from ray import serve
+from ray.serve.exceptions import RayServeException
+from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -36,6 +38,9 @@ from pipelines.serving.protocol import (
 logger = logging.getLogger("ray.serve")
 INDEX_APP = "models-index"
 DEFAULTS = {"poll_s": 10.0, "max_batch_size": 64, "batch_wait_s": 0.01, "threads": 1}
+# How long the index waits for a model's replica to say which version it serves. A model still loading (its
+# replica not started yet) is reported as LOADING after this, instead of holding the readiness probe open.
+STATUS_WAIT_S = 2.0
 
 
 def json_response(body: dict[str, Any], status: int = 200) -> Response:
@@ -108,6 +113,7 @@ class ModelServer:
 class ModelIndex:
     def __init__(self, models: list[str]):
         self.models = list(models)
+        self.handles: dict[str, DeploymentHandle] = {}
 
     async def __call__(self, request: Request) -> Response:
         rest = request.url.path[len(MODELS_PREFIX) :].strip("/")
@@ -124,7 +130,15 @@ class ModelIndex:
         return json_response(await self._status(name))
 
     async def _status(self, name: str) -> dict[str, Any]:
-        return await serve.get_app_handle(name).status.remote()
+        try:
+            return await asyncio.wait_for(self._replica_status(name), STATUS_WAIT_S)
+        except (TimeoutError, RayServeException):  # not deployed yet, or its replica still starting
+            return status_response(name, None, None)
+
+    async def _replica_status(self, name: str) -> dict[str, Any]:
+        if name not in self.handles:  # get_app_handle asks the controller and waits: not on the event loop
+            self.handles[name] = await asyncio.to_thread(serve.get_app_handle, name)
+        return await self.handles[name].status.remote()
 
 
 def model_app(args: dict[str, Any]) -> serve.Application:

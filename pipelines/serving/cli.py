@@ -29,6 +29,9 @@ SERVE_ENV = {
     "RAY_SERVE_PROXY_USE_GRPC": "1",
     # The replica runs our handler on its own event loop instead of handing each request to a second thread.
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    # How long a new proxy may take to start (a process importing Serve, uvicorn and gRPC) before the controller
+    # kills it as unhealthy; Ray's 5 s is missed on a busy 2-core machine, and serve.start then fails outright.
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
 }
 QUIET = {"enable_access_log": False}  # a log line per request costs more than a small model's forward pass
 

@@ -58,7 +58,7 @@ def predict_response(name: str, version: int, predictions: list[Any]) -> dict[st
     return {"predictions": predictions, "model_name": name, "model_version": str(version)}
 
 
-def status_response(name: str, version: int | None, ref: str) -> dict[str, Any]:
+def status_response(name: str, version: int | None, ref: str | None) -> dict[str, Any]:
     """Readiness in TF-Serving's shape (model_version_status), plus the plain fields KServe's v1 clients read."""
     ready = version is not None
     return {
