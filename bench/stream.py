@@ -5,7 +5,7 @@
 
 For a generated table (20 numeric and 5 categorical columns, a binary label) at each scale:
 
-- prepare: rows/s and the peak resident memory (VmHWM) of the prepare process;
+- ingest and prepare: rows/s and the peak resident memory (VmHWM) of each stage's process;
 - train with `data_loading: stream` (Ray Train's local mode, one worker in the stage's process, batch 256):
   rows/s of the steady epochs (all but the first) and the peak resident memory of the training process
   (Ray Data's read tasks run in Ray's worker processes and are not counted);
@@ -17,8 +17,8 @@ For a folder of generated 28x28 grayscale PNGs (scikit-learn's digits, enlarged,
 ten class subfolders) at each count in `--images`: prepare's images/s and peak resident memory (photos are
 decoded and resized in chunks of `prepare.chunk_images`).
 
-Each measurement runs in a fresh child process so its peak memory is its own. Ingest is not measured: it
-still reads a source whole (docs/data-loading.md).
+Each measurement runs in a fresh child process so its peak memory is its own. Ingest and prepare read the
+table `--chunk-rows` rows at a time.
 """
 
 from __future__ import annotations
@@ -42,7 +42,10 @@ from pathlib import Path
 from pipelines.config import ComputeParams, DatasetParams
 step, params = sys.argv[1], DatasetParams.model_validate_json(sys.argv[2])
 started = time.perf_counter()
-if step == "prepare":
+if step == "ingest":
+    from pipelines.stages.ingest import ingest
+    out = {"rows": ingest(sys.argv[3] if len(sys.argv) > 3 else "b", params)["rows"]}
+elif step == "prepare":
     from pipelines.stages.prepare import prepare
     out = {"sizes": prepare(sys.argv[3] if len(sys.argv) > 3 else "b", params)["sizes"]}
 else:
@@ -75,7 +78,7 @@ def params(source: Path, loading: str, epochs: int, chunk_rows: int = 65536) -> 
 
     return DatasetParams(
         modality="table",
-        ingest={"source": str(source), "label": "label"},
+        ingest={"source": str(source), "label": "label", "chunk_rows": chunk_rows},
         prepare={"chunk_rows": chunk_rows},
         train={
             "epochs": epochs,
@@ -182,15 +185,12 @@ def compare_loading(source: Path, train_rows: int, args: argparse.Namespace, wor
 
 
 def bench_tables(args: argparse.Namespace, work: Path) -> None:
-    from pipelines.config import DatasetParams
-    from pipelines.stages.ingest import ingest
-
     rows_out = []
     for scale in args.scales:
         n = args.rows * scale
         source = work / f"table{scale}.parquet"
         table(n).to_parquet(source, index=False)
-        ingest("b", DatasetParams.model_validate_json(params(source, "stream", args.epochs)))
+        ingested = child("ingest", params(source, "stream", args.epochs, args.chunk_rows), work)
         prepared = child("prepare", params(source, "stream", args.epochs, args.chunk_rows), work)
         trained = child("train", params(source, "stream", args.epochs), work)
         on_disk = sum(p.stat().st_size for p in (work / "data/prepared/b").rglob("*") if p.is_file())
@@ -198,6 +198,8 @@ def bench_tables(args: argparse.Namespace, work: Path) -> None:
             "scale": scale,
             "rows": n,
             "prepared_mib_on_disk": round(on_disk / 2**20, 1),
+            "ingest_rows_per_s": round(n / ingested["seconds"]),
+            "ingest_peak_mib": round(ingested["peak_mib"]),
             "prepare_rows_per_s": round(n / prepared["seconds"]),
             "prepare_peak_mib": round(prepared["peak_mib"]),
             "train_stream_rows_per_s": round(steady_rows_per_s(trained, prepared["sizes"]["train"])),
@@ -209,6 +211,7 @@ def bench_tables(args: argparse.Namespace, work: Path) -> None:
             compare_loading(source, prepared["sizes"]["train"], args, work)
     first, last = rows_out[0], rows_out[-1]
     ratio = f"{last['scale']}x / {first['scale']}x"
+    print(f"ingest peak {ratio}: {last['ingest_peak_mib'] / first['ingest_peak_mib']:.2f}")
     print(f"prepare peak {ratio}: {last['prepare_peak_mib'] / first['prepare_peak_mib']:.2f}")
     print(f"training peak {ratio}: {last['train_stream_peak_mib'] / first['train_stream_peak_mib']:.2f}")
 
@@ -220,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved memory/stream pairs on the 1x table")
-    parser.add_argument("--chunk-rows", type=int, default=65536, help="prepare.chunk_rows (below the 1x rows)")
+    parser.add_argument("--chunk-rows", type=int, default=65536, help="ingest and prepare.chunk_rows")
     parser.add_argument("--images", type=int, nargs="+", default=[12_500, 50_000], help="PNGs in each folder")
     parser.add_argument("--chunk-images", type=int, default=None, help="prepare.chunk_images (default: 16 MiB)")
     args = parser.parse_args(argv)

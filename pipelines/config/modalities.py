@@ -58,6 +58,12 @@ class TableIngest(IngestParams):
         default_factory=dict,
         description="Column types that replace the inferred ones, e.g. {age: number, id: drop, city: category}",
     )
+    chunk_rows: int = Field(
+        65536,
+        ge=1,
+        description="Rows ingest reads at a time (a CSV or Parquet file is read twice, a chunk at a time): its "
+        "memory is bounded by this, not the table's size",
+    )
 
 
 class ImageIngest(IngestParams):

@@ -16,11 +16,15 @@ from pipelines.modalities.tables.columns import canonical
 RARE_SHARE = 0.10
 
 
-def label_distribution(labels: pd.Series) -> list[dict[str, Any]]:
-    """[{"class", "rows", "share"}] of a classification label, commonest first (ties in the classes' order)."""
-    counts = labels.dropna().map(canonical).value_counts(sort=False)
-    total = int(counts.sum())
-    rows = [{"class": str(c), "rows": int(n), "share": round(n / total, 4)} for c, n in counts.items()]
+def class_counts(labels: pd.Series) -> dict[str, int]:
+    """Rows per class of a classification label (classes as canonical strings)."""
+    return {str(c): int(n) for c, n in labels.dropna().map(canonical).value_counts(sort=False).items()}
+
+
+def label_distribution(counts: dict[str, int]) -> list[dict[str, Any]]:
+    """[{"class", "rows", "share"}] from rows per class, commonest first (ties in the classes' order)."""
+    total = sum(counts.values())
+    rows = [{"class": c, "rows": n, "share": round(n / total, 4)} for c, n in counts.items()]
     return sorted(rows, key=lambda r: (-r["rows"], r["class"]))
 
 

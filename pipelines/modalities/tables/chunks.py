@@ -60,24 +60,45 @@ def _raw_chunks(path: Path, chunk_rows: int, text_columns: list[str]) -> Iterato
         raise PipelineInputError(f"unsupported file type {suffixes or '(none)'}; expected .csv, .csv.gz or .parquet")
 
 
-def read_table_chunks(path: Path, shown_as: str, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
-    """The rows of a CSV/Parquet file, `chunk_rows` at a time, typed as `sources.read_table` types the whole file;
-    errors name the source as the user wrote it."""
-    try:
+class TableChunks:
+    """The rows of a CSV/Parquet file, `chunk_rows` at a time, typed as `sources.read_table` types the whole
+    file; iterable more than once (the column types are found on the first iteration only). Each chunk's
+    index is its rows' 0-based positions in the file. Errors name the source as the user wrote it."""
+
+    def __init__(self, path: Path, shown_as: str, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
+        self.path, self.shown_as, self.chunk_rows = path, shown_as, chunk_rows
+        self.targets: dict[str, str | None] | None = None
+
+    def _column_targets(self) -> dict[str, str | None]:
         kinds: dict[str, set[str]] = {}
-        for chunk in _raw_chunks(path, chunk_rows, []):
+        for chunk in _raw_chunks(self.path, self.chunk_rows, []):
             for column in chunk.columns:
                 kinds.setdefault(column, set()).add(_kind(chunk[column]))
         if not kinds:
             raise pd.errors.EmptyDataError("no columns")
-        target = {column: _whole_file_type(k) for column, k in kinds.items()}
-        text = [c for c, t in target.items() if t == "str"]
-        casts = {c: t for c, t in target.items() if t in ("float64", "object")}
-        for chunk in _raw_chunks(path, chunk_rows, text):
-            yield chunk.astype(casts) if casts else chunk
-    except pd.errors.EmptyDataError:
-        raise PipelineInputError(f"{shown_as}: the file is empty (expected a header row and data rows)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as err:
-        if isinstance(err, PipelineInputError):
-            raise PipelineInputError(f"{shown_as}: {err}") from None
-        raise PipelineInputError(f"{shown_as}: cannot be read as a table: {err}") from None
+        return {column: _whole_file_type(k) for column, k in kinds.items()}
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        try:
+            if self.targets is None:
+                self.targets = self._column_targets()
+            text = [c for c, t in self.targets.items() if t == "str"]
+            casts = {c: t for c, t in self.targets.items() if t in ("float64", "object")}
+            start = 0
+            for chunk in _raw_chunks(self.path, self.chunk_rows, text):
+                chunk.index = pd.RangeIndex(start, start + len(chunk))
+                start += len(chunk)
+                yield chunk.astype(casts) if casts else chunk
+        except pd.errors.EmptyDataError:
+            raise PipelineInputError(
+                f"{self.shown_as}: the file is empty (expected a header row and data rows)"
+            ) from None
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as err:
+            if isinstance(err, PipelineInputError):
+                raise PipelineInputError(f"{self.shown_as}: {err}") from None
+            raise PipelineInputError(f"{self.shown_as}: cannot be read as a table: {err}") from None
+
+
+def read_table_chunks(path: Path, shown_as: str, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """One pass over `TableChunks(path, shown_as, chunk_rows)`."""
+    return iter(TableChunks(path, shown_as, chunk_rows))

@@ -7,6 +7,7 @@ A feature column becomes one of
     date        ISO-like dates (2024-03-01, 01/03/2024); expanded to year, month, day of week, day of year
     identifier  nearly every value a distinct string (a name, an id): dropped with a note, unless typed
     text        long strings of several words (free text): dropped with a note, unless typed
+The rule that infers a type from a column's values, chunk by chunk, is `ingest_scan.decide_type`.
 """
 
 from __future__ import annotations
@@ -83,34 +84,6 @@ def not_a_number(src: str, col: str, values: pd.Series, bad: np.ndarray, why: st
     )
 
 
-def infer_type(src: str, col: str, values: pd.Series) -> tuple[str, str]:
-    """(type, note) of a feature column from its non-missing values."""
-    present = values.dropna()
-    if pd.api.types.is_datetime64_any_dtype(values):
-        return "date", ""
-    distinct = levels(present).nunique()
-    bad = _numbers(present)[1]
-    if not bad.any():
-        return ("binary" if distinct == 2 else "number"), ""
-    if bad.sum() <= len(present) / 2:  # mostly numbers: a typo, not a category
-        raise not_a_number(
-            src, col, values, _numbers(values)[1], "the column looks numeric; set ingest.columns to category to keep it"
-        )
-    if distinct == 2:
-        return "binary", ""
-    strings = present.astype(str)
-    if strings.str.match(DATE).all():
-        return "date", ""
-    if strings.str.split().str.len().mean() >= TEXT_WORDS:
-        return "text", f"'{col}' looks like free text: dropped (set ingest.columns.{col}: category to keep it)"
-    if len(present) >= IDENTIFIER_MIN_ROWS and distinct >= IDENTIFIER_RATIO * len(present):
-        return "identifier", (
-            f"'{col}' looks like an identifier ({distinct} distinct values in {len(present)} rows): dropped "
-            f"(set ingest.columns.{col}: category to keep it)"
-        )
-    return "category", ""
-
-
 def as_series(values: pd.Series | list) -> pd.Series:
     return values if isinstance(values, pd.Series) else pd.Series(values)
 
@@ -159,34 +132,6 @@ def convert(src: str, col: str, kind: str, values: pd.Series) -> pd.Series:
         return dates
     out = levels(values).astype(object)
     return out.where(out.notna(), None)
-
-
-def column_profile(name: str, role: str, kind: str, source: str, values: pd.Series, note: str) -> dict[str, Any]:
-    """One row of the data profile: type, missing count, distinct values, range (numbers and dates)."""
-    present = values.dropna()
-    dates = pd.api.types.is_datetime64_any_dtype(values)
-    row: dict[str, Any] = {
-        "column": name,
-        "role": role,
-        "type": kind,
-        "type_from": source,
-        "missing": int(values.isna().sum()),
-        "distinct": int(present.nunique() if dates else levels(present).nunique()),
-        "min": None,
-        "max": None,
-        "note": note,
-    }
-    if len(present) and (kind in ("number", "log_number") or (role == "label" and _is_numeric(present))):
-        row["min"], row["max"] = float(present.min()), float(present.max())
-    elif len(present) and dates:
-        row["min"], row["max"] = str(present.min().date()), str(present.max().date())
-    if kind == "binary" and len(present):
-        row["positive"] = binary_positive(sorted(levels(present).unique()))
-    return row
-
-
-def _is_numeric(values: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
 
 
 def profile_lines(profile: list[dict[str, Any]]) -> list[str]:

@@ -210,13 +210,10 @@ class TablePreprocessor:
         from pipelines.modalities.tables.chunks import read_table_chunks
 
         unseen: Counter[str] = Counter()
-        first_row = 0
         with fetched(source) as local:
             for table in read_table_chunks(local, source, chunk_rows):
-                table.index = pd.RangeIndex(first_row, first_row + len(table))
                 yield self._inputs(table, source), table
                 unseen.update(self.unseen(table))
-                first_row += len(table)
         self._say_unseen(dict(unseen))
 
     def _inputs(self, table: pd.DataFrame, source: str) -> np.ndarray:
