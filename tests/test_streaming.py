@@ -93,3 +93,57 @@ def test_a_split_too_big_for_the_workers_memory_streams_to_a_worker_group_and_re
     evaluate.evaluate("t", params.evaluate, choice=params.datasets["t"].evaluate)
     version = register.register(params, "t")
     assert version.card["candidate"] == "fnn"
+
+
+class _DatasetBatches:
+    """`StreamBatches` over a Ray Dataset given directly (outside a Ray Train worker there is no dataset shard)."""
+
+    @staticmethod
+    def of(dataset, epoch: int = 0):
+        import torch
+
+        from pipelines.training.streamed import StreamBatches
+
+        class Own(StreamBatches):
+            def _shard(self):
+                return dataset
+
+        batches = Own("train", {"x_shape": [2], "y_shape": [], "rows": 1000}, 8, torch.device("cpu"), shuffle=True)
+        batches.epoch = epoch
+        return batches
+
+
+def _epoch_ids(batches) -> list[int]:
+    return [int(i) for _, y in batches for i in y]
+
+
+def _fresh_epoch_ids(dataset, epoch: int) -> list[int]:
+    """The epoch's rows in order, from batches that never ran a pass before (nothing started ahead)."""
+    batches = _DatasetBatches.of(dataset, epoch)
+    try:
+        return _epoch_ids(batches)
+    finally:
+        batches.close()
+
+
+def test_the_next_pass_started_ahead_gives_each_epoch_the_rows_and_order_of_a_fresh_start(ray_instance):
+    import threading
+
+    import ray.data
+
+    ids = np.arange(1000)
+    rows = [{"x": np.array([i, -i], np.float32), "y": int(i)} for i in ids]
+    dataset = ray.data.from_items(rows, override_num_blocks=1)
+    batches = _DatasetBatches.of(dataset)
+    orders = []
+    for epoch in range(3):
+        batches.epoch = epoch  # as EpochHistory sets it; from the second epoch on, the pass was started ahead
+        orders.append(_epoch_ids(batches))
+        assert sorted(orders[-1]) == list(ids) and batches.epoch_rows == 1000
+        assert batches._ahead is not None and batches._ahead.options == batches._options(epoch + 1)
+        assert orders[-1] == _fresh_epoch_ids(dataset, epoch)  # the same seeded shuffle
+    assert orders[0] != orders[1] != orders[2]
+    batches.epoch = 7  # a resume: the pass started for epoch 3 is not this epoch's and is set aside
+    assert _epoch_ids(batches) == _fresh_epoch_ids(dataset, 7)
+    batches.close()
+    assert not [t for t in threading.enumerate() if t.name == "stream-next-pass" and t.is_alive()]

@@ -71,6 +71,9 @@ class TensorBatches:
             return torch.empty(0, dtype=torch.long)
         return self._order()[n - n % self.world :]
 
+    def close(self) -> None:
+        """Nothing runs ahead of an in-memory epoch (`StreamBatches.close` stops a stream's next pass)."""
+
     def __len__(self) -> int:
         n = len(self.x)
         per_rank = n // self.world if self.shuffle else len(range(self.rank, n, self.world))

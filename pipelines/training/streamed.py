@@ -11,6 +11,12 @@ of rows, seeded with (seed, epoch, rank). Its cost: that buffer in memory, and o
 rows out of it (a copy per batch, which the in-memory path also makes). Unlike the in-memory path's full
 permutation, rows far apart in the shards rarely meet in a batch: a global shuffle would need a Ray Data
 `random_shuffle` (an all-to-all exchange of the whole split each epoch), which this does not pay.
+
+Each pass is a new Ray Data execution, whose start (planning, read tasks, the split coordinator's epoch barrier,
+the first fetch) costs 50-90 ms of this process's CPU even on a small split. So the next pass is started in a
+background thread (`NextPass`) as soon as a pass ends, with the next epoch's shuffle seed: the training pass's
+successor starts while the epoch validates, validation's while the next epoch trains. A pass started for an
+epoch that does not come next (a resume) is set aside, and `close` ends the one started after the last epoch.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ class StreamBatches:
         self.iterated = None  # the in-memory path's row indices: a stream has none (ShardLog skips it)
         self.epoch_rows = 0
         self.epoch_digest = 0
+        self._ahead: NextPass | None = None
 
     def _row_bytes(self) -> int:
         return max(1, 4 * (math.prod(self.x_shape) + math.prod(self.y_shape)))  # float32 / int64: 4-8 bytes
@@ -72,17 +79,38 @@ class StreamBatches:
 
         return ray.train.get_dataset_shard(self.name)
 
-    def _torch_batches(self) -> Iterator[tuple[Any, Any]]:
-        import torch
-
+    def _options(self, epoch: int) -> dict[str, Any]:
         options: dict[str, Any] = {"batch_size": self._fetch_rows(), "device": self.device, "drop_last": False}
         if self.shuffle:
             options |= {
                 "local_shuffle_buffer_size": self._buffer_rows(),
-                "local_shuffle_seed": (self.seed * 1_000_003 + self.epoch) * 1009 + self.rank,
+                "local_shuffle_seed": (self.seed * 1_000_003 + epoch) * 1009 + self.rank,
             }
+        return options
+
+    def _fetches(self) -> Iterator[dict[str, Any]]:
+        """This pass's fetches; its first may have been fetched in the background as the previous pass ended."""
+        options, ahead, self._ahead = self._options(self.epoch), self._ahead, None
+        if ahead is not None and ahead.options == options:
+            fetches, first = ahead.result()
+        else:
+            if ahead is not None:  # started for another epoch (a resume, a sanity pass): not this one's rows
+                ahead.close()
+            fetches = iter(self._shard().iter_torch_batches(**options))
+            first = next(fetches, None)
+        if first is not None:
+            yield first
+            yield from fetches
+        # Start the next pass now: its Ray Data execution (read tasks, the split, the shuffle buffer's first fill)
+        # then runs while this rank trains or validates, instead of on the next pass's critical path.
+        # The next epoch's shuffle seed: EpochHistory sets the same epoch number when that epoch starts.
+        self._ahead = NextPass(self._shard(), self._options(self.epoch + 1 if self.shuffle else self.epoch))
+
+    def _torch_batches(self) -> Iterator[tuple[Any, Any]]:
+        import torch
+
         self.epoch_rows, self.epoch_digest = 0, 0
-        for fetched in self._shard().iter_torch_batches(**options):
+        for fetched in self._fetches():
             xs = fetched["x"].reshape(len(fetched["x"]), *self.x_shape)
             ys = fetched["y"].reshape(len(fetched["y"]), *self.y_shape)
             self.epoch_rows += len(xs)
@@ -91,6 +119,12 @@ class StreamBatches:
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 yield x, y
+
+    def close(self) -> None:
+        """Stop the pass started ahead (after the last epoch nobody iterates it)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.close()
 
     def __iter__(self) -> Iterator[Any]:
         if self.group == 1:
@@ -104,6 +138,45 @@ class StreamBatches:
                 held = []
         if held:
             yield tuple(held)
+
+
+class NextPass:
+    """A pass over a shard started in a background thread: its iterator and its first fetch, once ready.
+
+    The thread touches only Ray Data (no collectives), so a rank waiting here cannot deadlock DDP. It is a daemon:
+    if a peer rank died, a streaming split's epoch barrier may never open, and the process must still exit."""
+
+    JOIN_S = 30.0
+
+    def __init__(self, shard, options: dict[str, Any]) -> None:
+        import threading
+
+        self.options = options
+        self._fetches: Iterator[Any] | None = None
+        self._first: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(shard,), name="stream-next-pass", daemon=True)
+        self._thread.start()
+
+    def _run(self, shard) -> None:
+        try:
+            self._fetches = iter(shard.iter_torch_batches(**self.options))
+            self._first = next(self._fetches, None)
+        except BaseException as err:  # re-raised in the training thread, where the pass is consumed
+            self._error = err
+
+    def result(self) -> tuple[Iterator[Any], Any]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._fetches is not None
+        return self._fetches, self._first
+
+    def close(self) -> None:
+        self._thread.join(self.JOIN_S)
+        close = getattr(self._fetches, "close", None)
+        if close is not None and not self._thread.is_alive():
+            close()  # ends the pass's Ray Data execution (its read tasks) now rather than at garbage collection
 
 
 def rows_digest(x) -> int:

@@ -185,6 +185,9 @@ def _train_candidate(
             reporter.keeper.kept = []
             reporter.write_state("failed", str(err))
         return {"status": "failed", "error": str(err)}
+    finally:
+        train.close()  # a streamed split's next pass, started ahead, that no epoch will take
+        val.close()
     # Every rank's weights and shards beside its placement: the driver checks that DDP kept them in step.
     _record_placement(
         where,
