@@ -44,6 +44,12 @@ def canonical(value: Any) -> str:
 
 def levels(values: pd.Series) -> pd.Series:
     """The non-missing values of a column as canonical strings (NaN stays NaN)."""
+    kind = values.dtype
+    if pd.api.types.is_bool_dtype(kind) or pd.api.types.is_numeric_dtype(kind) or isinstance(kind, pd.StringDtype):
+        # One typed dtype: equal keys are equal levels, so each distinct value is made canonical once.
+        uniques = values.dropna().unique()
+        return values.map(pd.Series([canonical(u) for u in uniques], index=uniques, dtype=object))
+    # Python objects (True and 1 are one key but two levels), categories, dates: each value mapped.
     return values.map(canonical, na_action="ignore")
 
 

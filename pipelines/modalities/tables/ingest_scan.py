@@ -53,8 +53,19 @@ class Distinct:
             hashed = pd.util.hash_array(present.to_numpy(np.float64) + 0.0)
         else:
             hashed = pd.util.hash_array(levels(present).to_numpy(dtype=object))
-        merged = np.union1d(self.hashes, hashed)  # sorted and unique
-        self.hashes = merged[:SKETCH_VALUES]
+        if len(self.hashes) == SKETCH_VALUES:  # full: only a hash below the largest kept can enter
+            hashed = hashed[hashed < self.hashes[-1]]
+        fresh = np.unique(hashed)
+        if not len(fresh):
+            return
+        # Two sorted runs: a stable sort (timsort) merges them in linear time, where np.union1d would sort the
+        # kept hashes again for every chunk (which made small chunks of a wide table crawl).
+        merged = np.concatenate([self.hashes, fresh])
+        merged.sort(kind="stable")
+        first = np.empty(len(merged), bool)
+        first[0] = True
+        np.not_equal(merged[1:], merged[:-1], out=first[1:])
+        self.hashes = merged[first][:SKETCH_VALUES]
 
     def count(self) -> int:
         if len(self.hashes) < SKETCH_VALUES:
@@ -92,19 +103,26 @@ class TypeEvidence:
         if self.datetime or not len(present):
             return
         self.distinct.add(present)
-        bad = _numbers(present)[1]
+        if pd.api.types.is_numeric_dtype(present) or pd.api.types.is_bool_dtype(present):
+            self.all_dates = False  # a number's text is one word and no date
+            self.words += len(present)
+            return
+        if isinstance(present.dtype, pd.StringDtype):
+            # Strings repeat (categories): each distinct one is parsed, matched and split once, then counted.
+            codes, uniques = pd.factorize(present)
+            values, counts = pd.Series(uniques, dtype=present.dtype), np.bincount(codes, minlength=len(uniques))
+        else:  # Python objects: True and 1 are one key but not one text, so every value is looked at
+            codes, values, counts = None, present, np.ones(len(present), np.int64)
+        bad_values = _numbers(values)[1]
+        bad = bad_values if codes is None else bad_values[codes]
         if bad.any():
             if self.first_bad is None:
                 position = int(bad.nonzero()[0][0])
                 self.first_bad = (row_number(present, position), present.iloc[position])
             self.bad += int(bad.sum())
-        if pd.api.types.is_numeric_dtype(present) or pd.api.types.is_bool_dtype(present):
-            self.all_dates = False  # a number's text is one word and no date
-            self.words += len(present)
-        else:
-            strings = present.astype(str)
-            self.all_dates = self.all_dates and bool(strings.str.match(DATE).all())
-            self.words += int(strings.str.split().str.len().sum())
+        strings = values.astype(str)
+        self.all_dates = self.all_dates and bool(strings.str.match(DATE).all())
+        self.words += int((strings.str.split().str.len().to_numpy() * counts).sum())
 
 
 def decide_type(src: str, col: str, seen: TypeEvidence) -> tuple[str, str]:
