@@ -25,14 +25,15 @@ def shuffled_split(n: int, params: PrepareParams) -> dict[str, np.ndarray]:
     }
 
 
-def chronological_split(n: int, params: PrepareParams, what: str) -> dict[str, np.ndarray]:
-    """Ordered split for sequences: train is the past, test the most recent part (no leakage from the future)."""
+def chronological_split(n: int, params: PrepareParams, what: str) -> dict[str, range]:
+    """Ordered split for sequences: train is the past, test the most recent part (no leakage from the future).
+    Ranges, not index arrays: a corpus of any length splits in constant memory."""
     n_test = max(1, int(round(n * params.test_fraction)))
     n_val = max(1, int(round(n * params.val_fraction)))
     if n - n_test - n_val < 2:
         raise PipelineInputError(f"prepare: {n} {what} are too few to split into train/val/test")
-    idx = np.arange(n)
-    return {"train": idx[: n - n_val - n_test], "val": idx[n - n_val - n_test : n - n_test], "test": idx[n - n_test :]}
+    n_train = n - n_val - n_test
+    return {"train": range(n_train), "val": range(n_train, n - n_test), "test": range(n - n_test, n)}
 
 
 def encode_classes(labels: np.ndarray) -> tuple[np.ndarray, list[str]]:

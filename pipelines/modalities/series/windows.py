@@ -9,11 +9,15 @@ import pandas as pd
 
 from pipelines.config import IngestParams, PrepareParams
 from pipelines.errors import PipelineInputError
-from pipelines.modalities.common import chronological_split, write_splits
+from pipelines.handoffs.splits import SplitWriter
+from pipelines.modalities.common import chronological_split
 from pipelines.modalities.series.preprocess import SeriesPreprocessor
 from pipelines.modalities.series.reading import RAW_SERIES, infer_freq
 
 RELATIVE_TRANSFORMS = ("relative", "log_relative")
+# Windows are written this many bytes of samples at a time: each step of the series is in `window + horizon` of
+# them, so prepare holds the series (4 bytes a step, twice: raw and scaled) and one chunk, never every window.
+CHUNK_BYTES = 16 * 2**20
 
 
 def windows(scaled: np.ndarray, window: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,11 +71,13 @@ def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: di
         getattr(ingest, "column", None),
     )
     prep.fit(seen, params.normalize)
-    x, y = windows(prep.transform(values), window, horizon)
-    arrays = {
-        name: (np.ascontiguousarray(x[idx], dtype=np.float32), np.ascontiguousarray(y[idx], dtype=np.float32))
-        for name, idx in parts.items()
-    }
+    x, y = windows(prep.transform(values), window, horizon)  # views of the scaled series: nothing copied yet
+    per_chunk = max(1, CHUNK_BYTES // (4 * (window + horizon)))
+    for name, idx in parts.items():  # each split a range of consecutive windows, copied a chunk at a time
+        with SplitWriter(out / name) as writer:
+            for start in range(idx.start, idx.stop, per_chunk):
+                stop = min(start + per_chunk, idx.stop)
+                writer.write(np.ascontiguousarray(x[start:stop]), np.ascontiguousarray(y[start:stop]))
     meta = {
         "input_shape": [window],
         "window": window,
@@ -85,5 +91,4 @@ def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: di
         "preprocessing": prep.state,
         "classes": None,
     }
-    write_splits(out, arrays)  # held in memory whole: a source of this kind is read whole
     return meta
