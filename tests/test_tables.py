@@ -14,7 +14,7 @@ import pytest
 from pipelines.config import DatasetParams
 from pipelines.errors import PipelineInputError
 from pipelines.modalities import preprocessor_from_state
-from pipelines.modalities.common import shuffled_split
+from pipelines.modalities.common import shuffled_membership, shuffled_split
 from pipelines.paths import DatasetPaths
 from pipelines.stages.ingest import ingest as ingest_stage
 from pipelines.stages.prepare import load_split
@@ -150,6 +150,17 @@ def test_column_types_can_be_set_and_unknown_names_are_refused(in_tmp):
     assert info["column_types"]["size"] == "log_number"
     with pytest.raises(PipelineInputError, match=r"ingest.columns: no feature column 'colour', 'label' \(the label\)"):
         ingest_stage("t", dataset(src, ingest={"columns": {"colour": "category", "label": "number"}}))
+
+
+@pytest.mark.parametrize("n, seed", [(3, 0), (600, 0), (1_234_567, 7)])
+def test_a_tables_split_membership_holds_the_rows_of_the_shuffled_split(n, seed):
+    """A table's prepare keeps each row's split in a byte (shuffled_membership), not index arrays: the same rows."""
+    params = dataset("x").prepare.model_copy(update={"seed": seed})
+    codes = {"train": 0, "val": 1, "test": 2}
+    membership = shuffled_membership(n, params, codes)
+    assert membership.dtype == np.int8 and len(membership) == n
+    for name, idx in shuffled_split(n, params).items():
+        assert np.array_equal(np.flatnonzero(membership == codes[name]), idx), name
 
 
 def test_prepare_fits_fills_levels_and_scaling_on_the_training_rows_only(in_tmp):

@@ -11,18 +11,36 @@ from pipelines.errors import PipelineInputError
 from pipelines.handoffs.splits import write_split
 
 
-def shuffled_split(n: int, params: PrepareParams) -> dict[str, np.ndarray]:
-    """Deterministic shuffled split: same seed and row count give the same rows."""
-    order = np.random.default_rng(params.seed).permutation(n)
+def _shuffled_sizes(n: int, params: PrepareParams) -> tuple[int, int]:
+    """(test rows, val rows) of a shuffled split of `n` rows."""
     n_test = max(1, int(round(n * params.test_fraction)))
     n_val = max(1, int(round(n * params.val_fraction)))
     if n - n_test - n_val < 1:
         raise PipelineInputError(f"prepare: {n} rows are too few to split into train/val/test")
+    return n_test, n_val
+
+
+def shuffled_split(n: int, params: PrepareParams) -> dict[str, np.ndarray]:
+    """Deterministic shuffled split: same seed and row count give the same rows."""
+    n_test, n_val = _shuffled_sizes(n, params)
+    order = np.random.default_rng(params.seed).permutation(n)
     return {
         "test": np.sort(order[:n_test]),
         "val": np.sort(order[n_test : n_test + n_val]),
         "train": np.sort(order[n_test + n_val :]),
     }
+
+
+def shuffled_membership(n: int, params: PrepareParams, codes: dict[str, int]) -> np.ndarray:
+    """Each row's split, as `codes[split]`: the rows `shuffled_split` gives each split, in 1 byte a row (and a
+    4-byte shuffle for the moment) rather than its 24 bytes a row of index arrays and their sorted copies."""
+    n_test, n_val = _shuffled_sizes(n, params)
+    order = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+    np.random.default_rng(params.seed).shuffle(order)  # the order permutation(n) gives, whatever the dtype
+    membership = np.full(n, codes["train"], np.int8)
+    membership[order[:n_test]] = codes["test"]
+    membership[order[n_test : n_test + n_val]] = codes["val"]
+    return membership
 
 
 def chronological_split(n: int, params: PrepareParams, what: str) -> dict[str, range]:

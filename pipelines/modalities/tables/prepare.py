@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from pipelines.config import IngestParams, PrepareParams
 from pipelines.handoffs.splits import SplitWriter
-from pipelines.modalities.common import shuffled_split
+from pipelines.modalities.common import shuffled_membership
 from pipelines.modalities.tables.encoding import TablePreprocessor
 from pipelines.modalities.tables.entries import target_values
 from pipelines.modalities.tables.fit_stats import Moments
@@ -85,9 +85,7 @@ def prepare(raw_dir: Path, ingest: IngestParams, params: PrepareParams, info: di
     chunks = RawChunks(raw_dir / RAW_TABLE, getattr(params, "chunk_rows", 65536))
     features = [c for c in chunks.columns if c != label]
     types, missing, binary = _typed(info, features)
-    membership = np.empty(chunks.n, np.int8)  # each row's split
-    for name, idx in shuffled_split(chunks.n, params).items():
-        membership[idx] = SPLIT_CODES[name]
+    membership = shuffled_membership(chunks.n, params, SPLIT_CODES)  # each row's split
     train_rows = membership == SPLIT_CODES["train"]
 
     prep = TablePreprocessor(list(types))
