@@ -99,25 +99,30 @@ class Streamed(TrainData):
         return cls(splits, data_dir, seed)
 
     def datasets(self) -> dict[str, Any]:
+        import numpy as np
         import ray
         import ray.data
 
-        from pipelines.handoffs.splits import split_parts
-
         here = {NODE_ID_LABEL: ray.get_runtime_context().get_node_id()}  # Ray's default label of every node
 
-        def read(name: str):
+        def read(name: str, order_seed: int | None = None):
             # Not ray.data.read_parquet: in Ray 2.60 it lists the files in a task that needs a free CPU, and a
             # worker group holding every CPU of its nodes would wait on it forever. These read tasks reserve
             # no CPU (Parquet decoding is cheap beside training), run on this (the driver's) node, where the
-            # shards are, and hand the rows to the workers through Ray's object store.
-            shards = ray.data.from_items([{"path": str(p.resolve())} for p in split_parts(Path(self.data_dir) / name)])
-            return shards.map_batches(
+            # shards are, and hand the rows to the workers through Ray's object store. One item per row group
+            # (one block each), in a seeded order for training: not Ray Data's randomize_block_order, an
+            # all-to-all step that holds back every block until the last is read, so each epoch would put
+            # the whole split in the object store (and this process would map it) before a batch is trained.
+            groups = row_groups(Path(self.data_dir) / name)
+            if order_seed is not None:
+                groups = [groups[i] for i in np.random.default_rng(order_seed).permutation(len(groups))]
+            items = ray.data.from_items([{"path": path, "group": group} for path, group in groups])
+            return items.map_batches(
                 read_row_groups, batch_size=1, num_cpus=0, concurrency=READERS, label_selector=here
             )
 
-        # The shards' order is shuffled once per run (seeded); each epoch's shuffle is the workers' local buffer.
-        return {"train": read("train").randomize_block_order(seed=self.seed), "val": read("val")}
+        # The row groups' order is shuffled once per run (seeded); each epoch's shuffle is the workers' buffer.
+        return {"train": read("train", order_seed=self.seed), "val": read("val")}
 
     def loop_config(self) -> dict[str, Any]:
         return {LOADING: self.kind, STREAMED: self.splits}
@@ -144,11 +149,22 @@ def data_for(config: dict[str, Any]) -> TrainData:
     return Streamed(config[STREAMED]) if config.get(LOADING) == "stream" else InMemory()
 
 
-def read_row_groups(batch: dict[str, Any]) -> Iterator[Any]:
-    """A Ray Data task: each shard of the batch, one row group (one block) at a time, as pyarrow tables."""
+def row_groups(folder: Path) -> list[tuple[str, int]]:
+    """(shard path, row group) of each row group of a split, in the split's order (from the shards' footers)."""
     import pyarrow.parquet as pq
 
-    for path in batch["path"]:
-        shard = pq.ParquetFile(str(path))
-        for group in range(shard.num_row_groups):
-            yield shard.read_row_group(group, columns=["x", "y"])
+    from pipelines.handoffs.splits import split_parts
+
+    return [
+        (str(part.resolve()), group)
+        for part in split_parts(folder)
+        for group in range(pq.ParquetFile(part).metadata.num_row_groups)
+    ]
+
+
+def read_row_groups(batch: dict[str, Any]) -> Iterator[Any]:
+    """A Ray Data task: the batch's row groups, one (one block) at a time, as pyarrow tables."""
+    import pyarrow.parquet as pq
+
+    for path, group in zip(batch["path"], batch["group"], strict=True):
+        yield pq.ParquetFile(str(path)).read_row_group(int(group), columns=["x", "y"])

@@ -5,12 +5,13 @@ split the dataset across the worker group with `streaming_split(equal=True)`, so
 goes to exactly one rank and every rank gets the same number of rows (DDP needs equal steps; fewer than
 `world` rows are left out per epoch). In local mode the "shard" is the whole Dataset, iterated in process.
 
-The shuffle, per epoch and seeded: the shards' order is randomized once per run (`randomize_block_order`,
-driver side), then each rank draws its batches from a local shuffle buffer of `SHUFFLE_BUFFER_BYTES` worth
-of rows, seeded with (seed, epoch, rank). Its cost: that buffer in memory, and one gather of each batch's
-rows out of it (a copy per batch, which the in-memory path also makes). Unlike the in-memory path's full
-permutation, rows far apart in the shards rarely meet in a batch: a global shuffle would need a Ray Data
-`random_shuffle` (an all-to-all exchange of the whole split each epoch), which this does not pay.
+The shuffle, per epoch and seeded: the row groups' order is randomized once per run (the driver's list of row
+groups to read: `training.data.Streamed.datasets`), then each rank draws its batches from a local shuffle
+buffer of `SHUFFLE_BUFFER_BYTES` worth of rows, seeded with (seed, epoch, rank). Its cost: that buffer in
+memory, and one gather of each batch's rows out of it (a copy per batch, which the in-memory path also makes).
+Unlike the in-memory path's full permutation, rows far apart in the shards rarely meet in a batch: a global
+shuffle would need a Ray Data `random_shuffle` (an all-to-all exchange of the whole split each epoch), which
+this does not pay.
 
 Each pass is a new Ray Data execution, whose start (planning, read tasks, the split coordinator's epoch barrier,
 the first fetch) costs 50-90 ms of this process's CPU even on a small split. So the next pass is started in a
