@@ -33,7 +33,7 @@ def shuffled_split(n: int, params: PrepareParams) -> dict[str, np.ndarray]:
 
 def shuffled_membership(n: int, params: PrepareParams, codes: dict[str, int]) -> np.ndarray:
     """Each row's split, as `codes[split]`: the rows `shuffled_split` gives each split, in 1 byte a row (and a
-    4-byte shuffle for the moment) rather than its 24 bytes a row of index arrays and their sorted copies."""
+    4-byte shuffle for the moment) rather than its 16 bytes a row (an int64 permutation and the sorted copies)."""
     n_test, n_val = _shuffled_sizes(n, params)
     order = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
     np.random.default_rng(params.seed).shuffle(order)  # the order permutation(n) gives, whatever the dtype
