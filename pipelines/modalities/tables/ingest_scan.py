@@ -32,7 +32,7 @@ from pipelines.modalities.tables.columns import (
 
 SKETCH_VALUES = 1 << 16  # distinct values counted exactly per column: 512 KiB of hashes at most
 FEW = 3  # actual values kept per column: enough to name a binary column's two values, or see a third
-LABEL_VALUES = 64  # distinct label values kept per missing pattern: a task needs at most 21 (MAX_CLASSES_FOR_AUTO)
+LABEL_VALUES = 64  # distinct label values kept per missing pattern: a task needs 21 at most (MAX_CLASSES_FOR_AUTO)
 
 
 class Distinct:
