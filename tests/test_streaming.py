@@ -147,3 +147,44 @@ def test_the_next_pass_started_ahead_gives_each_epoch_the_rows_and_order_of_a_fr
     assert _epoch_ids(batches) == _fresh_epoch_ids(dataset, 7)
     batches.close()
     assert not [t for t in threading.enumerate() if t.name == "stream-next-pass" and t.is_alive()]
+
+
+def test_the_training_row_groups_are_read_in_a_seeded_shuffled_order_and_validation_in_file_order(
+    tmp_path, ray_instance, monkeypatch
+):
+    """Each epoch's shuffle is a worker's bounded buffer, so the order the row groups reach it in must itself be
+    shuffled: read in file order, a split sorted by time or label would train in long runs of one kind."""
+    import ray.data
+
+    from pipelines.handoffs import splits
+    from pipelines.training.data import GROUPS_PER_READ, Streamed, row_groups
+
+    rows, group_rows = 2400, 100
+    monkeypatch.setattr(splits, "ROW_GROUP_BYTES", group_rows * 12)  # a row: 2 float32 x and an int32 y
+    ids = np.arange(rows, dtype=np.int32)
+    x = np.stack([ids, -ids], axis=1).astype(np.float32)
+    for name in ("train", "val"):
+        splits.write_split(tmp_path / name, x, ids, shard_bytes=rows * 12 // 2)  # 2 shards of 12 row groups
+    groups = row_groups(tmp_path / "train")
+    assert len(groups) == 24 > 2 * GROUPS_PER_READ  # several read tasks, each of several row groups
+
+    def group_order(dataset) -> list[int]:
+        """The row groups (by their first row's id) in the order the dataset yields their rows: a group's rows
+        come together."""
+        read = np.concatenate([batch["y"] for batch in dataset.iter_batches(batch_size=None, batch_format="numpy")])
+        assert sorted(read.tolist()) == ids.tolist()  # every row once
+        group = read // group_rows
+        order = group[np.flatnonzero(np.diff(group, prepend=-1))]
+        assert len(order) == len(groups)
+        return (order * group_rows).tolist()
+
+    context = ray.data.DataContext.get_current()
+    monkeypatch.setattr(context.execution_options, "preserve_order", True)  # the read tasks' outputs in task order
+    file_order = list(range(0, rows, group_rows))
+    orders = {}
+    for seed in (0, 1):
+        datasets = Streamed.of(str(tmp_path), seed).datasets()
+        orders[seed] = group_order(datasets["train"])
+        assert group_order(datasets["val"]) == file_order
+    assert sorted(orders[0]) == file_order and orders[0] != file_order and orders[1] != orders[0]
+    assert group_order(Streamed.of(str(tmp_path), 0).datasets()["train"]) == orders[0]  # the same seed, the same order

@@ -17,6 +17,7 @@ torch at module level.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,12 @@ LOADING = "data_loading"  # the worker config's key: memory | stream
 STREAMED = "streamed_splits"  # stream: each split's per-sample shapes and rows (workers cannot read the shards)
 SPLITS = ("train", "val")
 NODE_ID_LABEL = "ray.io/node-id"
-READERS = 2  # read tasks per split at once: each holds one row group (handoffs.splits.ROW_GROUP_BYTES)
+READERS = 2  # read tasks per split at once
+# Row groups one read task reads (handoffs.splits.ROW_GROUP_BYTES each, 8 MiB): Ray Data joins a task's output
+# into blocks of up to 128 MiB (its target_max_block_size), so a task's row groups reach a worker as one block
+# of about 64 MiB. A task per row group (8 MiB blocks) made streamed epochs ~10 % slower at 1M rows; one task
+# for all of them no faster than 8 (BENCHMARKS.md, issue 20).
+GROUPS_PER_READ = 8
 
 
 class TrainData(ABC):
@@ -109,16 +115,24 @@ class Streamed(TrainData):
             # Not ray.data.read_parquet: in Ray 2.60 it lists the files in a task that needs a free CPU, and a
             # worker group holding every CPU of its nodes would wait on it forever. These read tasks reserve
             # no CPU (Parquet decoding is cheap beside training), run on this (the driver's) node, where the
-            # shards are, and hand the rows to the workers through Ray's object store. One item per row group
-            # (one block each), in a seeded order for training: not Ray Data's randomize_block_order, an
-            # all-to-all step that holds back every block until the last is read, so each epoch would put
-            # the whole split in the object store (and this process would map it) before a batch is trained.
+            # shards are, and hand the rows to the workers through Ray's object store. For training, the row
+            # groups come in a seeded order, each read task taking the next GROUPS_PER_READ of it: not Ray
+            # Data's randomize_block_order, an all-to-all step that holds back every block until the last is
+            # read, so each epoch would put the whole split in the object store (and this process would map
+            # it) before a batch is trained.
             groups = row_groups(Path(self.data_dir) / name)
             if order_seed is not None:
                 groups = [groups[i] for i in np.random.default_rng(order_seed).permutation(len(groups))]
-            items = ray.data.from_items([{"path": path, "group": group} for path, group in groups])
+            items = ray.data.from_items(
+                [{"path": path, "group": group} for path, group in groups],
+                override_num_blocks=max(1, math.ceil(len(groups) / GROUPS_PER_READ)),  # contiguous runs of the order
+            )
             return items.map_batches(
-                read_row_groups, batch_size=1, num_cpus=0, concurrency=READERS, label_selector=here
+                read_row_groups,
+                batch_size=None,  # a task per input block
+                num_cpus=0,
+                compute=ray.data.TaskPoolStrategy(size=READERS),
+                label_selector=here,
             )
 
         # The row groups' order is shuffled once per run (seeded); each epoch's shuffle is the workers' buffer.
@@ -163,7 +177,8 @@ def row_groups(folder: Path) -> list[tuple[str, int]]:
 
 
 def read_row_groups(batch: dict[str, Any]) -> Iterator[Any]:
-    """A Ray Data task: the batch's row groups, one (one block) at a time, as pyarrow tables."""
+    """A Ray Data task: the batch's row groups, one at a time, as pyarrow tables (Ray Data joins them into
+    blocks of up to its target_max_block_size)."""
     import pyarrow.parquet as pq
 
     for path, group in zip(batch["path"], batch["group"], strict=True):
