@@ -171,7 +171,9 @@ def test_the_training_row_groups_are_read_in_a_seeded_shuffled_order_and_validat
     def group_order(dataset) -> list[int]:
         """The row groups (by their first row's id) in the order the dataset yields their rows: a group's rows
         come together."""
-        read = np.concatenate([batch["y"] for batch in dataset.iter_batches(batch_size=None, batch_format="numpy")])
+        blocks = [batch["y"] for batch in dataset.iter_batches(batch_size=None, batch_format="numpy")]
+        assert len(blocks) == -(-len(groups) // GROUPS_PER_READ)  # a read task per GROUPS_PER_READ groups, one block
+        read = np.concatenate(blocks)
         assert sorted(read.tolist()) == ids.tolist()  # every row once
         group = read // group_rows
         order = group[np.flatnonzero(np.diff(group, prepend=-1))]
